@@ -1,0 +1,157 @@
+//! Every error the API answers, and how each maps to an HTTP status and the Mender error
+//! body `{"error": ..., "request_id": ...}`. This is the only place that decides statuses.
+
+use std::convert::Infallible;
+
+use engine::EngineError;
+use http::StatusCode;
+use serde::Serialize;
+use warp::reject::Rejection;
+use warp::reply::{Reply, Response};
+
+use crate::request_id::RequestId;
+
+/// An error answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    /// 400: malformed input.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401: no or invalid credentials.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: valid credentials of the wrong kind.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404.
+    #[error("{0}")]
+    NotFound(String),
+    /// 405.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// 409.
+    #[error("{0}")]
+    Conflict(String),
+    /// 412: `If-Unmodified-Since` failed.
+    #[error("precondition failed")]
+    PreconditionFailed,
+    /// 413.
+    #[error("{0}")]
+    TooLarge(String),
+    /// 415.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 416.
+    #[error("{0}")]
+    RangeNotSatisfiable(String),
+    /// 422.
+    #[error("{0}")]
+    Unprocessable(String),
+    /// 500. The message is logged, not shown.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
+            EngineError::Invalid(m) => ApiError::BadRequest(m),
+            e @ EngineError::Artifact(_) => ApiError::BadRequest(e.to_string()),
+            EngineError::Conflict(m) => ApiError::Conflict(m),
+            EngineError::Unprocessable(m) => ApiError::Unprocessable(m),
+            EngineError::TooLarge(m) => ApiError::TooLarge(m),
+            e @ (EngineError::Store(_) | EngineError::Internal(_)) => {
+                ApiError::Internal(e.to_string())
+            }
+        }
+    }
+}
+
+impl From<storage::StoreError> for ApiError {
+    fn from(e: storage::StoreError) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    request_id: String,
+}
+
+impl Reply for ApiError {
+    fn into_response(self) -> Response {
+        let message = match &self {
+            ApiError::Internal(m) => {
+                tracing::error!(request_id = %RequestId::current(), "{m}");
+                "internal error".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let body = ErrorBody {
+            error: &message,
+            request_id: RequestId::current(),
+        };
+        warp::reply::with_status(warp::reply::json(&body), self.status()).into_response()
+    }
+}
+
+/// Result of a handler: a reply or an error answer.
+pub type ApiResult<T = Response> = Result<T, ApiError>;
+
+/// Turn a handler result into a response.
+pub fn respond<T: Reply>(result: ApiResult<T>) -> Response {
+    match result {
+        Ok(r) => r.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Map the rejections warp produces itself (no route matched, bad method, …).
+pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
+    let err = if rejection.is_not_found() {
+        ApiError::NotFound("no such route".into())
+    } else if let Some(e) = rejection.find::<ApiError>() {
+        e.clone()
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        ApiError::MethodNotAllowed
+    } else if let Some(e) = rejection.find::<warp::reject::PayloadTooLarge>() {
+        ApiError::TooLarge(e.to_string())
+    } else if let Some(e) = rejection.find::<warp::reject::UnsupportedMediaType>() {
+        ApiError::UnsupportedMediaType(e.to_string())
+    } else if let Some(e) = rejection.find::<warp::reject::InvalidQuery>() {
+        ApiError::BadRequest(e.to_string())
+    } else if let Some(e) = rejection.find::<warp::reject::InvalidHeader>() {
+        ApiError::BadRequest(e.to_string())
+    } else if let Some(e) = rejection.find::<warp::reject::MissingHeader>() {
+        ApiError::BadRequest(e.to_string())
+    } else if let Some(e) = rejection.find::<warp::reject::LengthRequired>() {
+        ApiError::BadRequest(e.to_string())
+    } else {
+        ApiError::Internal(format!("unhandled rejection: {rejection:?}"))
+    };
+    Ok(err.into_response())
+}
+
+impl warp::reject::Reject for ApiError {}

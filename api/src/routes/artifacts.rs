@@ -1,0 +1,445 @@
+//! Artifact routes of the management API: upload, list, show, edit, delete, download link,
+//! generate, releases and storage limits.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+
+use bytes::Bytes;
+use engine::{GenerateRequest, SingleFileSpec};
+use futures_util::{Stream, StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use storage::{ArtifactInfo, ArtifactRecord, Update};
+use time::OffsetDateTime;
+use uuid::Uuid;
+use warp::filters::BoxedFilter;
+use warp::multipart::{FormData, Part};
+use warp::reply::{Reply, Response};
+use warp::{Buf, Filter};
+
+use super::{base_url, created, json_body, management, no_content, MANAGEMENT_BASE};
+use crate::auth::{self, Identity};
+use crate::error::{respond, ApiError, ApiResult};
+use crate::signing::LinkSigner;
+use crate::state::AppState;
+
+/// Longest text form field we read (description, args, name, …).
+const MAX_FIELD: usize = 64 * 1024;
+
+/// The artifact routes.
+pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
+    let st = warp::any().map(move || state.clone());
+    let artifacts = management().and(warp::path("artifacts")).boxed();
+    let list = artifacts
+        .clone()
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(auth::user())
+        .and(st.clone())
+        .then(|id, st| async move { respond(list(id, st).await) });
+    let upload = artifacts
+        .clone()
+        .and(warp::path::end())
+        .and(warp::post())
+        .and(auth::user())
+        .and(multipart())
+        .and(st.clone())
+        .then(|id, form, st| async move { respond(upload(id, form, st).await) });
+    let generate = artifacts
+        .clone()
+        .and(warp::path!("generate"))
+        .and(warp::post())
+        .and(auth::user())
+        .and(multipart())
+        .and(st.clone())
+        .then(|id, form, st| async move { respond(generate(id, form, st).await) });
+    let show = artifacts
+        .clone()
+        .and(warp::path!(String))
+        .and(warp::get())
+        .and(auth::user())
+        .and(st.clone())
+        .then(|aid, id, st| async move { respond(show(aid, id, st).await) });
+    let edit = artifacts
+        .clone()
+        .and(warp::path!(String))
+        .and(warp::put())
+        .and(auth::user())
+        .and(json_body::<ArtifactUpdate>(64 * 1024))
+        .and(st.clone())
+        .then(|aid, id, body, st| async move { respond(edit(aid, id, st, body).await) });
+    let delete = artifacts
+        .clone()
+        .and(warp::path!(String))
+        .and(warp::delete())
+        .and(auth::user())
+        .and(st.clone())
+        .then(|aid, id, st| async move { respond(delete(aid, id, st).await) });
+    let link = artifacts
+        .clone()
+        .and(warp::path!(String / "download"))
+        .and(warp::get())
+        .and(auth::user())
+        .and(base_url())
+        .and(st.clone())
+        .then(|aid, id, base, st| async move { respond(link(aid, id, base, st).await) });
+    let releases = management()
+        .and(warp::path!("deployments" / "releases"))
+        .and(warp::get())
+        .and(auth::user())
+        .and(warp::query::<ReleaseQuery>())
+        .and(st.clone())
+        .then(|id, q, st| async move { respond(releases(id, q, st).await) });
+    let limits = management()
+        .and(warp::path!("limits" / "storage"))
+        .and(warp::get())
+        .and(auth::user())
+        .and(st)
+        .then(|id, st| async move { respond(limits(id, st).await) });
+    list.or(upload)
+        .unify()
+        .or(generate)
+        .unify()
+        .or(link)
+        .unify()
+        .or(show)
+        .unify()
+        .or(edit)
+        .unify()
+        .or(delete)
+        .unify()
+        .or(releases)
+        .unify()
+        .or(limits)
+        .unify()
+        .boxed()
+}
+
+fn multipart() -> impl Filter<Extract = (FormData,), Error = warp::Rejection> + Clone {
+    // No length limit here: warp's limit needs Content-Length, and mender-cli sends chunked
+    // bodies. The artifact service enforces the size while it streams.
+    warp::multipart::form().max_length(None)
+}
+
+/// The Artifact JSON of the API.
+#[derive(Serialize)]
+pub struct ArtifactView<'a> {
+    id: Uuid,
+    name: &'a str,
+    description: &'a str,
+    device_types_compatible: &'a [String],
+    info: &'a ArtifactInfo,
+    signed: bool,
+    updates: &'a [Update],
+    artifact_provides: &'a BTreeMap<String, String>,
+    artifact_depends: &'a BTreeMap<String, serde_json::Value>,
+    clears_artifact_provides: &'a [String],
+    size: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    modified: OffsetDateTime,
+}
+
+impl<'a> From<&'a ArtifactRecord> for ArtifactView<'a> {
+    fn from(a: &'a ArtifactRecord) -> Self {
+        ArtifactView {
+            id: a.id,
+            name: &a.meta.name,
+            description: &a.description,
+            device_types_compatible: &a.meta.device_types_compatible,
+            info: &a.meta.info,
+            signed: a.meta.signed,
+            updates: &a.meta.updates,
+            artifact_provides: &a.meta.artifact_provides,
+            artifact_depends: &a.meta.artifact_depends,
+            clears_artifact_provides: &a.meta.clears_artifact_provides,
+            size: a.size,
+            modified: a.modified,
+        }
+    }
+}
+
+fn views(list: &[ArtifactRecord]) -> Vec<ArtifactView<'_>> {
+    list.iter().map(ArtifactView::from).collect()
+}
+
+/// An artifact id from the path; anything that is not a UUID cannot exist.
+fn artifact_id(raw: &str) -> ApiResult<Uuid> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound("artifact not found".into()))
+}
+
+async fn list(id: Identity, st: AppState) -> ApiResult {
+    let all = st.artifacts.list(&id.tenant).await?;
+    Ok(warp::reply::json(&views(&all)).into_response())
+}
+
+async fn show(raw: String, id: Identity, st: AppState) -> ApiResult {
+    let a = st.artifacts.get(&id.tenant, artifact_id(&raw)?).await?;
+    Ok(warp::reply::json(&ArtifactView::from(&a)).into_response())
+}
+
+/// `PUT /artifacts/{id}` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ArtifactUpdate {
+    description: Option<String>,
+}
+
+async fn edit(raw: String, id: Identity, st: AppState, body: ArtifactUpdate) -> ApiResult {
+    let aid = artifact_id(&raw)?;
+    let description = body.description.unwrap_or_default();
+    st.artifacts
+        .edit_description(&id.tenant, aid, description)
+        .await?;
+    Ok(no_content())
+}
+
+async fn delete(raw: String, id: Identity, st: AppState) -> ApiResult {
+    st.artifacts.delete(&id.tenant, artifact_id(&raw)?).await?;
+    Ok(no_content())
+}
+
+/// `{uri, expire}`.
+#[derive(Serialize)]
+pub struct ArtifactLink {
+    /// Where to GET the blob.
+    pub uri: String,
+    /// When the link stops working.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expire: OffsetDateTime,
+}
+
+/// A download link for an artifact valid for `ttl_secs` (signed by rollout, or presigned by
+/// S3).
+pub async fn download_link(
+    st: &AppState,
+    base: &str,
+    record: &ArtifactRecord,
+    ttl_secs: u64,
+) -> ApiResult<ArtifactLink> {
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let expires = now + ttl_secs as i64;
+    let expire = OffsetDateTime::from_unix_timestamp(expires)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let blobs = st.artifacts.blobs();
+    let uri = if blobs.presigns() {
+        let path = storage::BlobStore::path(&record.tenant, record.id);
+        blobs
+            .presign(&path, std::time::Duration::from_secs(ttl_secs))
+            .await?
+    } else {
+        let base = st.settings.public_url.as_deref().unwrap_or(base);
+        format!(
+            "{}{}?{}",
+            base.trim_end_matches('/'),
+            LinkSigner::path(record.id),
+            st.signer.query(record.id, &record.tenant, expires)
+        )
+    };
+    Ok(ArtifactLink { uri, expire })
+}
+
+async fn link(raw: String, id: Identity, base: String, st: AppState) -> ApiResult {
+    let a = st.artifacts.get(&id.tenant, artifact_id(&raw)?).await?;
+    let link = download_link(&st, &base, &a, st.settings.operator_link_ttl).await?;
+    Ok(warp::reply::json(&link).into_response())
+}
+
+#[derive(Deserialize)]
+struct ReleaseQuery {
+    name: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ReleaseView<'a> {
+    name: &'a str,
+    artifacts: Vec<ArtifactView<'a>>,
+}
+
+async fn releases(id: Identity, q: ReleaseQuery, st: AppState) -> ApiResult {
+    let releases = st.artifacts.releases(&id.tenant, q.name.as_deref()).await?;
+    let out: Vec<ReleaseView<'_>> = releases
+        .iter()
+        .map(|r| ReleaseView {
+            name: &r.name,
+            artifacts: views(&r.artifacts),
+        })
+        .collect();
+    Ok(warp::reply::json(&out).into_response())
+}
+
+async fn limits(id: Identity, st: AppState) -> ApiResult {
+    let usage = st.artifacts.usage(&id.tenant).await?;
+    Ok(warp::reply::json(&usage).into_response())
+}
+
+fn part_stream(part: Part) -> impl Stream<Item = std::io::Result<Bytes>> + Unpin {
+    part.stream()
+        .map_ok(|mut buf| buf.copy_to_bytes(buf.remaining()))
+        .map_err(std::io::Error::other)
+        .boxed()
+}
+
+async fn read_field(part: Part) -> ApiResult<String> {
+    let name = part.name().to_owned();
+    let mut out = Vec::new();
+    let mut s = part_stream(part);
+    while let Some(chunk) = s.next().await {
+        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("form field {name}: {e}")))?;
+        if out.len() + chunk.len() > MAX_FIELD {
+            return Err(ApiError::BadRequest(format!(
+                "form field {name} is longer than {MAX_FIELD} bytes"
+            )));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    String::from_utf8(out)
+        .map_err(|_| ApiError::BadRequest(format!("form field {name} is not UTF-8")))
+}
+
+async fn next_part(form: &mut FormData) -> ApiResult<Option<Part>> {
+    form.try_next()
+        .await
+        .map_err(|e| ApiError::BadRequest(format!("malformed multipart body: {e}")))
+}
+
+async fn upload(id: Identity, mut form: FormData, st: AppState) -> ApiResult {
+    let mut description = String::new();
+    while let Some(part) = next_part(&mut form).await? {
+        match part.name() {
+            "artifact" => {
+                let record = st
+                    .artifacts
+                    .upload(&id.tenant, description, part_stream(part))
+                    .await?;
+                return Ok(created(format!(
+                    "{MANAGEMENT_BASE}/artifacts/{}",
+                    record.id
+                )));
+            }
+            "description" => description = read_field(part).await?,
+            _ => {
+                read_field(part).await?;
+            }
+        }
+    }
+    Err(ApiError::BadRequest(
+        "the form has no \"artifact\" file part".into(),
+    ))
+}
+
+/// The `args` form field of a `single_file` generation.
+#[derive(Deserialize)]
+struct SingleFileArgs {
+    dest_dir: Option<String>,
+    filename: Option<String>,
+    software_name: Option<String>,
+    software_version: Option<String>,
+    software_filesystem: Option<String>,
+}
+
+#[derive(Default)]
+struct GenerateForm {
+    name: String,
+    description: String,
+    device_types: Vec<String>,
+    kind: String,
+    args: Option<String>,
+}
+
+impl GenerateForm {
+    fn into_request(self, uploaded_name: Option<String>) -> ApiResult<GenerateRequest> {
+        if self.kind != "single_file" {
+            return Err(ApiError::BadRequest(format!(
+                "unsupported type {:?}: only \"single_file\" can be generated",
+                self.kind
+            )));
+        }
+        if self.name.trim().is_empty() {
+            return Err(ApiError::BadRequest("name is required".into()));
+        }
+        if self.device_types.is_empty() {
+            return Err(ApiError::BadRequest(
+                "device_types_compatible is required".into(),
+            ));
+        }
+        let raw = self
+            .args
+            .ok_or_else(|| ApiError::BadRequest("args is required for single_file".into()))?;
+        let args: SingleFileArgs = serde_json::from_str(&raw)
+            .map_err(|e| ApiError::BadRequest(format!("args is not a valid JSON object: {e}")))?;
+        let dest_dir = args
+            .dest_dir
+            .filter(|d| !d.is_empty())
+            .ok_or_else(|| ApiError::BadRequest("args.dest_dir is required".into()))?;
+        let filename = args
+            .filename
+            .filter(|f| !f.is_empty())
+            .or(uploaded_name)
+            .ok_or_else(|| ApiError::BadRequest("args.filename is required".into()))?;
+        Ok(GenerateRequest {
+            description: self.description,
+            spec: SingleFileSpec {
+                artifact_name: self.name,
+                device_types: self.device_types,
+                dest_dir,
+                filename,
+                permissions: None,
+                software_name: args.software_name,
+                software_version: args.software_version,
+                software_filesystem: args.software_filesystem,
+            },
+        })
+    }
+}
+
+async fn generate(id: Identity, mut form: FormData, st: AppState) -> ApiResult {
+    let mut fields = GenerateForm::default();
+    while let Some(part) = next_part(&mut form).await? {
+        match part.name() {
+            "file" => {
+                let uploaded = part.filename().map(str::to_owned);
+                let req = std::mem::take(&mut fields).into_request(uploaded)?;
+                let file = spool(part_stream(part)).await?;
+                let record = st.artifacts.generate(&id.tenant, req, file).await?;
+                return Ok(created(format!(
+                    "{MANAGEMENT_BASE}/artifacts/{}",
+                    record.id
+                )));
+            }
+            "name" => fields.name = read_field(part).await?,
+            "description" => fields.description = read_field(part).await?,
+            "type" => fields.kind = read_field(part).await?,
+            "args" => fields.args = Some(read_field(part).await?),
+            "device_types_compatible" => {
+                let v = read_field(part).await?;
+                fields.device_types.extend(
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|t| !t.is_empty())
+                        .map(str::to_owned),
+                );
+            }
+            _ => {
+                read_field(part).await?;
+            }
+        }
+    }
+    Err(ApiError::BadRequest("the form has no \"file\" part".into()))
+}
+
+/// Copy an upload into an anonymous temporary file (bounded memory).
+async fn spool(
+    mut s: impl Stream<Item = std::io::Result<Bytes>> + Unpin,
+) -> ApiResult<std::fs::File> {
+    let mut file = tempfile::tempfile().map_err(|e| ApiError::Internal(e.to_string()))?;
+    while let Some(chunk) = s.next().await {
+        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("reading the file: {e}")))?;
+        file = tokio::task::spawn_blocking(move || file.write_all(&chunk).map(|_| file))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+    }
+    use std::io::Seek;
+    file.rewind()
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(file)
+}

@@ -1,0 +1,109 @@
+//! Mender artifacts: reading an uploaded artifact to check it and extract its metadata, and
+//! writing `single-file` artifacts on the server.
+//!
+//! A Mender artifact (format versions 2 and 3) is an uncompressed tar whose members come in
+//! a fixed order:
+//!
+//! 1. `version`: `{"format":"mender","version":N}`;
+//! 2. `manifest`: one `sha256  name` line per payload file (`data/0000/rootfs.ext4`) and per
+//!    member (`header.tar.gz`, `version`); then optionally `manifest.sig` (signed artifacts),
+//!    and `manifest-augment` (augmented artifacts);
+//! 3. `header.tar[.gz|.xz|.zst]`: `header-info`, state scripts under `scripts/`, and for each
+//!    payload `headers/NNNN/type-info` and `headers/NNNN/meta-data` (v2 adds
+//!    `headers/NNNN/files`); then optionally `header-augment.tar*`;
+//! 4. one `data/NNNN.tar[.gz|.xz|.zst]` per payload, holding the payload files flat.
+//!
+//! [`read_artifact`] makes one pass over that stream, hashing payloads as they go by, so an
+//! upload of several gigabytes needs no more memory than a small one. [`write_single_file_artifact`]
+//! writes the version 3 module-image artifact that `mender-artifact write module-image -T
+//! single-file` would.
+//!
+//! Signatures are not verified: [`ArtifactMeta::signed`](storage::ArtifactMeta::signed) only
+//! says whether `manifest.sig` is present. Devices verify signatures themselves.
+
+mod error;
+mod header;
+mod manifest;
+mod reader;
+mod writer;
+
+use std::io::{self, Read};
+
+pub use error::ArtifactError;
+pub use reader::read_artifact;
+pub use writer::{write_single_file_artifact, SingleFileSpec};
+
+/// The largest metadata member rollout holds in memory: `version`, `manifest`, the
+/// compressed `header.tar*`, the uncompressed header tar, and each JSON file inside it.
+///
+/// Real headers are a few kilobytes; the limit is there so that a hostile upload cannot
+/// make the server allocate without bound.
+pub const MAX_METADATA_SIZE: u64 = 16 * 1024 * 1024;
+
+/// How a `header.tar*` or `data/NNNN.tar*` member is compressed, as its name suffix says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Compression {
+    /// `.tar`
+    None,
+    /// `.tar.gz`
+    Gzip,
+    /// `.tar.xz` (what `mender-artifact --compression lzma` writes)
+    Xz,
+    /// `.tar.zst`
+    Zstd,
+}
+
+impl Compression {
+    /// The compression of member `name` if it is `stem` followed by a known suffix
+    /// (`header.tar` + `.gz`), `None` if it is not.
+    fn of_member(name: &str, stem: &str) -> Option<Self> {
+        match name.strip_prefix(stem)? {
+            "" => Some(Compression::None),
+            ".gz" => Some(Compression::Gzip),
+            ".xz" => Some(Compression::Xz),
+            ".zst" => Some(Compression::Zstd),
+            _ => None,
+        }
+    }
+
+    /// A reader that decompresses `raw`.
+    ///
+    /// Multi-stream variants are used because Go's readers, which mender-artifact uses,
+    /// accept concatenated gzip and xz streams too.
+    fn decoder<'a, R: Read + 'a>(self, raw: R) -> io::Result<Box<dyn Read + 'a>> {
+        Ok(match self {
+            Compression::None => Box::new(raw),
+            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(raw)),
+            Compression::Xz => Box::new(xz2::read::XzDecoder::new_multi_decoder(raw)),
+            Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(raw)?),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compression_is_decided_by_suffix() {
+        assert_eq!(
+            Compression::of_member("header.tar", "header.tar"),
+            Some(Compression::None)
+        );
+        assert_eq!(
+            Compression::of_member("header.tar.gz", "header.tar"),
+            Some(Compression::Gzip)
+        );
+        assert_eq!(
+            Compression::of_member("data/0001.tar.xz", "data/0001.tar"),
+            Some(Compression::Xz)
+        );
+        assert_eq!(
+            Compression::of_member("header.tar.zst", "header.tar"),
+            Some(Compression::Zstd)
+        );
+        assert_eq!(Compression::of_member("header.tar.bz2", "header.tar"), None);
+        assert_eq!(Compression::of_member("header.tarx", "header.tar"), None);
+        assert_eq!(Compression::of_member("manifest", "header.tar"), None);
+    }
+}

@@ -1,0 +1,549 @@
+//! Reading an artifact: one pass over the outer tar, checking member order, the manifest's
+//! checksums and the end of the archive, and handing the header to [`super::header`].
+
+use std::cell::Cell;
+use std::collections::BTreeSet;
+use std::io::{self, Read};
+use std::rc::Rc;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use storage::{ArtifactMeta, UpdateFile};
+use time::OffsetDateTime;
+
+use super::error::ArtifactError;
+use super::header::{self, Header, HeaderPart};
+use super::manifest::Manifest;
+use super::{Compression, MAX_METADATA_SIZE};
+
+/// The tar block size: members are padded to it, and the archive ends with two zero blocks.
+const BLOCK: u64 = 512;
+
+/// Reads a Mender artifact (format version 2 or 3), checks it, and returns its metadata.
+///
+/// The input is read once, front to back, and never held whole: payload files are hashed
+/// while they stream by, and only metadata members (at most [`MAX_METADATA_SIZE`] each)
+/// are buffered. The artifact is rejected when:
+///
+/// - `version` is not `{"format":"mender","version":2|3}`;
+/// - members are missing, out of order, unknown, or follow the last payload;
+/// - `version`, `header.tar*`, or any payload file does not hash to its manifest line, a
+///   payload file has no manifest line, or a manifest line matches nothing;
+/// - the input ends early: a member, a compressed stream, or the tar end-of-archive
+///   marker is cut short;
+/// - the header is not the JSON the format describes.
+///
+/// `manifest.sig` only sets [`ArtifactMeta::signed`]; the signature is not verified.
+/// State scripts in the header are accepted and ignored.
+pub fn read_artifact<R: Read>(reader: R) -> Result<ArtifactMeta, ArtifactError> {
+    let stats = Rc::new(ReadStats::default());
+    let mut archive = tar::Archive::new(Tracked::new(reader, Rc::clone(&stats), None));
+    let mut state = ReadState::default();
+    let mut last_member_end = 0;
+    let entries = archive
+        .entries()
+        .map_err(|e| classify("read the artifact's tar stream", e, &stats))?;
+    for entry in entries {
+        let mut entry =
+            entry.map_err(|e| classify("read the next member's tar header", e, &stats))?;
+        last_member_end = (entry.raw_file_position() + entry.size()).next_multiple_of(BLOCK);
+        state.member(&mut entry, &stats)?;
+    }
+    check_end_of_archive(archive.into_inner(), last_member_end, &stats)?;
+    state.finish()
+}
+
+/// What a [`Tracked`] reader has seen, shared with whoever needs to know after the reader
+/// has been handed to a decoder or a tar parser.
+#[derive(Debug, Default)]
+pub(super) struct ReadStats {
+    /// Bytes read so far.
+    pub bytes: Cell<u64>,
+    /// The inner reader reported end of input.
+    pub eof: Cell<bool>,
+    /// The inner reader failed (as opposed to the data being bad).
+    pub failed: Cell<bool>,
+    /// More than the limit was read.
+    pub over_limit: Cell<bool>,
+}
+
+/// A reader that counts, notices end of input and failures, and optionally refuses to
+/// yield more than a limit. The tar and decompression crates swallow those distinctions
+/// (a cut tar member just reads short), so this is how errors get their right name.
+pub(super) struct Tracked<R> {
+    inner: R,
+    stats: Rc<ReadStats>,
+    limit: Option<u64>,
+}
+
+impl<R: Read> Tracked<R> {
+    /// Wraps `inner`, recording into `stats`; reading past `limit` bytes fails.
+    pub fn new(inner: R, stats: Rc<ReadStats>, limit: Option<u64>) -> Self {
+        Tracked {
+            inner,
+            stats,
+            limit,
+        }
+    }
+}
+
+impl<R: Read> Read for Tracked<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let buf = match self.limit {
+            // Ask for at most one byte past the limit: enough to tell "exactly at the limit"
+            // from "over it".
+            Some(limit) => {
+                let room = (limit + 1).saturating_sub(self.stats.bytes.get());
+                let room = usize::try_from(room).unwrap_or(usize::MAX);
+                let len = buf.len().min(room);
+                &mut buf[..len]
+            }
+            None => buf,
+        };
+        let n = match self.inner.read(buf) {
+            Ok(n) => n,
+            Err(e) => {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    self.stats.failed.set(true);
+                }
+                return Err(e);
+            }
+        };
+        if n == 0 && !buf.is_empty() {
+            self.stats.eof.set(true);
+        }
+        let total = self.stats.bytes.get() + n as u64;
+        self.stats.bytes.set(total);
+        if self.limit.is_some_and(|limit| total > limit) {
+            self.stats.over_limit.set(true);
+            return Err(io::Error::other("size limit exceeded"));
+        }
+        Ok(n)
+    }
+}
+
+/// Names an I/O error met while trying to `what` (`read data/0000.tar.gz`): a failure of
+/// the input itself, a truncation if the input ended before the archive did, and
+/// otherwise a corrupt stream.
+pub(super) fn classify(what: &str, error: io::Error, input: &ReadStats) -> ArtifactError {
+    if input.failed.get() {
+        ArtifactError::io(what, error)
+    } else if input.eof.get() || error.kind() == io::ErrorKind::UnexpectedEof {
+        ArtifactError::Truncated(format!("the input ends early (cannot {what}: {error})"))
+    } else {
+        ArtifactError::malformed(format!("cannot {what}: {error}"))
+    }
+}
+
+/// Reads a whole metadata member of `size` bytes, refusing anything over
+/// [`MAX_METADATA_SIZE`].
+pub(super) fn read_small(
+    mut reader: impl Read,
+    size: u64,
+    name: &str,
+    on_error: impl Fn(io::Error) -> ArtifactError,
+) -> Result<Vec<u8>, ArtifactError> {
+    if size > MAX_METADATA_SIZE {
+        return Err(ArtifactError::TooLarge {
+            name: name.to_owned(),
+            size,
+            limit: MAX_METADATA_SIZE,
+        });
+    }
+    // `size` is at most MAX_METADATA_SIZE here, so the cast cannot truncate.
+    let mut bytes = Vec::with_capacity(size as usize);
+    reader.read_to_end(&mut bytes).map_err(on_error)?;
+    if (bytes.len() as u64) < size {
+        return Err(ArtifactError::Truncated(format!(
+            "{name} has {} of its {size} bytes",
+            bytes.len()
+        )));
+    }
+    Ok(bytes)
+}
+
+/// The name of a tar entry as UTF-8.
+pub(super) fn entry_name<R: Read>(entry: &tar::Entry<'_, R>) -> Result<String, ArtifactError> {
+    String::from_utf8(entry.path_bytes().into_owned())
+        .map_err(|_| ArtifactError::malformed("a tar entry name is not valid UTF-8"))
+}
+
+/// Hex sha256 of `bytes`.
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The `version` member.
+#[derive(Deserialize)]
+struct VersionJson {
+    format: String,
+    version: u64,
+}
+
+/// Checks the `version` member and returns the format version.
+fn parse_version(bytes: &[u8]) -> Result<u32, ArtifactError> {
+    let parsed: VersionJson =
+        serde_json::from_slice(bytes).map_err(|source| ArtifactError::Json {
+            name: "version".to_owned(),
+            source,
+        })?;
+    if parsed.format != "mender" {
+        return Err(ArtifactError::UnsupportedFormat(parsed.format));
+    }
+    match parsed.version {
+        2 => Ok(2),
+        3 => Ok(3),
+        other => Err(ArtifactError::UnsupportedVersion(other)),
+    }
+}
+
+/// Where a single pass over the outer tar has got to.
+#[derive(Default)]
+struct ReadState {
+    /// Format version and the sha256 of `version`, checked once the manifest is read.
+    version: Option<(u32, String)>,
+    manifest: Option<Manifest>,
+    signed: bool,
+    augmented: bool,
+    header: Option<Header>,
+    augment: Option<HeaderPart>,
+    /// Per payload: the data member's name and its files.
+    data: Vec<(String, Vec<UpdateFile>)>,
+}
+
+/// The member order, for error messages.
+const ORDER: &str = "version, manifest, [manifest.sig], [manifest-augment], header.tar*, \
+                     [header-augment.tar*], data/0000.tar*, data/0001.tar*, …";
+
+impl ReadState {
+    /// Handles the next member of the outer tar.
+    fn member<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        input: &ReadStats,
+    ) -> Result<(), ArtifactError> {
+        let name = entry_name(entry)?;
+        if !entry.header().entry_type().is_file() {
+            return Err(ArtifactError::malformed(format!(
+                "member {name} is not a regular file"
+            )));
+        }
+        let size = entry.size();
+        let on_error = |e| classify(&format!("read {name}"), e, input);
+        let out_of_order = || {
+            ArtifactError::malformed(format!(
+                "member {name} is out of place; the members must be, in order: {ORDER}"
+            ))
+        };
+        let before_header = self.manifest.is_some() && self.header.is_none();
+        match name.as_str() {
+            "version" if self.version.is_none() => {
+                let bytes = read_small(entry, size, &name, on_error)?;
+                self.version = Some((parse_version(&bytes)?, sha256_hex(&bytes)));
+            }
+            "manifest" if self.version.is_some() && self.manifest.is_none() => {
+                let bytes = read_small(entry, size, &name, on_error)?;
+                let mut manifest = Manifest::default();
+                manifest.add(&bytes, &name)?;
+                if let Some((_, checksum)) = &self.version {
+                    manifest.check("version", checksum)?;
+                }
+                self.manifest = Some(manifest);
+            }
+            "manifest.sig" if before_header && !self.signed && !self.augmented => {
+                // Only its presence matters; the tar reader skips the content.
+                self.signed = true;
+            }
+            "manifest-augment" if before_header && !self.augmented && self.is_v3() => {
+                let bytes = read_small(entry, size, &name, on_error)?;
+                if let Some(manifest) = &mut self.manifest {
+                    manifest.add(&bytes, &name)?;
+                }
+                self.augmented = true;
+            }
+            _ => {
+                if let Some(compression) = Compression::of_member(&name, "header.tar") {
+                    if !before_header {
+                        return Err(out_of_order());
+                    }
+                    let part = self.header_member(entry, &name, compression, input)?;
+                    let version = self.version.as_ref().map_or(3, |(v, _)| *v);
+                    self.header = Some(header::validate(part, version, &name)?);
+                } else if let Some(compression) =
+                    Compression::of_member(&name, "header-augment.tar")
+                {
+                    if !self.augmented || self.header.is_none() || self.augment.is_some() {
+                        return Err(out_of_order());
+                    }
+                    if !self.data.is_empty() {
+                        return Err(out_of_order());
+                    }
+                    let part = self.header_member(entry, &name, compression, input)?;
+                    if let Some(main) = &self.header {
+                        header::check_augment(main, &part, &name)?;
+                    }
+                    self.augment = Some(part);
+                } else if let Some(rest) = name.strip_prefix("data/") {
+                    let index = self.data.len();
+                    let stem = format!("data/{index:04}.tar");
+                    let compression = Compression::of_member(&name, &stem);
+                    let Some(compression) = compression else {
+                        return Err(ArtifactError::malformed(format!(
+                            "unexpected member {name}: the next payload member must be \
+                             {stem}[.gz|.xz|.zst] (got data/{rest})"
+                        )));
+                    };
+                    let payloads = match &self.header {
+                        Some(header) => header.payload_count(),
+                        None => return Err(out_of_order()),
+                    };
+                    if index >= payloads {
+                        return Err(ArtifactError::malformed(format!(
+                            "unexpected member {name}: header-info lists {payloads} payload(s)"
+                        )));
+                    }
+                    let files = self.data_member(entry, &name, index, compression, input)?;
+                    self.data.push((name, files));
+                } else if matches!(
+                    name.as_str(),
+                    "version" | "manifest" | "manifest.sig" | "manifest-augment"
+                ) {
+                    return Err(out_of_order());
+                } else {
+                    return Err(ArtifactError::malformed(format!(
+                        "unexpected member {name}; the members must be, in order: {ORDER}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn is_v3(&self) -> bool {
+        matches!(self.version, Some((3, _)))
+    }
+
+    /// Reads `header.tar*` or `header-augment.tar*`, checks it against the manifest and
+    /// parses it.
+    fn header_member<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        name: &str,
+        compression: Compression,
+        input: &ReadStats,
+    ) -> Result<HeaderPart, ArtifactError> {
+        let size = entry.size();
+        let bytes = read_small(entry, size, name, |e| {
+            classify(&format!("read {name}"), e, input)
+        })?;
+        if let Some(manifest) = &mut self.manifest {
+            manifest.check(name, &sha256_hex(&bytes))?;
+        }
+        header::parse(&bytes, compression, name)
+    }
+
+    /// Streams `data/NNNN.tar*`: hashes each payload file, checks it against the manifest
+    /// and returns the files in archive order.
+    fn data_member<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        name: &str,
+        index: usize,
+        compression: Compression,
+        input: &ReadStats,
+    ) -> Result<Vec<UpdateFile>, ArtifactError> {
+        let Some(manifest) = self.manifest.as_mut() else {
+            return Err(ArtifactError::malformed(format!(
+                "{name} comes before the manifest"
+            )));
+        };
+        let declared = entry.size();
+        let raw_stats = Rc::new(ReadStats::default());
+        let what = format!("read {name}");
+        let fail = |e| classify(&what, e, input);
+        let raw = Tracked::new(&mut *entry, Rc::clone(&raw_stats), None);
+        let mut payload = tar::Archive::new(compression.decoder(raw).map_err(fail)?);
+        let mut files = Vec::new();
+        let mut names = BTreeSet::new();
+        for file in payload.entries().map_err(fail)? {
+            let mut file = file.map_err(fail)?;
+            let file_name = entry_name(&file)?;
+            let kind = file.header().entry_type();
+            if kind.is_dir() {
+                continue;
+            }
+            let key = format!("data/{index:04}/{file_name}");
+            if !kind.is_file() {
+                return Err(ArtifactError::malformed(format!(
+                    "{key} is not a regular file"
+                )));
+            }
+            if !names.insert(file_name.clone()) {
+                return Err(ArtifactError::malformed(format!(
+                    "{key} occurs twice in {name}"
+                )));
+            }
+            if !manifest.lists(&key) {
+                return Err(ArtifactError::NotInManifest(key));
+            }
+            let size = file.size();
+            let mtime = file.header().mtime().map_err(fail)?;
+            let (checksum, seen) = hash_stream(&mut file).map_err(fail)?;
+            if seen != size {
+                return Err(ArtifactError::Truncated(format!(
+                    "{key} has {seen} of its {size} bytes"
+                )));
+            }
+            manifest.check(&key, &checksum)?;
+            let date = i64::try_from(mtime)
+                .ok()
+                .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
+                .ok_or_else(|| {
+                    ArtifactError::malformed(format!("{key} has an impossible mtime {mtime}"))
+                })?;
+            files.push(UpdateFile {
+                name: file_name,
+                checksum,
+                size,
+                date,
+            });
+        }
+        // Read the compressed stream to its very end: that is where gzip keeps its CRC, and
+        // where a cut stream shows.
+        let mut decoder = payload.into_inner();
+        io::copy(&mut decoder, &mut io::sink()).map_err(fail)?;
+        drop(decoder);
+        let rest = io::copy(entry, &mut io::sink()).map_err(fail)?;
+        let seen = raw_stats.bytes.get() + rest;
+        if seen < declared {
+            return Err(ArtifactError::Truncated(format!(
+                "{name} has {seen} of its {declared} bytes"
+            )));
+        }
+        Ok(files)
+    }
+
+    /// Checks what can only be checked at the end and assembles the metadata.
+    fn finish(self) -> Result<ArtifactMeta, ArtifactError> {
+        let missing = |what: &str| ArtifactError::malformed(format!("the artifact has no {what}"));
+        let (version, _) = self.version.ok_or_else(|| missing("version member"))?;
+        let manifest = self.manifest.ok_or_else(|| missing("manifest"))?;
+        let header = self.header.ok_or_else(|| missing("header.tar member"))?;
+        if self.augmented && self.augment.is_none() {
+            return Err(missing(
+                "header-augment.tar member, though it has manifest-augment",
+            ));
+        }
+        let payloads = header.payload_count();
+        if self.data.len() != payloads {
+            let next = self.data.len();
+            return Err(ArtifactError::malformed(format!(
+                "the artifact has no data/{next:04}.tar* member, but header-info lists \
+                 {payloads} payload(s)"
+            )));
+        }
+        manifest.all_seen()?;
+        header::assemble(version, header, self.augment, self.data, self.signed)
+    }
+}
+
+/// Hashes everything `reader` yields; returns the hex sha256 and the byte count.
+fn hash_stream(mut reader: impl Read) -> io::Result<(String, u64)> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0; 64 * 1024];
+    let mut total = 0;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    Ok((hex::encode(hasher.finalize()), total))
+}
+
+/// Checks that the archive ends with the two zero blocks of a complete tar and that
+/// nothing but zero padding follows them.
+///
+/// The tar reader stops at the first zero block *or* at end of input, so a file cut right
+/// after its last member would otherwise pass for complete.
+fn check_end_of_archive<R: Read>(
+    mut input: Tracked<R>,
+    last_member_end: u64,
+    stats: &ReadStats,
+) -> Result<(), ArtifactError> {
+    if stats.bytes.get() == 0 {
+        return Err(ArtifactError::malformed("the artifact is empty"));
+    }
+    // Whatever the tar reader consumed past the last member was a zero block.
+    let mut trailing = stats.bytes.get().saturating_sub(last_member_end);
+    let mut buf = [0; 8192];
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(classify("read the end of the artifact", e, stats)),
+        };
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Err(ArtifactError::malformed(
+                "unexpected data after the end of the tar archive",
+            ));
+        }
+        trailing += n as u64;
+    }
+    if trailing < 2 * BLOCK {
+        return Err(ArtifactError::Truncated(
+            "the input ends before the tar end-of-archive marker".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_member_is_checked() {
+        assert_eq!(
+            parse_version(br#"{"format":"mender","version":3}"#).unwrap(),
+            3
+        );
+        assert_eq!(
+            parse_version(br#"{"format":"mender","version":2}"#).unwrap(),
+            2
+        );
+        let err = parse_version(br#"{"format":"mender","version":1}"#).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "artifact version 1 is not supported (rollout reads versions 2 and 3)"
+        );
+        assert!(matches!(
+            parse_version(br#"{"format":"other","version":3}"#),
+            Err(ArtifactError::UnsupportedFormat(f)) if f == "other"
+        ));
+        assert!(matches!(
+            parse_version(b"not json"),
+            Err(ArtifactError::Json { .. })
+        ));
+    }
+
+    #[test]
+    fn tracked_reader_enforces_its_limit() {
+        let stats = Rc::new(ReadStats::default());
+        let mut exact = Tracked::new(&[1u8; 10][..], Rc::clone(&stats), Some(10));
+        let mut out = Vec::new();
+        exact.read_to_end(&mut out).unwrap();
+        assert_eq!(out.len(), 10);
+        assert!(stats.eof.get());
+
+        let stats = Rc::new(ReadStats::default());
+        let mut over = Tracked::new(&[1u8; 11][..], Rc::clone(&stats), Some(10));
+        assert!(over.read_to_end(&mut Vec::new()).is_err());
+        assert!(stats.over_limit.get());
+    }
+}

@@ -1,0 +1,184 @@
+//! The per-device state machine of one deployment: what a check-in or a status report does
+//! to a device's record. Pure functions; the actor persists what they change.
+
+use storage::{DeviceDeploymentRecord, DeviceStatus};
+use time::OffsetDateTime;
+
+/// A status change of one device (`from == to` never appears: that is a no-op).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    /// Old status.
+    pub from: DeviceStatus,
+    /// New status.
+    pub to: DeviceStatus,
+}
+
+/// Why a report was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ReportError {
+    /// Devices cannot report this status (`pending`, `noartifact`, `aborted`, …).
+    #[error("devices cannot report the status {0}")]
+    NotReportable(DeviceStatus),
+    /// The deployment was aborted or the device decommissioned, or the device already
+    /// finished with another status.
+    #[error("the device's deployment is over ({0}); it can no longer change its status")]
+    Over(DeviceStatus),
+}
+
+/// Whether a device may report `s`.
+pub fn reportable(s: DeviceStatus) -> bool {
+    !matches!(
+        s,
+        DeviceStatus::Pending
+            | DeviceStatus::Noartifact
+            | DeviceStatus::Aborted
+            | DeviceStatus::Decommissioned
+    )
+}
+
+/// Apply a status report. `retries` is the number of extra attempts the deployment allows.
+/// Returns `None` when nothing changed (a repeated status).
+pub fn report(
+    rec: &mut DeviceDeploymentRecord,
+    status: DeviceStatus,
+    substate: Option<String>,
+    retries: u32,
+    now: OffsetDateTime,
+) -> Result<Option<Change>, ReportError> {
+    if !reportable(status) {
+        return Err(ReportError::NotReportable(status));
+    }
+    if rec.status == status {
+        if substate.is_some() && rec.substate != substate {
+            rec.substate = substate;
+        }
+        return Ok(None);
+    }
+    if rec.status.is_terminal() {
+        return Err(ReportError::Over(rec.status));
+    }
+    let from = rec.status;
+    let to = if status == DeviceStatus::Failure && rec.attempts <= retries {
+        // Attempts left: back to pending; the next check-in hands out the deployment again.
+        DeviceStatus::Pending
+    } else {
+        status
+    };
+    set_status(rec, to, now);
+    rec.substate = substate;
+    Ok(Some(Change { from, to }))
+}
+
+/// Force a status (check-in side effects, abort, decommission).
+pub fn set_status(rec: &mut DeviceDeploymentRecord, to: DeviceStatus, now: OffsetDateTime) {
+    rec.status = to;
+    if to.is_terminal() {
+        rec.finished = Some(now);
+    }
+}
+
+/// Abort or decommission a device: only devices that have not finished change.
+pub fn interrupt(
+    rec: &mut DeviceDeploymentRecord,
+    to: DeviceStatus,
+    now: OffsetDateTime,
+) -> Option<Change> {
+    if rec.status.is_terminal() {
+        return None;
+    }
+    let from = rec.status;
+    set_status(rec, to, now);
+    Some(Change { from, to })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    use crate::deployment::stats::Statistics;
+
+    fn rec() -> DeviceDeploymentRecord {
+        let mut r = DeviceDeploymentRecord::pending("d".into(), OffsetDateTime::now_utc());
+        r.attempts = 1;
+        r
+    }
+
+    #[test]
+    fn repeated_statuses_are_no_ops() {
+        let mut r = rec();
+        let now = OffsetDateTime::now_utc();
+        assert!(report(&mut r, DeviceStatus::Downloading, None, 0, now)
+            .unwrap()
+            .is_some());
+        assert_eq!(
+            report(&mut r, DeviceStatus::Downloading, None, 0, now),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn failure_with_attempts_left_goes_back_to_pending() {
+        let mut r = rec();
+        let now = OffsetDateTime::now_utc();
+        let c = report(&mut r, DeviceStatus::Failure, None, 1, now)
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.to, DeviceStatus::Pending);
+        r.attempts = 2;
+        let c = report(&mut r, DeviceStatus::Failure, None, 1, now)
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.to, DeviceStatus::Failure);
+        assert!(r.finished.is_some());
+    }
+
+    #[test]
+    fn reports_after_abort_are_refused() {
+        let mut r = rec();
+        let now = OffsetDateTime::now_utc();
+        interrupt(&mut r, DeviceStatus::Aborted, now);
+        assert_eq!(
+            report(&mut r, DeviceStatus::Success, None, 0, now),
+            Err(ReportError::Over(DeviceStatus::Aborted))
+        );
+        assert_eq!(
+            report(&mut r, DeviceStatus::Pending, None, 0, now),
+            Err(ReportError::NotReportable(DeviceStatus::Pending))
+        );
+    }
+
+    fn any_status() -> impl Strategy<Value = DeviceStatus> {
+        prop::sample::select(DeviceStatus::ALL.to_vec())
+    }
+
+    proptest! {
+        /// Whatever devices report, in whatever order, the incrementally kept statistics
+        /// equal counting the records.
+        #[test]
+        fn statistics_always_equal_the_records(
+            ops in prop::collection::vec((0usize..8, any_status(), 0u32..3, any::<bool>()), 0..200),
+            retries in 0u32..3,
+        ) {
+            let now = OffsetDateTime::now_utc();
+            let mut recs: Vec<DeviceDeploymentRecord> = (0..8)
+                .map(|i| DeviceDeploymentRecord::pending(format!("d{i}"), now))
+                .collect();
+            let mut stats = Statistics::all_pending(8);
+            for (dev, status, attempts, interrupt_it) in ops {
+                let r = &mut recs[dev];
+                r.attempts = r.attempts.max(attempts);
+                let change = if interrupt_it && !reportable(status) {
+                    interrupt(r, DeviceStatus::Aborted, now)
+                } else {
+                    report(r, status, None, retries, now).ok().flatten()
+                };
+                if let Some(c) = change {
+                    stats.moved(c.from, c.to);
+                }
+                prop_assert!(!(r.status.is_terminal() && r.finished.is_none()));
+            }
+            prop_assert_eq!(stats, Statistics::count(recs.iter().map(|r| &r.status)));
+        }
+    }
+}

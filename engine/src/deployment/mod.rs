@@ -1,0 +1,19 @@
+//! Deployments: pure modules for the per-device state machine ([`device`]), phase planning
+//! and admission ([`plan`]) and statistics ([`stats`]); the actors that own running
+//! deployments ([`actor`], [`supervisor`]); the device → deployment index ([`fleet`]); and
+//! the [`service`] the API calls.
+
+pub mod actor;
+pub mod clock;
+pub mod device;
+pub mod fleet;
+pub mod plan;
+pub mod service;
+pub mod stats;
+pub mod supervisor;
+
+pub use actor::Snapshot;
+pub use clock::Clock;
+pub use plan::{NewDeployment, NewPhase};
+pub use service::{Delivery, DeploymentService, ListQuery};
+pub use stats::Statistics;

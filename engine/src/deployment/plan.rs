@@ -1,0 +1,276 @@
+//! A new deployment: its input, its validation, and phase admission.
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Deserializer};
+use storage::PhaseRecord;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::error::{EngineError, Result};
+
+/// Longest name or artifact name.
+pub const MAX_NAME: usize = 4096;
+
+/// `POST /deployments` body.
+#[derive(Debug, Clone, Deserialize)]
+pub struct NewDeployment {
+    /// Deployment name.
+    pub name: String,
+    /// The release to deploy.
+    pub artifact_name: String,
+    /// Device ids.
+    pub devices: Vec<String>,
+    /// Phases (none: everyone at once).
+    #[serde(default)]
+    pub phases: Option<Vec<NewPhase>>,
+    /// Extra attempts after a failure.
+    #[serde(default)]
+    pub retries: Option<u32>,
+}
+
+/// One requested phase.
+#[derive(Debug, Clone, Deserialize)]
+pub struct NewPhase {
+    /// Percentage of the devices.
+    #[serde(default)]
+    pub batch_size: Option<u32>,
+    /// When it opens (only the first phase may leave it out).
+    #[serde(default, deserialize_with = "lenient_time")]
+    pub start_ts: Option<OffsetDateTime>,
+}
+
+/// RFC 3339, also with the `+0000` offsets of the Mender API examples.
+fn lenient_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<OffsetDateTime>, D::Error> {
+    let Some(s) = Option::<String>::deserialize(d)? else {
+        return Ok(None);
+    };
+    parse_time(&s)
+        .map(Some)
+        .ok_or_else(|| serde::de::Error::custom(format!("start_ts {s:?} is not an RFC 3339 time")))
+}
+
+/// Parse RFC 3339, accepting `+HHMM` offsets too.
+pub fn parse_time(s: &str) -> Option<OffsetDateTime> {
+    if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
+        return Some(t);
+    }
+    let b = s.as_bytes();
+    if b.len() > 5 && matches!(b[b.len() - 5], b'+' | b'-') && !s[s.len() - 4..].contains(':') {
+        let fixed = format!("{}:{}", &s[..s.len() - 2], &s[s.len() - 2..]);
+        return OffsetDateTime::parse(&fixed, &Rfc3339).ok();
+    }
+    None
+}
+
+fn invalid(msg: impl Into<String>) -> EngineError {
+    EngineError::Invalid(msg.into())
+}
+
+/// Check a new deployment and work out its phases. Errors name the problem.
+pub fn validate(new: &NewDeployment, now: OffsetDateTime) -> Result<Vec<PhaseRecord>> {
+    check_text("name", &new.name)?;
+    check_text("artifact_name", &new.artifact_name)?;
+    if new.devices.is_empty() {
+        return Err(invalid("devices must not be empty"));
+    }
+    let mut seen = HashSet::with_capacity(new.devices.len());
+    for d in &new.devices {
+        if d.is_empty() || !storage::keys::is_valid_component(d) {
+            return Err(invalid(format!("invalid device id {d:?}")));
+        }
+        if !seen.insert(d.as_str()) {
+            return Err(invalid(format!("device {d:?} is listed twice")));
+        }
+    }
+    plan_phases(
+        new.phases.as_deref().unwrap_or(&[]),
+        new.devices.len() as u64,
+        now,
+    )
+}
+
+fn check_text(field: &str, value: &str) -> Result<()> {
+    let n = value.chars().count();
+    if n == 0 || n > MAX_NAME {
+        return Err(invalid(format!(
+            "{field} must be 1 to {MAX_NAME} characters long"
+        )));
+    }
+    Ok(())
+}
+
+/// Phases with capacities: each `batch_size` percent of `n`, rounded down; the last phase
+/// takes the rest.
+pub fn plan_phases(phases: &[NewPhase], n: u64, now: OffsetDateTime) -> Result<Vec<PhaseRecord>> {
+    if phases.is_empty() {
+        return Ok(vec![phase(None, now, n)]);
+    }
+    let mut out = Vec::with_capacity(phases.len());
+    let mut percent_total = 0u32;
+    let mut assigned = 0u64;
+    let mut previous_start: Option<OffsetDateTime> = None;
+    for (i, p) in phases.iter().enumerate() {
+        let last = i + 1 == phases.len();
+        let start = match (i, p.start_ts) {
+            (_, Some(t)) => t,
+            (0, None) => now,
+            (_, None) => return Err(invalid(format!("phase {} has no start_ts", i + 1))),
+        };
+        if let Some(prev) = previous_start {
+            if start <= prev {
+                return Err(invalid(format!(
+                    "phase {} starts before or with phase {}",
+                    i + 1,
+                    i
+                )));
+            }
+        }
+        previous_start = Some(start);
+        let capacity = match (p.batch_size, last) {
+            (Some(0), _) => return Err(invalid(format!("phase {} has a batch_size of 0", i + 1))),
+            (Some(b), _) if b > 100 => {
+                return Err(invalid(format!(
+                    "phase {} has a batch_size over 100",
+                    i + 1
+                )))
+            }
+            (Some(b), false) => {
+                percent_total += b;
+                u64::from(b) * n / 100
+            }
+            (b, true) => {
+                percent_total += b.unwrap_or(0);
+                n.saturating_sub(assigned)
+            }
+            (None, false) => {
+                return Err(invalid(format!(
+                    "phase {} needs a batch_size (only the last phase may leave it out)",
+                    i + 1
+                )))
+            }
+        };
+        if percent_total > 100 {
+            return Err(invalid(
+                "the phases' batch_size values add up to more than 100",
+            ));
+        }
+        if capacity == 0 {
+            return Err(invalid(format!(
+                "phase {} would hold 0 of the {n} devices; raise its batch_size",
+                i + 1
+            )));
+        }
+        assigned += capacity;
+        out.push(phase(p.batch_size, start, capacity));
+    }
+    Ok(out)
+}
+
+fn phase(batch_size: Option<u32>, start_ts: OffsetDateTime, capacity: u64) -> PhaseRecord {
+    PhaseRecord {
+        id: Uuid::new_v4(),
+        batch_size,
+        start_ts,
+        capacity,
+        device_count: 0,
+    }
+}
+
+/// Admit one device into the earliest open phase with room; its index, or `None` to wait.
+pub fn admit(phases: &mut [PhaseRecord], now: OffsetDateTime) -> Option<u32> {
+    let (i, p) = phases
+        .iter_mut()
+        .enumerate()
+        .find(|(_, p)| p.start_ts <= now && p.device_count < p.capacity)?;
+    p.device_count += 1;
+    Some(i as u32)
+}
+
+/// The next time a phase opens after `now`.
+pub fn next_opening(phases: &[PhaseRecord], now: OffsetDateTime) -> Option<OffsetDateTime> {
+    phases.iter().map(|p| p.start_ts).find(|t| *t > now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::Duration;
+
+    fn p(batch: Option<u32>, offset_min: Option<i64>, now: OffsetDateTime) -> NewPhase {
+        NewPhase {
+            batch_size: batch,
+            start_ts: offset_min.map(|m| now + Duration::minutes(m)),
+        }
+    }
+
+    #[test]
+    fn percentages_round_down_and_the_last_phase_takes_the_rest() {
+        let now = OffsetDateTime::now_utc();
+        let phases = [
+            p(Some(10), None, now),
+            p(Some(25), Some(10), now),
+            p(None, Some(20), now),
+        ];
+        let plan = plan_phases(&phases, 11, now).unwrap();
+        let caps: Vec<u64> = plan.iter().map(|p| p.capacity).collect();
+        assert_eq!(caps, vec![1, 2, 8]);
+    }
+
+    #[test]
+    fn a_phase_rounding_to_zero_devices_is_refused() {
+        let now = OffsetDateTime::now_utc();
+        let err = plan_phases(&[p(Some(5), None, now), p(None, Some(1), now)], 11, now)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("phase 1 would hold 0"), "{err}");
+    }
+
+    #[test]
+    fn percentages_over_100_and_unordered_starts_are_refused() {
+        let now = OffsetDateTime::now_utc();
+        assert!(plan_phases(
+            &[p(Some(60), None, now), p(Some(50), Some(1), now)],
+            10,
+            now
+        )
+        .unwrap_err()
+        .to_string()
+        .contains("more than 100"));
+        assert!(
+            plan_phases(&[p(Some(50), Some(5), now), p(None, Some(1), now)], 10, now)
+                .unwrap_err()
+                .to_string()
+                .contains("starts before")
+        );
+        assert!(
+            plan_phases(&[p(Some(50), None, now), p(None, None, now)], 10, now)
+                .unwrap_err()
+                .to_string()
+                .contains("no start_ts")
+        );
+    }
+
+    #[test]
+    fn admission_fills_open_phases_first_come_first_served() {
+        let now = OffsetDateTime::now_utc();
+        let mut plan =
+            plan_phases(&[p(Some(50), None, now), p(None, Some(10), now)], 4, now).unwrap();
+        assert_eq!(admit(&mut plan, now), Some(0));
+        assert_eq!(admit(&mut plan, now), Some(0));
+        assert_eq!(admit(&mut plan, now), None);
+        let later = now + Duration::minutes(10);
+        assert_eq!(next_opening(&plan, now), Some(later));
+        assert_eq!(admit(&mut plan, later), Some(1));
+        assert_eq!(plan[0].device_count, 2);
+        assert_eq!(plan[1].device_count, 1);
+    }
+
+    #[test]
+    fn mender_style_offsets_parse() {
+        assert!(parse_time("2019-07-07T21:16:17.063+0000").is_some());
+        assert!(parse_time("2019-07-07T21:16:17Z").is_some());
+        assert!(parse_time("yesterday").is_none());
+    }
+}

@@ -1,0 +1,467 @@
+//! The deployment service: what the API calls. It routes device messages through the fleet
+//! index to the right actor, asks running actors for live views, and reads finished
+//! deployments straight from the store.
+
+use std::sync::Arc;
+
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorRef, RpcReplyPort};
+use storage::{
+    ArtifactRecord, DeploymentRecord, DeploymentStatus, DeviceDeploymentRecord, DeviceStatus,
+    LogMessage, MetaStore, TenantId, Write,
+};
+use uuid::Uuid;
+
+use super::actor::{Ack, CheckInOutcome, DeploymentMsg, Snapshot};
+use super::clock::Clock;
+use super::fleet::Fleet;
+use super::plan::{self, NewDeployment};
+use super::stats::Statistics;
+use super::supervisor::{Registry, Supervisor, SupervisorArgs, SupervisorMsg};
+use crate::error::{EngineError, Result};
+
+/// Device ids per stored chunk of a deployment's device list.
+const DEVICE_LIST_CHUNK: usize = 10_000;
+
+/// `GET /deployments` filters.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// Only this status.
+    pub status: Option<DeploymentStatus>,
+    /// Case-insensitive substring of the name or artifact name.
+    pub search: Option<String>,
+    /// Created at or after (Unix seconds).
+    pub created_after: Option<i64>,
+    /// Created at or before (Unix seconds).
+    pub created_before: Option<i64>,
+    /// Page (from 1).
+    pub page: u64,
+    /// Page size.
+    pub per_page: u64,
+}
+
+/// What a device gets at check-in.
+pub enum Delivery {
+    /// Install this artifact for that deployment.
+    Update {
+        /// Deployment id.
+        deployment: Uuid,
+        /// The artifact.
+        artifact: Box<ArtifactRecord>,
+    },
+    /// Nothing to do now.
+    Nothing,
+}
+
+/// Deployments of all tenants.
+#[derive(Clone)]
+pub struct DeploymentService {
+    store: Arc<dyn MetaStore>,
+    fleet: Fleet,
+    registry: Registry,
+    supervisor: ActorRef<SupervisorMsg>,
+    clock: Clock,
+}
+
+impl DeploymentService {
+    /// Start the supervisor and rehydrate every unfinished deployment from the store.
+    pub async fn start(store: Arc<dyn MetaStore>, clock: Clock) -> Result<Self> {
+        let fleet = Fleet::new();
+        let registry = Registry::default();
+        let (supervisor, _) = Supervisor::spawn(
+            None,
+            Supervisor,
+            SupervisorArgs {
+                store: store.clone(),
+                fleet: fleet.clone(),
+                registry: registry.clone(),
+                clock,
+            },
+        )
+        .await
+        .map_err(|e| EngineError::Internal(format!("starting the supervisor: {e}")))?;
+        let svc = DeploymentService {
+            store,
+            fleet,
+            registry,
+            supervisor,
+            clock,
+        };
+        for d in svc.store.unfinished_deployments().await? {
+            svc.spawn(&d.tenant, d.id).await?;
+        }
+        Ok(svc)
+    }
+
+    /// Number of running deployment actors.
+    pub fn running(&self) -> usize {
+        self.registry.len()
+    }
+
+    async fn spawn(&self, tenant: &TenantId, id: Uuid) -> Result<()> {
+        let tenant = tenant.clone();
+        match self
+            .supervisor
+            .call(|reply| SupervisorMsg::Start { tenant, id, reply }, None)
+            .await
+        {
+            Ok(CallResult::Success(r)) => r,
+            _ => Err(EngineError::Internal(
+                "the supervisor is not running".into(),
+            )),
+        }
+    }
+
+    /// Ask a running deployment's actor; `None` if it is not running (finished).
+    async fn ask<T: Send + 'static>(
+        &self,
+        id: Uuid,
+        build: impl FnOnce(RpcReplyPort<T>) -> DeploymentMsg,
+    ) -> Option<T> {
+        let actor = self.registry.get(id)?;
+        match actor.call(build, None).await {
+            Ok(CallResult::Success(v)) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Create a deployment: validate, persist header and device list durably, start its
+    /// actor.
+    pub async fn create(&self, tenant: &TenantId, new: NewDeployment) -> Result<DeploymentRecord> {
+        let now = self.clock.now();
+        let phases = plan::validate(&new, now)?;
+        let artifacts: Vec<Uuid> = self
+            .store
+            .artifacts(tenant)
+            .await?
+            .into_iter()
+            .filter(|a| a.meta.name == new.artifact_name)
+            .map(|a| a.id)
+            .collect();
+        if artifacts.is_empty() {
+            return Err(EngineError::Unprocessable(format!(
+                "no artifact named {:?}",
+                new.artifact_name
+            )));
+        }
+        let status = if phases[0].start_ts > now {
+            DeploymentStatus::Scheduled
+        } else {
+            DeploymentStatus::Pending
+        };
+        let header = DeploymentRecord {
+            id: Uuid::new_v4(),
+            tenant: tenant.clone(),
+            name: new.name,
+            artifact_name: new.artifact_name,
+            created: now,
+            finished: None,
+            status,
+            device_count: new.devices.len() as u64,
+            retries: new.retries.unwrap_or(0),
+            phases,
+            aborted: false,
+            artifacts,
+        };
+        let mut writes = vec![Write::PutDeployment(header.clone())];
+        for (i, chunk) in new.devices.chunks(DEVICE_LIST_CHUNK).enumerate() {
+            writes.push(Write::PutDeviceList {
+                tenant: tenant.clone(),
+                deployment: header.id,
+                chunk: i as u32,
+                devices: chunk.to_vec(),
+            });
+        }
+        self.store.commit(writes).await?;
+        self.spawn(tenant, header.id).await?;
+        Ok(header)
+    }
+
+    /// One deployment with live status, phase counts and statistics.
+    pub async fn get(&self, tenant: &TenantId, id: Uuid) -> Result<Snapshot> {
+        let header = self.header(tenant, id).await?;
+        if let Some(s) = self
+            .ask(id, |reply| DeploymentMsg::Snapshot { reply })
+            .await
+        {
+            return Ok(s);
+        }
+        let stats = self.stored_statistics(tenant, &header).await?;
+        Ok(Snapshot { header, stats })
+    }
+
+    async fn header(&self, tenant: &TenantId, id: Uuid) -> Result<DeploymentRecord> {
+        self.store
+            .deployment(tenant, id)
+            .await?
+            .ok_or(EngineError::NotFound("deployment"))
+    }
+
+    async fn stored_statistics(
+        &self,
+        tenant: &TenantId,
+        header: &DeploymentRecord,
+    ) -> Result<Statistics> {
+        let records = self.store.device_records(tenant, header.id).await?;
+        let mut stats = Statistics::count(records.iter().map(|r| &r.status));
+        let untouched = header.device_count.saturating_sub(records.len() as u64);
+        stats.add(DeviceStatus::Pending, untouched);
+        Ok(stats)
+    }
+
+    /// Deployments of a tenant, newest first, filtered and paged; with the total count.
+    pub async fn list(
+        &self,
+        tenant: &TenantId,
+        q: &ListQuery,
+    ) -> Result<(Vec<DeploymentRecord>, u64)> {
+        let search = q.search.as_ref().map(|s| s.to_lowercase());
+        let mut all: Vec<DeploymentRecord> = self
+            .store
+            .deployments(tenant)
+            .await?
+            .into_iter()
+            .filter(|d| q.status.is_none_or(|s| d.status == s))
+            .filter(|d| {
+                search.as_ref().is_none_or(|s| {
+                    d.name.to_lowercase().contains(s) || d.artifact_name.to_lowercase().contains(s)
+                })
+            })
+            .filter(|d| {
+                q.created_after
+                    .is_none_or(|t| d.created.unix_timestamp() >= t)
+            })
+            .filter(|d| {
+                q.created_before
+                    .is_none_or(|t| d.created.unix_timestamp() <= t)
+            })
+            .collect();
+        all.sort_by(|a, b| b.created.cmp(&a.created).then(b.id.cmp(&a.id)));
+        let total = all.len() as u64;
+        let skip = (q.page.saturating_sub(1) * q.per_page) as usize;
+        let page = all
+            .into_iter()
+            .skip(skip)
+            .take(q.per_page as usize)
+            .collect();
+        Ok((page, total))
+    }
+
+    /// Every device's record in a deployment.
+    pub async fn devices(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+    ) -> Result<Vec<DeviceDeploymentRecord>> {
+        let header = self.header(tenant, id).await?;
+        if let Some(v) = self.ask(id, |reply| DeploymentMsg::Devices { reply }).await {
+            return Ok(v);
+        }
+        let mut records = self.store.device_records(tenant, id).await?;
+        let known: std::collections::HashSet<String> =
+            records.iter().map(|r| r.device_id.clone()).collect();
+        for d in self.store.device_list(tenant, id).await? {
+            if !known.contains(&d) {
+                records.push(DeviceDeploymentRecord::pending(d, header.created));
+            }
+        }
+        records.sort_by(|a, b| a.device_id.cmp(&b.device_id));
+        Ok(records)
+    }
+
+    /// The device ids a deployment was created with.
+    pub async fn device_list(&self, tenant: &TenantId, id: Uuid) -> Result<Vec<String>> {
+        self.header(tenant, id).await?;
+        Ok(self.store.device_list(tenant, id).await?)
+    }
+
+    /// A device's log in a deployment.
+    pub async fn log(&self, tenant: &TenantId, id: Uuid, device: &str) -> Result<Vec<LogMessage>> {
+        self.header(tenant, id).await?;
+        self.store
+            .log(tenant, id, device)
+            .await?
+            .ok_or(EngineError::NotFound("deployment log"))
+    }
+
+    /// Abort a deployment; 422 when it has already finished.
+    pub async fn abort(&self, tenant: &TenantId, id: Uuid) -> Result<()> {
+        let header = self.header(tenant, id).await?;
+        if header.status != DeploymentStatus::Finished {
+            if let Some(r) = self.ask(id, |reply| DeploymentMsg::Abort { reply }).await {
+                return r?.durable().await;
+            }
+        }
+        Err(EngineError::Unprocessable(
+            "the deployment has already finished".into(),
+        ))
+    }
+
+    /// Decommission a device in every deployment it still takes part in.
+    pub async fn decommission(&self, tenant: &TenantId, device: &str) -> Result<()> {
+        for m in self.fleet.memberships(tenant, device) {
+            let device = device.to_owned();
+            if let Some(ack) = self
+                .ask(m.deployment, |reply| DeploymentMsg::Decommission {
+                    device,
+                    reply,
+                })
+                .await
+            {
+                ack.durable().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A device checks for an update.
+    pub async fn check_in(
+        &self,
+        tenant: &TenantId,
+        device: &str,
+        device_type: &str,
+        artifact_name: &str,
+    ) -> Result<Delivery> {
+        let memberships = self.fleet.memberships(tenant, device);
+        if memberships.is_empty() {
+            return Ok(Delivery::Nothing);
+        }
+        let last_finished = self.store.last_finished(tenant, device).await?;
+        let Some(m) = memberships
+            .iter()
+            .find(|m| last_finished.is_none_or(|t| m.created > t))
+        else {
+            return Ok(Delivery::Nothing);
+        };
+        let reply = self
+            .ask(m.deployment, |reply| DeploymentMsg::CheckIn {
+                device: device.to_owned(),
+                device_type: device_type.to_owned(),
+                artifact_name: artifact_name.to_owned(),
+                reply,
+            })
+            .await;
+        let Some(reply) = reply else {
+            return Ok(Delivery::Nothing);
+        };
+        let reply = reply?;
+        reply.ack.durable().await?;
+        match reply.outcome {
+            CheckInOutcome::Deliver(artifact) => Ok(Delivery::Update {
+                deployment: m.deployment,
+                artifact,
+            }),
+            CheckInOutcome::Nothing => Ok(Delivery::Nothing),
+            CheckInOutcome::Conflict(msg) => Err(EngineError::Conflict(msg)),
+        }
+    }
+
+    /// A device reports a status; answered once the change is durable.
+    pub async fn report(
+        &self,
+        tenant: &TenantId,
+        device: &str,
+        id: Uuid,
+        status: DeviceStatus,
+        substate: Option<String>,
+    ) -> Result<()> {
+        if !super::device::reportable(status) {
+            return Err(EngineError::Invalid(format!(
+                "devices cannot report the status {status}"
+            )));
+        }
+        let header = self.header(tenant, id).await?;
+        if header.status != DeploymentStatus::Finished {
+            let device_id = device.to_owned();
+            let sub = substate.clone();
+            if let Some(r) = self
+                .ask(id, |reply| DeploymentMsg::ReportStatus {
+                    device: device_id,
+                    status,
+                    substate: sub,
+                    reply,
+                })
+                .await
+            {
+                return r?.durable().await;
+            }
+        }
+        // Finished deployment: only a repeat of the final status is accepted.
+        let rec = self.stored_record(tenant, &header, device).await?;
+        if rec.status == status {
+            return Ok(());
+        }
+        Err(EngineError::Conflict(format!(
+            "the deployment is over for this device ({})",
+            rec.status
+        )))
+    }
+
+    async fn stored_record(
+        &self,
+        tenant: &TenantId,
+        header: &DeploymentRecord,
+        device: &str,
+    ) -> Result<DeviceDeploymentRecord> {
+        let records = self.store.device_records(tenant, header.id).await?;
+        if let Some(r) = records.into_iter().find(|r| r.device_id == device) {
+            return Ok(r);
+        }
+        if self
+            .store
+            .device_list(tenant, header.id)
+            .await?
+            .iter()
+            .any(|d| d == device)
+        {
+            return Ok(DeviceDeploymentRecord::pending(
+                device.to_owned(),
+                header.created,
+            ));
+        }
+        Err(EngineError::NotFound("device in deployment"))
+    }
+
+    /// A device uploads its log (also after the deployment finished: clients send the log
+    /// after their final `failure`).
+    pub async fn upload_log(
+        &self,
+        tenant: &TenantId,
+        device: &str,
+        id: Uuid,
+        messages: Vec<LogMessage>,
+    ) -> Result<()> {
+        let header = self.header(tenant, id).await?;
+        if header.status != DeploymentStatus::Finished {
+            let device_id = device.to_owned();
+            let msgs = messages.clone();
+            if let Some(r) = self
+                .ask(id, |reply| DeploymentMsg::UploadLog {
+                    device: device_id,
+                    messages: msgs,
+                    reply,
+                })
+                .await
+            {
+                return r?.durable().await;
+            }
+        }
+        let mut rec = self.stored_record(tenant, &header, device).await?;
+        rec.log = true;
+        Ack(Some(self.store.submit(vec![
+            Write::PutDevice {
+                tenant: tenant.clone(),
+                deployment: id,
+                record: rec,
+            },
+            Write::PutLog {
+                tenant: tenant.clone(),
+                deployment: id,
+                device: device.to_owned(),
+                messages,
+            },
+        ])))
+        .durable()
+        .await
+    }
+}

@@ -1,0 +1,16 @@
+//! The rollout domain, without HTTP: Mender artifacts (format, storage, generation) and
+//! deployments (device state machine, phases, retries, statistics, and the actors that own
+//! them).
+
+pub mod artifact;
+pub mod artifact_service;
+pub mod deployment;
+pub mod error;
+pub mod metrics;
+
+pub use artifact::SingleFileSpec;
+pub use artifact_service::{
+    ArtifactLimits, ArtifactService, GenerateRequest, Release, StorageUsage,
+};
+pub use deployment::{Clock, Delivery, DeploymentService, ListQuery, NewDeployment, Snapshot};
+pub use error::{EngineError, Result};

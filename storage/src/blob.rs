@@ -1,0 +1,186 @@
+//! Artifact blobs on OpenDAL: the local filesystem by default, S3 when configured.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use opendal::{services, Operator};
+use uuid::Uuid;
+
+use crate::{Result, StoreError, TenantId};
+
+/// Where blobs live.
+#[derive(Debug, Clone)]
+pub enum BlobConfig {
+    /// A directory on the local filesystem.
+    Fs {
+        /// Root directory.
+        root: PathBuf,
+    },
+    /// An S3-compatible bucket.
+    S3 {
+        /// Bucket name.
+        bucket: String,
+        /// Region (`us-east-1` if unsure).
+        region: String,
+        /// Custom endpoint (MinIO, …); `None` for AWS.
+        endpoint: Option<String>,
+        /// Key prefix inside the bucket.
+        root: String,
+    },
+}
+
+/// A stored blob's size and modification time.
+#[derive(Debug, Clone, Copy)]
+pub struct BlobMeta {
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification, if the backend knows it.
+    pub modified: Option<time::OffsetDateTime>,
+}
+
+/// The blob store.
+#[derive(Clone)]
+pub struct BlobStore {
+    op: Operator,
+    /// Whether blobs are served through presigned backend URLs (S3) rather than by rollout.
+    presigns: bool,
+}
+
+/// An open writer for a new blob.
+pub struct BlobWriter {
+    inner: opendal::Writer,
+    written: u64,
+}
+
+impl BlobWriter {
+    /// Append a chunk.
+    pub async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        self.written += chunk.len() as u64;
+        self.inner.write(chunk).await?;
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Finish the blob; it becomes visible.
+    pub async fn close(mut self) -> Result<u64> {
+        self.inner.close().await?;
+        Ok(self.written)
+    }
+
+    /// Abandon the blob; nothing is left behind.
+    pub async fn abort(mut self) {
+        if let Err(e) = self.inner.abort().await {
+            tracing::warn!(error = %e, "aborting a blob upload failed");
+        }
+    }
+}
+
+impl BlobStore {
+    /// Build the store from its configuration.
+    pub fn new(config: &BlobConfig) -> Result<Self> {
+        match config {
+            BlobConfig::Fs { root } => {
+                std::fs::create_dir_all(root)
+                    .map_err(|e| StoreError::Config(format!("{}: {e}", root.display())))?;
+                let root = root
+                    .to_str()
+                    .ok_or_else(|| StoreError::Config("blob root is not UTF-8".into()))?;
+                let op = Operator::new(services::Fs::default().root(root))?;
+                Ok(BlobStore {
+                    op,
+                    presigns: false,
+                })
+            }
+            BlobConfig::S3 {
+                bucket,
+                region,
+                endpoint,
+                root,
+            } => {
+                let mut b = services::S3::default()
+                    .bucket(bucket)
+                    .region(region)
+                    .root(root);
+                if let Some(ep) = endpoint {
+                    b = b.endpoint(ep);
+                }
+                let op = Operator::new(b)?;
+                Ok(BlobStore { op, presigns: true })
+            }
+        }
+    }
+
+    /// Whether downloads should use [`BlobStore::presign`] (S3) instead of rollout's own
+    /// signed links.
+    pub fn presigns(&self) -> bool {
+        self.presigns
+    }
+
+    /// The path of an artifact's blob.
+    pub fn path(tenant: &TenantId, id: Uuid) -> String {
+        let t = if tenant.0.is_empty() {
+            "_default"
+        } else {
+            tenant.as_str()
+        };
+        format!("artifacts/{t}/{id}")
+    }
+
+    /// Start writing a blob.
+    pub async fn writer(&self, path: &str) -> Result<BlobWriter> {
+        Ok(BlobWriter {
+            inner: self.op.writer(path).await?,
+            written: 0,
+        })
+    }
+
+    /// Write a whole blob at once.
+    pub async fn put(&self, path: &str, data: Bytes) -> Result<()> {
+        self.op.write(path, data).await?;
+        Ok(())
+    }
+
+    /// Size and modification time of a blob, `None` if absent.
+    pub async fn stat(&self, path: &str) -> Result<Option<BlobMeta>> {
+        match self.op.stat(path).await {
+            Ok(m) => Ok(Some(BlobMeta {
+                size: m.content_length(),
+                modified: m.last_modified().and_then(|t| {
+                    time::OffsetDateTime::from_unix_timestamp(t.into_inner().as_second()).ok()
+                }),
+            })),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Stream the bytes `start..end` of a blob.
+    pub async fn read_range(
+        &self,
+        path: &str,
+        start: u64,
+        end: u64,
+    ) -> Result<impl Stream<Item = std::io::Result<Bytes>> + Send + 'static> {
+        let reader = self.op.reader_with(path).chunk(256 * 1024).await?;
+        let stream = reader.into_bytes_stream(start..end).await?;
+        Ok(stream.map(|r| r.map_err(std::io::Error::other)))
+    }
+
+    /// Remove a blob (absent is fine).
+    pub async fn delete(&self, path: &str) -> Result<()> {
+        self.op.delete(path).await?;
+        Ok(())
+    }
+
+    /// A presigned GET URL valid for `ttl` (S3 only).
+    pub async fn presign(&self, path: &str, ttl: Duration) -> Result<String> {
+        let req = self.op.presign_read(path, ttl).await?;
+        Ok(req.uri().to_string())
+    }
+}

@@ -1,0 +1,29 @@
+//! Errors of the storage layer.
+
+/// What can go wrong in a store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The embedded engine failed.
+    #[error("metadata store: {0}")]
+    Engine(#[from] fjall::Error),
+    /// The blob store failed.
+    #[error("blob store: {0}")]
+    Blob(#[from] opendal::Error),
+    /// A stored record could not be decoded.
+    #[error("corrupt record under {key}: {source}")]
+    Corrupt {
+        /// The key.
+        key: String,
+        /// Why.
+        source: serde_json::Error,
+    },
+    /// The group committer stopped (the store is shutting down or crashed).
+    #[error("the store's committer is gone")]
+    CommitterGone,
+    /// Invalid configuration.
+    #[error("storage configuration: {0}")]
+    Config(String),
+    /// A blocking task panicked.
+    #[error("storage task failed: {0}")]
+    Task(String),
+}

@@ -1,0 +1,57 @@
+//! Key layout of the embedded store. Every key starts with the tenant, then the partition
+//! (deployment or device), so a prefix scan reads exactly one partition.
+
+use uuid::Uuid;
+
+use crate::TenantId;
+
+/// Separator between key components; tenants and device ids never contain it.
+pub const SEP: u8 = 0;
+
+/// `tenant SEP` — the prefix of all of a tenant's rows in a keyspace.
+pub fn tenant_prefix(tenant: &TenantId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(tenant.0.len() + 1);
+    k.extend_from_slice(tenant.0.as_bytes());
+    k.push(SEP);
+    k
+}
+
+/// `tenant SEP uuid(16)`.
+pub fn tenant_id(tenant: &TenantId, id: Uuid) -> Vec<u8> {
+    let mut k = tenant_prefix(tenant);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+/// `tenant SEP uuid(16) SEP` — the prefix of a deployment's rows.
+pub fn deployment_prefix(tenant: &TenantId, deployment: Uuid) -> Vec<u8> {
+    let mut k = tenant_id(tenant, deployment);
+    k.push(SEP);
+    k
+}
+
+/// `tenant SEP uuid(16) SEP device`.
+pub fn deployment_device(tenant: &TenantId, deployment: Uuid, device: &str) -> Vec<u8> {
+    let mut k = deployment_prefix(tenant, deployment);
+    k.extend_from_slice(device.as_bytes());
+    k
+}
+
+/// `tenant SEP uuid(16) SEP chunk(be u32)`.
+pub fn device_list_chunk(tenant: &TenantId, deployment: Uuid, chunk: u32) -> Vec<u8> {
+    let mut k = deployment_prefix(tenant, deployment);
+    k.extend_from_slice(&chunk.to_be_bytes());
+    k
+}
+
+/// `tenant SEP device`.
+pub fn tenant_device(tenant: &TenantId, device: &str) -> Vec<u8> {
+    let mut k = tenant_prefix(tenant);
+    k.extend_from_slice(device.as_bytes());
+    k
+}
+
+/// Whether `s` can be a key component.
+pub fn is_valid_component(s: &str) -> bool {
+    !s.as_bytes().contains(&SEP)
+}

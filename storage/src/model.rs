@@ -1,0 +1,349 @@
+//! The records rollout persists, shaped like the management API's JSON so that the API layer
+//! can serve them without a translation layer. Every record names its tenant.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// A tenant id. The empty string is the default tenant (tokens without `mender.tenant`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[serde(transparent)]
+pub struct TenantId(pub String);
+
+impl TenantId {
+    /// The tenant of tokens that carry no `mender.tenant` claim.
+    pub fn default_tenant() -> Self {
+        TenantId(String::new())
+    }
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `info` of an artifact: the Mender artifact format and version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactInfo {
+    /// Always `mender` for artifacts we accept.
+    pub format: String,
+    /// The artifact format version (2 or 3).
+    pub version: u32,
+}
+
+/// `type_info` of an update.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TypeInfo {
+    /// The payload type (`rootfs-image`, `single-file`, …); `None` for an empty payload.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+}
+
+/// One payload file of an update.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateFile {
+    /// The file name inside the payload.
+    pub name: String,
+    /// Hex sha256 of the uncompressed file, as the manifest lists it.
+    pub checksum: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time recorded in the payload tar.
+    #[serde(with = "time::serde::rfc3339")]
+    pub date: OffsetDateTime,
+}
+
+/// One update (payload) of an artifact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Update {
+    /// The payload type.
+    pub type_info: TypeInfo,
+    /// The payload's files.
+    pub files: Vec<UpdateFile>,
+    /// The update's `meta-data` documents. Always an array: mender-cli rejects an object.
+    pub meta_data: Vec<serde_json::Value>,
+}
+
+/// What the artifact parser extracts from a Mender artifact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArtifactMeta {
+    /// `artifact_name`.
+    pub name: String,
+    /// Device types the artifact installs on.
+    pub device_types_compatible: Vec<String>,
+    /// Format and version.
+    pub info: ArtifactInfo,
+    /// Whether the artifact carries `manifest.sig`.
+    pub signed: bool,
+    /// The payloads.
+    pub updates: Vec<Update>,
+    /// Everything the artifact provides (header-info and type-info merged).
+    pub artifact_provides: BTreeMap<String, String>,
+    /// Everything the artifact depends on (header-info and type-info merged).
+    pub artifact_depends: BTreeMap<String, serde_json::Value>,
+    /// Provides that installing the artifact clears.
+    pub clears_artifact_provides: Vec<String>,
+}
+
+/// A stored artifact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArtifactRecord {
+    /// Artifact id.
+    pub id: Uuid,
+    /// Owning tenant.
+    pub tenant: TenantId,
+    /// Operator-editable description.
+    pub description: String,
+    /// Parsed metadata.
+    #[serde(flatten)]
+    pub meta: ArtifactMeta,
+    /// Bytes stored in the blob store.
+    pub size: u64,
+    /// Creation or last edit.
+    #[serde(with = "time::serde::rfc3339")]
+    pub modified: OffsetDateTime,
+}
+
+/// A device's status within one deployment. Serde names match the API exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceStatus {
+    /// Waiting for the device to pick up the deployment.
+    Pending,
+    /// Downloading the artifact.
+    Downloading,
+    /// Installing.
+    Installing,
+    /// Rebooting into the new software.
+    Rebooting,
+    /// Paused before installing (update control maps).
+    PauseBeforeInstalling,
+    /// Paused before committing.
+    PauseBeforeCommitting,
+    /// Paused before rebooting.
+    PauseBeforeRebooting,
+    /// Installed successfully.
+    Success,
+    /// Failed for good (no retries left).
+    Failure,
+    /// No artifact of the release fits the device type.
+    Noartifact,
+    /// The device already runs the artifact.
+    #[serde(rename = "already-installed")]
+    AlreadyInstalled,
+    /// The deployment was aborted before the device finished.
+    Aborted,
+    /// The device was decommissioned.
+    Decommissioned,
+}
+
+impl DeviceStatus {
+    /// Every status, in the order statistics list them.
+    pub const ALL: [DeviceStatus; 13] = [
+        DeviceStatus::Pending,
+        DeviceStatus::Downloading,
+        DeviceStatus::Installing,
+        DeviceStatus::Rebooting,
+        DeviceStatus::PauseBeforeInstalling,
+        DeviceStatus::PauseBeforeCommitting,
+        DeviceStatus::PauseBeforeRebooting,
+        DeviceStatus::Success,
+        DeviceStatus::Failure,
+        DeviceStatus::Noartifact,
+        DeviceStatus::AlreadyInstalled,
+        DeviceStatus::Aborted,
+        DeviceStatus::Decommissioned,
+    ];
+
+    /// Terminal statuses never change again.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            DeviceStatus::Success
+                | DeviceStatus::Failure
+                | DeviceStatus::Noartifact
+                | DeviceStatus::AlreadyInstalled
+                | DeviceStatus::Aborted
+                | DeviceStatus::Decommissioned
+        )
+    }
+
+    /// The API name (`already-installed`, `pause_before_installing`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceStatus::Pending => "pending",
+            DeviceStatus::Downloading => "downloading",
+            DeviceStatus::Installing => "installing",
+            DeviceStatus::Rebooting => "rebooting",
+            DeviceStatus::PauseBeforeInstalling => "pause_before_installing",
+            DeviceStatus::PauseBeforeCommitting => "pause_before_committing",
+            DeviceStatus::PauseBeforeRebooting => "pause_before_rebooting",
+            DeviceStatus::Success => "success",
+            DeviceStatus::Failure => "failure",
+            DeviceStatus::Noartifact => "noartifact",
+            DeviceStatus::AlreadyInstalled => "already-installed",
+            DeviceStatus::Aborted => "aborted",
+            DeviceStatus::Decommissioned => "decommissioned",
+        }
+    }
+
+    /// Index into [`DeviceStatus::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for DeviceStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A deployment's overall status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeploymentStatus {
+    /// The first phase starts in the future.
+    Scheduled,
+    /// No device has gone past pending.
+    Pending,
+    /// At least one device has moved.
+    Inprogress,
+    /// Every device is terminal, or the deployment was aborted.
+    Finished,
+}
+
+impl DeploymentStatus {
+    /// The API name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeploymentStatus::Scheduled => "scheduled",
+            DeploymentStatus::Pending => "pending",
+            DeploymentStatus::Inprogress => "inprogress",
+            DeploymentStatus::Finished => "finished",
+        }
+    }
+}
+
+/// One phase of a deployment as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhaseRecord {
+    /// Phase id.
+    pub id: Uuid,
+    /// Percentage of the devices (the last phase may leave it out: the rest).
+    pub batch_size: Option<u32>,
+    /// When the phase opens.
+    #[serde(with = "time::serde::rfc3339")]
+    pub start_ts: OffsetDateTime,
+    /// How many devices the phase admits.
+    pub capacity: u64,
+    /// Devices admitted so far.
+    pub device_count: u64,
+}
+
+/// The deployment header: everything but the per-device records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentRecord {
+    /// Deployment id.
+    pub id: Uuid,
+    /// Owning tenant.
+    pub tenant: TenantId,
+    /// Operator-given name.
+    pub name: String,
+    /// The release (artifact name) deployed.
+    pub artifact_name: String,
+    /// Creation time.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created: OffsetDateTime,
+    /// When the deployment finished.
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub finished: Option<OffsetDateTime>,
+    /// Overall status.
+    pub status: DeploymentStatus,
+    /// Number of devices.
+    pub device_count: u64,
+    /// Extra attempts a device gets after a failure.
+    pub retries: u32,
+    /// The phases (always at least one).
+    pub phases: Vec<PhaseRecord>,
+    /// Whether an operator aborted it.
+    #[serde(default)]
+    pub aborted: bool,
+    /// Ids of the artifacts of the release at creation time.
+    #[serde(default)]
+    pub artifacts: Vec<Uuid>,
+}
+
+/// One device's record in one deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceDeploymentRecord {
+    /// The device id (JWT `sub`).
+    pub device_id: String,
+    /// Current status.
+    pub status: DeviceStatus,
+    /// Optional substate the device reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub substate: Option<String>,
+    /// When the record was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created: OffsetDateTime,
+    /// When it became terminal.
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub finished: Option<OffsetDateTime>,
+    /// How many times the device has started the deployment.
+    #[serde(default)]
+    pub attempts: u32,
+    /// Whether a log was uploaded.
+    #[serde(default)]
+    pub log: bool,
+    /// Device type reported at the first check-in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_type: Option<String>,
+    /// Artifact name reported at the first check-in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported_artifact: Option<String>,
+    /// The artifact handed out to the device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_id: Option<Uuid>,
+    /// Index of the phase the device was admitted into.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<u32>,
+}
+
+impl DeviceDeploymentRecord {
+    /// A fresh `pending` record.
+    pub fn pending(device_id: String, created: OffsetDateTime) -> Self {
+        DeviceDeploymentRecord {
+            device_id,
+            status: DeviceStatus::Pending,
+            substate: None,
+            created,
+            finished: None,
+            attempts: 0,
+            log: false,
+            device_type: None,
+            reported_artifact: None,
+            artifact_id: None,
+            phase: None,
+        }
+    }
+}
+
+/// One line of a device's deployment log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogMessage {
+    /// When the device logged it (RFC 3339).
+    pub timestamp: String,
+    /// Log level.
+    pub level: String,
+    /// The message.
+    pub message: String,
+}
