@@ -93,9 +93,35 @@ impl DeploymentService {
         Ok(svc)
     }
 
+    /// Stop every deployment actor and the supervisor, after the messages already queued.
+    /// Everything acknowledged is already durable; this only releases the store.
+    pub async fn shutdown(&self) {
+        let timeout = Some(std::time::Duration::from_secs(10));
+        self.supervisor
+            .stop_children_and_wait(Some("shutdown".into()), timeout)
+            .await;
+        let _ = self
+            .supervisor
+            .stop_and_wait(Some("shutdown".into()), timeout)
+            .await;
+    }
+
     /// Number of running deployment actors.
     pub fn running(&self) -> usize {
         self.registry.len()
+    }
+
+    /// Live snapshots of up to `limit` running deployments (oldest first), for metrics.
+    pub async fn live(&self, limit: usize) -> Vec<Snapshot> {
+        let mut out = Vec::new();
+        for id in self.registry.ids() {
+            if let Some(s) = self.ask(id, |reply| DeploymentMsg::Snapshot { reply }).await {
+                out.push(s);
+            }
+        }
+        out.sort_by_key(|s| (s.header.created, s.header.id));
+        out.truncate(limit);
+        out
     }
 
     async fn spawn(&self, tenant: &TenantId, id: Uuid) -> Result<()> {
@@ -239,11 +265,14 @@ impl DeploymentService {
         all.sort_by(|a, b| b.created.cmp(&a.created).then(b.id.cmp(&a.id)));
         let total = all.len() as u64;
         let skip = (q.page.saturating_sub(1) * q.per_page) as usize;
-        let page = all
-            .into_iter()
-            .skip(skip)
-            .take(q.per_page as usize)
-            .collect();
+        let mut page: Vec<DeploymentRecord> =
+            all.into_iter().skip(skip).take(q.per_page as usize).collect();
+        // Running deployments: the actor's header has the live phase counts.
+        for d in page.iter_mut().filter(|d| d.status != DeploymentStatus::Finished) {
+            if let Some(s) = self.ask(d.id, |reply| DeploymentMsg::Snapshot { reply }).await {
+                *d = s.header;
+            }
+        }
         Ok((page, total))
     }
 

@@ -46,6 +46,16 @@ impl Registry {
             .remove(&id);
     }
 
+    /// Ids of the running deployments.
+    pub fn ids(&self) -> Vec<Uuid> {
+        self.inner
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .copied()
+            .collect()
+    }
+
     /// Number of running deployment actors.
     pub fn len(&self) -> usize {
         self.inner.read().unwrap_or_else(|e| e.into_inner()).len()

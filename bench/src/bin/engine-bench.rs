@@ -1,0 +1,282 @@
+//! The engine without HTTP: create a large deployment, then measure idle check-ins,
+//! check-ins that hand out an update, and durable status reports, beside the raw store
+//! commit rate measured in the same run.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bench::{rate, row, rss_bytes};
+use clap::Parser;
+use engine::{Clock, DeploymentService, NewDeployment};
+use storage::{
+    ArtifactInfo, ArtifactMeta, ArtifactRecord, DeviceDeploymentRecord, DeviceStatus,
+    EmbeddedStore, MetaStore, TenantId, Write,
+};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+#[derive(Parser)]
+struct Args {
+    /// Devices in the deployment.
+    #[arg(long, default_value_t = 1_000_000)]
+    devices: usize,
+    /// Devices that check in and report in the throughput runs.
+    #[arg(long, default_value_t = 50_000)]
+    active: usize,
+    /// Concurrent simulated devices.
+    #[arg(long, default_value_t = 256)]
+    concurrency: usize,
+    /// Internal: measure, in this process, the memory and time to rehydrate the store in
+    /// this directory (the parent runs this in a fresh child process).
+    #[arg(long, hide = true)]
+    rehydrate_probe: Option<std::path::PathBuf>,
+}
+
+/// Child-process probe: start the engine on an existing store and report the resident
+/// memory it took per device and the time, as `rehydrate <secs> <bytes-per-device>`.
+async fn rehydrate_probe(dir: &std::path::Path, devices: usize) {
+    let store: Arc<dyn MetaStore> = Arc::new(EmbeddedStore::open(dir).expect("store"));
+    let before = rss_bytes();
+    let start = Instant::now();
+    let svc = DeploymentService::start(store, Clock::new())
+        .await
+        .expect("rehydrate");
+    let secs = start.elapsed().as_secs_f64();
+    let per_device = rss_bytes().saturating_sub(before) as f64 / devices as f64;
+    println!("rehydrate {secs} {per_device} {}", svc.running());
+}
+
+fn artifact(tenant: &TenantId) -> ArtifactRecord {
+    ArtifactRecord {
+        id: Uuid::new_v4(),
+        tenant: tenant.clone(),
+        description: String::new(),
+        meta: ArtifactMeta {
+            name: "app-2.0".into(),
+            device_types_compatible: vec!["dev-a".into()],
+            info: ArtifactInfo {
+                format: "mender".into(),
+                version: 3,
+            },
+            signed: false,
+            updates: vec![],
+            artifact_provides: Default::default(),
+            artifact_depends: Default::default(),
+            clears_artifact_provides: vec![],
+        },
+        size: 5120,
+        modified: OffsetDateTime::now_utc(),
+    }
+}
+
+/// Run `op(i)` for i in 0..n over `concurrency` tasks; returns ops/s.
+async fn drive<F, Fut>(n: usize, concurrency: usize, op: F) -> f64
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let op = Arc::new(op);
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|t| {
+            let op = op.clone();
+            tokio::spawn(async move {
+                let mut i = t;
+                while i < n {
+                    op(i).await;
+                    i += concurrency;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("task");
+    }
+    rate(n as u64, start.elapsed())
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    if let Some(dir) = &args.rehydrate_probe {
+        rehydrate_probe(dir, args.devices).await;
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store: Arc<dyn MetaStore> = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
+    let tenant = TenantId::default_tenant();
+    store
+        .commit(vec![Write::PutArtifact(artifact(&tenant))])
+        .await
+        .expect("artifact");
+    println!(
+        "engine-bench: {} devices, {} active, {} concurrent, {} cores",
+        args.devices,
+        args.active,
+        args.concurrency,
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+
+    // Baseline: the raw durable write rate with the same concurrency.
+    let s = store.clone();
+    let baseline = drive(args.active, args.concurrency, move |i| {
+        let s = s.clone();
+        async move {
+            let rec = DeviceDeploymentRecord::pending(format!("b{i}"), OffsetDateTime::now_utc());
+            s.commit(vec![Write::PutDevice {
+                tenant: TenantId("bench-baseline".into()),
+                deployment: Uuid::nil(),
+                record: rec,
+            }])
+            .await
+            .expect("commit");
+        }
+    })
+    .await;
+    row(
+        "baseline: store group commit, 1 write each",
+        baseline,
+        "writes/s",
+        "",
+    );
+
+    let svc = DeploymentService::start(store.clone(), Clock::new())
+        .await
+        .expect("service");
+    let devices: Vec<String> = (0..args.devices)
+        .map(|i| format!("device-{i:08}"))
+        .collect();
+    let start = Instant::now();
+    let dep = svc
+        .create(
+            &tenant,
+            NewDeployment {
+                name: "bench".into(),
+                artifact_name: "app-2.0".into(),
+                devices: devices.clone(),
+                phases: None,
+                retries: None,
+            },
+        )
+        .await
+        .expect("create");
+    let created = start.elapsed();
+    row(
+        "create deployment",
+        created.as_secs_f64(),
+        "s",
+        &format!("{} devices", args.devices),
+    );
+
+    let svc = Arc::new(svc);
+    let s = svc.clone();
+    let idle = drive(args.active, args.concurrency, move |i| {
+        let s = s.clone();
+        async move {
+            let d = format!("not-deployed-{i}");
+            s.check_in(&TenantId::default_tenant(), &d, "dev-a", "app-1.0")
+                .await
+                .expect("check-in");
+        }
+    })
+    .await;
+    row(
+        "idle check-ins (nothing to do)",
+        idle,
+        "req/s",
+        &format!("x{:.2} of baseline", idle / baseline),
+    );
+
+    let s = svc.clone();
+    let names = Arc::new(devices);
+    let n2 = names.clone();
+    let deliver = drive(args.active, args.concurrency, move |i| {
+        let s = s.clone();
+        let d = n2[i].clone();
+        async move {
+            s.check_in(&TenantId::default_tenant(), &d, "dev-a", "app-1.0")
+                .await
+                .expect("check-in");
+        }
+    })
+    .await;
+    row(
+        "check-ins handing out an update",
+        deliver,
+        "req/s",
+        &format!("x{:.2} of baseline", deliver / baseline),
+    );
+
+    let s = svc.clone();
+    let n3 = names.clone();
+    let id = dep.id;
+    let reports = drive(args.active, args.concurrency, move |i| {
+        let s = s.clone();
+        let d = n3[i].clone();
+        async move {
+            s.report(
+                &TenantId::default_tenant(),
+                &d,
+                id,
+                DeviceStatus::Downloading,
+                None,
+            )
+            .await
+            .expect("report");
+        }
+    })
+    .await;
+    row(
+        "durable status reports",
+        reports,
+        "req/s",
+        &format!("x{:.2} of baseline", reports / baseline),
+    );
+
+    svc.shutdown().await;
+    drop(svc);
+    drop(store);
+    probe_restart(dir.path(), args.devices);
+}
+
+/// Restart in a fresh process: rehydration time and the memory the deployment takes.
+fn probe_restart(dir: &std::path::Path, devices: usize) {
+    // Let the committer thread release the store's lock.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let exe = std::env::current_exe().expect("own path");
+    let out = std::process::Command::new(exe)
+        .arg("--rehydrate-probe")
+        .arg(dir)
+        .arg("--devices")
+        .arg(devices.to_string())
+        .output()
+        .expect("probe");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let fields: Vec<f64> = text
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    match fields.as_slice() {
+        [secs, per_device, running] => {
+            row(
+                "restart: rehydrate",
+                *secs,
+                "s",
+                &format!("{running} deployment(s)"),
+            );
+            row(
+                "restart: server memory for the deployment",
+                *per_device,
+                "B/device",
+                "RSS growth in a fresh process",
+            );
+        }
+        _ => eprintln!(
+            "rehydrate probe failed: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}

@@ -1,0 +1,166 @@
+//! Durable write rate of the metadata store: one write per fsync'd commit, and many writes
+//! grouped in one commit (what the group committer does under load).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bench::{rate, row};
+use clap::Parser;
+use storage::{DeviceDeploymentRecord, EmbeddedStore, MetaStore, TenantId, Write};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+#[derive(Parser)]
+struct Args {
+    /// Commits of one write each.
+    #[arg(long, default_value_t = 2_000)]
+    single: u64,
+    /// Writes in grouped commits.
+    #[arg(long, default_value_t = 200_000)]
+    grouped: u64,
+    /// Writes per grouped commit.
+    #[arg(long, default_value_t = 1_000)]
+    batch: usize,
+    /// Concurrent submitters for the group-commit run.
+    #[arg(long, default_value_t = 256)]
+    concurrency: usize,
+}
+
+fn record(i: u64) -> Write {
+    Write::PutDevice {
+        tenant: TenantId::default_tenant(),
+        deployment: Uuid::nil(),
+        record: DeviceDeploymentRecord::pending(
+            format!("device-{i:08}"),
+            OffsetDateTime::now_utc(),
+        ),
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Arc::new(EmbeddedStore::open(dir.path()).expect("open store"));
+    println!(
+        "store-bench: fjall, fsync per commit, {} cores",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+
+    let start = Instant::now();
+    for i in 0..args.single {
+        store.commit(vec![record(i)]).await.expect("commit");
+    }
+    let single = rate(args.single, start.elapsed());
+    row(
+        "fjall: 1 write per commit (baseline)",
+        single,
+        "writes/s",
+        "",
+    );
+
+    let start = Instant::now();
+    let mut i = 0;
+    while i < args.grouped {
+        let writes: Vec<Write> = (i..i + args.batch as u64).map(record).collect();
+        store.commit(writes).await.expect("commit");
+        i += args.batch as u64;
+    }
+    let grouped = rate(args.grouped, start.elapsed());
+    row(
+        &format!("fjall: {} writes per commit", args.batch),
+        grouped,
+        "writes/s",
+        &format!("x{:.1} vs baseline", grouped / single),
+    );
+
+    let start = Instant::now();
+    let per_task = args.grouped / args.concurrency as u64;
+    let mut tasks = Vec::new();
+    for t in 0..args.concurrency as u64 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for j in 0..per_task {
+                store
+                    .commit(vec![record(1_000_000 + t * per_task + j)])
+                    .await
+                    .expect("commit");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let group = rate(per_task * args.concurrency as u64, start.elapsed());
+    row(
+        &format!(
+            "fjall: group commit, {} concurrent writers",
+            args.concurrency
+        ),
+        group,
+        "writes/s",
+        &format!("x{:.1} vs baseline", group / single),
+    );
+
+    #[cfg(feature = "engines")]
+    engines::run(&args);
+}
+
+#[cfg(feature = "engines")]
+mod engines {
+    use super::*;
+
+    pub fn run(args: &Args) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let value = vec![7u8; 200];
+        let db = redb::Database::create(dir.path().join("redb")).expect("redb");
+        let table: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("t");
+        let start = Instant::now();
+        let mut i = 0u64;
+        while i < args.grouped {
+            let tx = db.begin_write().expect("tx");
+            {
+                let mut t = tx.open_table(table).expect("table");
+                for j in i..i + args.batch as u64 {
+                    t.insert(j.to_be_bytes().as_slice(), value.as_slice())
+                        .expect("insert");
+                }
+            }
+            tx.commit().expect("commit");
+            i += args.batch as u64;
+        }
+        row(
+            &format!("redb: {} writes per commit", args.batch),
+            rate(args.grouped, start.elapsed()),
+            "writes/s",
+            "",
+        );
+
+        let conn = rusqlite::Connection::open(dir.path().join("sqlite")).expect("sqlite");
+        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; CREATE TABLE t(k BLOB PRIMARY KEY, v BLOB);").expect("schema");
+        let start = Instant::now();
+        let mut i = 0u64;
+        while i < args.grouped {
+            let tx = conn.unchecked_transaction().expect("tx");
+            {
+                let mut st = tx
+                    .prepare_cached("INSERT OR REPLACE INTO t VALUES (?1, ?2)")
+                    .expect("prepare");
+                for j in i..i + args.batch as u64 {
+                    st.execute(rusqlite::params![j.to_be_bytes().to_vec(), value])
+                        .expect("insert");
+                }
+            }
+            tx.commit().expect("commit");
+            i += args.batch as u64;
+        }
+        row(
+            &format!("SQLite WAL FULL: {} writes per commit", args.batch),
+            rate(args.grouped, start.elapsed()),
+            "writes/s",
+            "",
+        );
+    }
+}
