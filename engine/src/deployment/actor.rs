@@ -79,6 +79,10 @@ pub enum DeploymentMsg {
     },
     /// A phase's start time has come.
     PhaseDue,
+    /// Fault injection: make the actor panic, to exercise supervision (tests and chaos
+    /// drills only).
+    #[doc(hidden)]
+    Crash,
 }
 
 /// Acknowledgement of a change: resolves once the change is durable.
@@ -222,6 +226,7 @@ impl Actor for DeploymentActor {
             DeploymentMsg::Devices { reply } => {
                 let _ = reply.send(state.device_records());
             }
+            DeploymentMsg::Crash => panic!("deployment actor crash requested"),
             DeploymentMsg::PhaseDue => {
                 let writes = state.refresh_status();
                 if !writes.is_empty() {

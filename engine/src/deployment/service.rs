@@ -106,6 +106,15 @@ impl DeploymentService {
             .await;
     }
 
+    /// Fault injection: crash a deployment's actor (the supervisor restarts it from the
+    /// store). For supervision tests and chaos drills.
+    #[doc(hidden)]
+    pub fn crash(&self, id: Uuid) -> bool {
+        self.registry
+            .get(id)
+            .is_some_and(|a| a.send_message(DeploymentMsg::Crash).is_ok())
+    }
+
     /// Number of running deployment actors.
     pub fn running(&self) -> usize {
         self.registry.len()
@@ -115,7 +124,10 @@ impl DeploymentService {
     pub async fn live(&self, limit: usize) -> Vec<Snapshot> {
         let mut out = Vec::new();
         for id in self.registry.ids() {
-            if let Some(s) = self.ask(id, |reply| DeploymentMsg::Snapshot { reply }).await {
+            if let Some(s) = self
+                .ask(id, |reply| DeploymentMsg::Snapshot { reply })
+                .await
+            {
                 out.push(s);
             }
         }
@@ -265,11 +277,20 @@ impl DeploymentService {
         all.sort_by(|a, b| b.created.cmp(&a.created).then(b.id.cmp(&a.id)));
         let total = all.len() as u64;
         let skip = (q.page.saturating_sub(1) * q.per_page) as usize;
-        let mut page: Vec<DeploymentRecord> =
-            all.into_iter().skip(skip).take(q.per_page as usize).collect();
+        let mut page: Vec<DeploymentRecord> = all
+            .into_iter()
+            .skip(skip)
+            .take(q.per_page as usize)
+            .collect();
         // Running deployments: the actor's header has the live phase counts.
-        for d in page.iter_mut().filter(|d| d.status != DeploymentStatus::Finished) {
-            if let Some(s) = self.ask(d.id, |reply| DeploymentMsg::Snapshot { reply }).await {
+        for d in page
+            .iter_mut()
+            .filter(|d| d.status != DeploymentStatus::Finished)
+        {
+            if let Some(s) = self
+                .ask(d.id, |reply| DeploymentMsg::Snapshot { reply })
+                .await
+            {
                 *d = s.header;
             }
         }
