@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use crate::identity::Admission;
+
 /// rollout: a Mender-compatible OTA rollout server.
 #[derive(Debug, Parser)]
 #[command(name = "rollout", version, about)]
@@ -17,8 +19,95 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the server.
-    Serve(ServeArgs),
+    /// Run the server. (Boxed: it is by far the largest variant.)
+    Serve(Box<ServeArgs>),
+    /// Print a token signed with the data dir's key (created if missing).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Manage devices in the data dir's store.
+    #[command(subcommand)]
+    Device(DeviceCommand),
+}
+
+/// Default validity of tokens printed by `rollout token user|device`: 7 days.
+pub const CLI_TOKEN_TTL: u64 = 7 * 24 * 3600;
+
+/// The data dir option shared by the offline subcommands.
+#[derive(Debug, Clone, Args)]
+pub struct DataDirArg {
+    /// The server's data dir (holds `token-signing.key` and the metadata store).
+    #[arg(long, env = "ROLLOUT_DATA_DIR", default_value = "./rollout-data")]
+    pub data_dir: PathBuf,
+}
+
+/// `rollout token …`: mint tokens with the server's signing key.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// A management API token (`mender.user`).
+    User {
+        /// Tenant (empty: the default tenant).
+        #[arg(long, default_value = "")]
+        tenant: String,
+        /// `sub`: the user id.
+        #[arg(long)]
+        subject: String,
+        /// Validity in seconds.
+        #[arg(long, default_value_t = CLI_TOKEN_TTL)]
+        ttl: u64,
+        /// Data dir.
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+    /// A device API token (`mender.device`).
+    Device {
+        /// Tenant (empty: the default tenant).
+        #[arg(long, default_value = "")]
+        tenant: String,
+        /// `sub`: the device id.
+        #[arg(long)]
+        device: String,
+        /// Validity in seconds.
+        #[arg(long, default_value_t = CLI_TOKEN_TTL)]
+        ttl: u64,
+        /// Data dir.
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+    /// A tenant token, for a device's `TenantToken` setting: devices presenting it join
+    /// the tenant.
+    Tenant {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// Validity in seconds; without it the token never expires.
+        #[arg(long)]
+        ttl: Option<u64>,
+        /// Data dir.
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+}
+
+/// `rollout device …`.
+#[derive(Debug, Subcommand)]
+pub enum DeviceCommand {
+    /// Register a device's identity and public key for `--device-admission preauthorized`,
+    /// writing to the data dir's store. The store is locked while `rollout serve` runs on
+    /// it: then use `POST /api/management/v2/devauth/devices` instead.
+    Preauthorize {
+        /// Tenant (empty: the default tenant).
+        #[arg(long, default_value = "")]
+        tenant: String,
+        /// Identity data as a JSON object, e.g. `{"mac":"02:00:00:00:00:01"}`.
+        #[arg(long)]
+        identity: String,
+        /// The device's public key (PKIX PEM file).
+        #[arg(long)]
+        pubkey: PathBuf,
+        /// Data dir.
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
 }
 
 /// Where artifact blobs are kept.
@@ -66,6 +155,61 @@ pub struct ServeArgs {
     /// Validity of download links handed to operators, in seconds.
     #[arg(long, env = "ROLLOUT_OPERATOR_LINK_TTL", default_value_t = 15 * 60)]
     pub operator_link_ttl: u64,
+
+    /// Most unfinished deployments that get per-deployment series on `/metrics` (bounds
+    /// the label cardinality a tenant can cause).
+    #[arg(long, env = "ROLLOUT_METRICS_MAX_DEPLOYMENTS", default_value_t = 200)]
+    pub metrics_max_deployments: usize,
+
+    /// A key that management and device tokens may be signed with, besides the server's own
+    /// (repeatable; the env var takes a comma-separated list). A PEM public key is an RS256,
+    /// ES256 or EdDSA key by its type; any other file is an HS256 secret (trailing
+    /// whitespace ignored).
+    #[arg(
+        long = "jwt-verify-key",
+        env = "ROLLOUT_JWT_VERIFY_KEYS",
+        value_delimiter = ','
+    )]
+    pub jwt_verify_keys: Vec<PathBuf>,
+
+    /// Read token claims WITHOUT verifying signatures, trusting a gateway in front that
+    /// verified them. Anyone who can reach the server directly can then forge any identity.
+    #[arg(long, env = "ROLLOUT_TRUST_GATEWAY")]
+    pub trust_gateway: bool,
+
+    /// Verified tokens kept in memory, so repeat requests skip the signature check.
+    #[arg(long, env = "ROLLOUT_TOKEN_CACHE_SIZE", default_value_t = 64 * 1024)]
+    pub token_cache_size: usize,
+
+    /// Which devices get a token from `auth_requests`.
+    #[arg(long, env = "ROLLOUT_DEVICE_ADMISSION", value_enum, default_value_t = Admission::Auto)]
+    pub device_admission: Admission,
+
+    /// Validity of device tokens handed out on auth requests, seconds (Mender's default is
+    /// a week; devices re-authenticate on any 401).
+    #[arg(long, env = "ROLLOUT_DEVICE_TOKEN_TTL", default_value_t = 7 * 24 * 3600)]
+    pub device_token_ttl: u64,
+
+    /// Validity of user tokens handed out on login, seconds.
+    #[arg(long, env = "ROLLOUT_USER_TOKEN_TTL", default_value_t = 24 * 3600)]
+    pub user_token_ttl: u64,
+
+    /// The administrator's user name for `POST /api/management/v1/useradm/auth/login`.
+    #[arg(
+        long,
+        env = "ROLLOUT_ADMIN_USER",
+        default_value = "admin@rollout.local"
+    )]
+    pub admin_user: String,
+
+    /// File holding the administrator's password (trailing newline ignored). The password
+    /// can also come from the env var ROLLOUT_ADMIN_PASSWORD. Without either, login is off.
+    #[arg(long, env = "ROLLOUT_ADMIN_PASSWORD_FILE")]
+    pub admin_password_file: Option<PathBuf>,
+
+    /// Tenant of the administrator's tokens (empty: the default tenant).
+    #[arg(long, env = "ROLLOUT_ADMIN_TENANT", default_value = "")]
+    pub admin_tenant: String,
 
     /// Blob store backend.
     #[arg(long, env = "ROLLOUT_BLOB_STORE", value_enum, default_value_t = BlobBackend::Fs)]

@@ -4,12 +4,16 @@
 //!
 //! A request's path: [`server`] gives it a request id and hands it to the warp filters in
 //! [`routes`]; a handler parses the input, calls one engine service or sends one actor
-//! message, and maps the answer (or an [`error::ApiError`]) to HTTP.
+//! message, and maps the answer (or an [`error::ApiError`]) to HTTP. Callers are who
+//! [`auth`] says their verified token says; in standalone mode [`identity`] is also the
+//! device authentication and login service that issues those tokens.
 
 pub mod auth;
+pub mod commands;
 pub mod config;
 pub mod error;
 pub mod files;
+pub mod identity;
 pub mod metrics;
 pub mod request_id;
 pub mod routes;
@@ -22,9 +26,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use engine::{ArtifactLimits, ArtifactService, Clock, DeploymentService};
-use storage::{BlobConfig, BlobStore, EmbeddedStore, MetaStore};
+use storage::{BlobConfig, BlobStore, EmbeddedStore, MetaStore, TenantId};
 
+use crate::auth::{SigningKey, TokenIssuer, TokenVerifier, VerifyKey};
 use crate::config::{BlobBackend, ServeArgs};
+use crate::identity::login::AdminCredentials;
+use crate::identity::{IdentityConfig, IdentityService};
 use crate::signing::LinkSigner;
 use crate::state::{AppState, Settings};
 
@@ -49,16 +56,20 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let deployments = DeploymentService::start(store.clone(), Clock::new())
         .await
         .context("rehydrating deployments")?;
+    let (auth, identity) = identity(&args, store.clone())?;
     let state = AppState {
         artifacts,
         deployments,
         store,
         signer,
+        auth,
+        identity,
         settings: Arc::new(Settings {
             public_url: args.public_url.clone(),
             max_json_body: args.max_json_body,
             device_link_ttl: args.device_link_ttl,
             operator_link_ttl: args.operator_link_ttl,
+            metrics_max_deployments: args.metrics_max_deployments,
         }),
     };
     let metrics = metrics::install();
@@ -71,6 +82,72 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     std::io::stdout().flush().ok();
     server::run(listener, app, server::shutdown_signal()).await;
     Ok(())
+}
+
+/// The token verifier and the identity service, from the data dir's signing key and the
+/// identity flags.
+fn identity(
+    args: &ServeArgs,
+    store: Arc<dyn MetaStore>,
+) -> anyhow::Result<(Arc<TokenVerifier>, Arc<IdentityService>)> {
+    let signing = SigningKey::load_or_create(&args.data_dir).context("loading the token key")?;
+    let mut keys = vec![signing.verify_key()];
+    for path in &args.jwt_verify_keys {
+        let key = VerifyKey::load(path).context("loading --jwt-verify-key")?;
+        tracing::info!(key = ?key, "accepting tokens signed with this key");
+        keys.push(key);
+    }
+    if args.trust_gateway {
+        tracing::warn!(
+            "--trust-gateway is on: token signatures are NOT verified. Anyone who can reach \
+             this server without passing the gateway can act as any user or device of any tenant."
+        );
+    }
+    let verifier = Arc::new(TokenVerifier::new(
+        keys,
+        args.trust_gateway,
+        args.token_cache_size,
+    ));
+    let admin = admin_password(args)?.map(|password| {
+        AdminCredentials::new(
+            args.admin_user.clone(),
+            &password,
+            TenantId(args.admin_tenant.clone()),
+        )
+    });
+    if admin.is_none() {
+        tracing::info!("no administrator password configured: login is disabled");
+    }
+    let config = IdentityConfig {
+        admission: args.device_admission,
+        device_token_ttl: args.device_token_ttl,
+        user_token_ttl: args.user_token_ttl,
+        admin,
+    };
+    let service = IdentityService::new(store, TokenIssuer::new(signing), verifier.clone(), config);
+    Ok((verifier, Arc::new(service)))
+}
+
+/// The administrator password from `--admin-password-file` or `ROLLOUT_ADMIN_PASSWORD`.
+fn admin_password(args: &ServeArgs) -> anyhow::Result<Option<String>> {
+    let from_env = std::env::var("ROLLOUT_ADMIN_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty());
+    let from_file = match &args.admin_password_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the admin password file {}", path.display()))?;
+            let password = text.trim_end_matches(['\r', '\n']).to_owned();
+            anyhow::ensure!(!password.is_empty(), "{} is empty", path.display());
+            Some(password)
+        }
+        None => None,
+    };
+    anyhow::ensure!(
+        !(from_env.is_some() && from_file.is_some()),
+        "set the admin password either in --admin-password-file or in ROLLOUT_ADMIN_PASSWORD, not both"
+    );
+    Ok(from_file.or(from_env))
 }
 
 fn blob_config(args: &ServeArgs) -> anyhow::Result<BlobConfig> {

@@ -14,6 +14,8 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Serve(args) => api::serve(args).await,
+        Command::Serve(args) => api::serve(*args).await,
+        Command::Token(cmd) => api::commands::token(cmd),
+        Command::Device(cmd) => api::commands::device(cmd).await,
     }
 }

@@ -12,14 +12,60 @@ pub fn install() -> Option<PrometheusHandle> {
         .set_buckets(&[
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
         ])
-        .and_then(|b| b.install_recorder().map_err(Into::into))
+        .and_then(|b| b.install_recorder())
     {
-        Ok(h) => Some(h),
+        Ok(h) => {
+            describe();
+            Some(h)
+        }
         Err(e) => {
             tracing::warn!(error = %e, "metrics recorder not installed");
             None
         }
     }
+}
+
+/// Give every metric a HELP text (Prometheus linters, `promtool check metrics`, want one).
+/// The engine's metrics are described here too, because the API owns the exporter.
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_histogram!(
+        "rollout_http_request_duration_seconds",
+        "HTTP request latency in seconds, per method, route template and status code."
+    );
+    describe_histogram!(
+        "rollout_store_commit_seconds",
+        "Latency of one durable store commit (a group of writes) in seconds."
+    );
+    describe_histogram!(
+        "rollout_store_commit_writes",
+        "Writes batched into one durable store commit."
+    );
+    describe_counter!("rollout_store_commits_total", "Durable store commits.");
+    describe_counter!(
+        "rollout_check_ins_total",
+        "Device check-ins, by outcome (update: a deployment was offered; nothing: 204)."
+    );
+    describe_counter!(
+        "rollout_status_reports_total",
+        "Device status reports accepted, by reported status."
+    );
+    describe_counter!(
+        "rollout_device_status_changes_total",
+        "Device status changes in deployments, by new status."
+    );
+    describe_counter!(
+        "rollout_deployments_finished_total",
+        "Deployments that finished."
+    );
+    describe_gauge!(
+        "rollout_deployment_actors",
+        "Running deployment actors (one per unfinished deployment)."
+    );
+    describe_counter!(
+        "rollout_deployment_actor_restarts_total",
+        "Deployment actors restarted by the supervisor after a crash."
+    );
 }
 
 /// Record one HTTP request.
@@ -33,19 +79,53 @@ pub fn record_request(method: &Method, path: &str, status: StatusCode, elapsed: 
         .record(elapsed.as_secs_f64());
 }
 
-/// The route with ids replaced by placeholders, so label cardinality stays bounded.
+/// Path segments that are part of rollout's routes; anything else is an id.
+const ROUTE_WORDS: &[&str] = &[
+    "api",
+    "management",
+    "devices",
+    "v1",
+    "v2",
+    "deployments",
+    "artifacts",
+    "generate",
+    "download",
+    "device",
+    "next",
+    "status",
+    "log",
+    "releases",
+    "limits",
+    "storage",
+    "statistics",
+    "device_list",
+    "metrics",
+    "health",
+    "authentication",
+    "auth_requests",
+    "inventory",
+    "attributes",
+    "useradm",
+    "auth",
+    "login",
+    "devauth",
+];
+
+/// The route with ids replaced by `:id`, so label cardinality stays bounded whatever
+/// paths clients send.
 pub fn route_template(path: &str) -> String {
     let mut out = String::with_capacity(path.len());
     for seg in path.split('/').skip(1) {
         out.push('/');
-        if seg.len() >= 16 || seg.chars().any(|c| c.is_ascii_digit()) {
-            out.push_str(":id");
+        out.push_str(if ROUTE_WORDS.contains(&seg) {
+            seg
         } else {
-            out.push_str(seg);
-        }
+            ":id"
+        });
     }
     out
 }
+
 
 /// Report store commits as metrics.
 pub fn commit_observer() -> CommitObserver {
@@ -64,4 +144,93 @@ pub fn check_in(outcome: &'static str) {
 /// A status report accepted.
 pub fn status_report(status: storage::DeviceStatus) {
     metrics::counter!("rollout_status_reports_total", "status" => status.as_str()).increment(1);
+}
+
+/// Prometheus text for the live rollouts: devices per status and phase progress of every
+/// unfinished deployment (at most `--metrics-max-deployments` of them, so a tenant cannot
+/// blow up cardinality), and unfinished deployments per status. Series of a deployment
+/// disappear as soon as it finishes, because they are rendered from the running actors at
+/// scrape time.
+pub fn render_rollouts(live: &[engine::Snapshot]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    out.push_str(
+        "# HELP rollout_deployment_devices Devices per status in each unfinished deployment.\n",
+    );
+    out.push_str("# TYPE rollout_deployment_devices gauge\n");
+    for s in live {
+        let h = &s.header;
+        for status in storage::DeviceStatus::ALL {
+            let _ = writeln!(
+                out,
+                "rollout_deployment_devices{{tenant=\"{}\",deployment_id=\"{}\",deployment_name=\"{}\",status=\"{}\"}} {}",
+                escape(h.tenant.as_str()),
+                h.id,
+                escape(&h.name),
+                status.as_str(),
+                s.stats.get(status)
+            );
+        }
+    }
+    out.push_str("# HELP rollout_deployment_phase_devices Devices admitted into each phase of an unfinished deployment.\n");
+    out.push_str("# TYPE rollout_deployment_phase_devices gauge\n");
+    let mut capacity = String::from("# HELP rollout_deployment_phase_capacity Devices each phase of an unfinished deployment admits.\n# TYPE rollout_deployment_phase_capacity gauge\n");
+    for s in live {
+        let h = &s.header;
+        for (i, p) in h.phases.iter().enumerate() {
+            let labels = format!(
+                "tenant=\"{}\",deployment_id=\"{}\",phase=\"{}\"",
+                escape(h.tenant.as_str()),
+                h.id,
+                i + 1
+            );
+            let _ = writeln!(
+                out,
+                "rollout_deployment_phase_devices{{{labels}}} {}",
+                p.device_count
+            );
+            let _ = writeln!(
+                capacity,
+                "rollout_deployment_phase_capacity{{{labels}}} {}",
+                p.capacity
+            );
+        }
+    }
+    out.push_str(&capacity);
+    out.push_str("# HELP rollout_deployments Unfinished deployments per status.\n");
+    out.push_str("# TYPE rollout_deployments gauge\n");
+    for status in [
+        storage::DeploymentStatus::Scheduled,
+        storage::DeploymentStatus::Pending,
+        storage::DeploymentStatus::Inprogress,
+    ] {
+        let n = live.iter().filter(|s| s.header.status == status).count();
+        let _ = writeln!(
+            out,
+            "rollout_deployments{{status=\"{}\"}} {n}",
+            status.as_str()
+        );
+    }
+    out
+}
+
+/// Escape a Prometheus label value.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_templates_keep_route_words_and_hide_ids() {
+        assert_eq!(
+            route_template("/api/devices/v1/deployments/device/deployments/3f2a/status"),
+            "/api/devices/v1/deployments/device/deployments/:id/status"
+        );
+        assert_eq!(route_template("/anything/else"), "/:id/:id");
+    }
 }

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use engine::{ArtifactService, DeploymentService};
 use storage::MetaStore;
 
+use crate::auth::TokenVerifier;
+use crate::identity::IdentityService;
 use crate::signing::LinkSigner;
 
 /// Settings handlers need at request time.
@@ -18,6 +20,8 @@ pub struct Settings {
     pub device_link_ttl: u64,
     /// Validity of operator download links, seconds.
     pub operator_link_ttl: u64,
+    /// Most unfinished deployments given per-deployment series on `/metrics`.
+    pub metrics_max_deployments: usize,
 }
 
 /// Shared handler state (cheap to clone).
@@ -31,6 +35,10 @@ pub struct AppState {
     pub store: Arc<dyn MetaStore>,
     /// Download link signer.
     pub signer: LinkSigner,
+    /// Bearer token verification (also reachable from each request's extensions).
+    pub auth: Arc<TokenVerifier>,
+    /// Device admission, login and the device registry.
+    pub identity: Arc<IdentityService>,
     /// Settings.
     pub settings: Arc<Settings>,
 }

@@ -88,10 +88,21 @@ impl BlobStore {
             BlobConfig::Fs { root } => {
                 std::fs::create_dir_all(root)
                     .map_err(|e| StoreError::Config(format!("{}: {e}", root.display())))?;
-                let root = root
-                    .to_str()
-                    .ok_or_else(|| StoreError::Config("blob root is not UTF-8".into()))?;
-                let op = Operator::new(services::Fs::default().root(root))?;
+                // Blobs are written under `.partial` and renamed into place when complete,
+                // so a refused or interrupted upload never leaves a file behind.
+                let partial = root.join(".partial");
+                std::fs::create_dir_all(&partial)
+                    .map_err(|e| StoreError::Config(format!("{}: {e}", partial.display())))?;
+                let utf8 = |p: &std::path::Path| {
+                    p.to_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| StoreError::Config("blob root is not UTF-8".into()))
+                };
+                let op = Operator::new(
+                    services::Fs::default()
+                        .root(&utf8(root)?)
+                        .atomic_write_dir(&utf8(&partial)?),
+                )?;
                 Ok(BlobStore {
                     op,
                     presigns: false,

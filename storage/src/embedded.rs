@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::keys;
 use crate::model::*;
-use crate::{Durable, MetaStore, Result, StoreError, Write};
+use crate::{DeviceAuthRecord, Durable, MetaStore, Result, StoreError, Write};
 
 /// Upper bound on writes applied in one durable commit.
 pub const MAX_GROUP: usize = 16_384;
@@ -35,6 +35,7 @@ struct Tables {
     logs: Keyspace,
     last_finished: Keyspace,
     inventory: Keyspace,
+    device_auth: Keyspace,
 }
 
 impl Tables {
@@ -48,6 +49,7 @@ impl Tables {
             logs: ks("logs")?,
             last_finished: ks("last_finished")?,
             inventory: ks("inventory")?,
+            device_auth: ks("device_auth")?,
         })
     }
 }
@@ -241,6 +243,11 @@ fn apply_write(batch: &mut fjall::OwnedWriteBatch, t: &Tables, w: &Write) {
             keys::tenant_device(tenant, device),
             encode(attributes),
         ),
+        Write::PutDeviceAuth(d) => batch.insert(
+            &t.device_auth,
+            keys::tenant_device(&d.tenant, &d.id),
+            encode(d),
+        ),
     }
 }
 
@@ -287,6 +294,18 @@ impl MetaStore for EmbeddedStore {
         Ok(chunks.into_iter().flatten().collect())
     }
 
+    async fn device_list_chunk(
+        &self,
+        tenant: &TenantId,
+        deployment: Uuid,
+        chunk: u32,
+    ) -> Result<Option<Vec<String>>> {
+        Self::get_json(
+            &self.tables.device_lists,
+            &keys::device_list_chunk(tenant, deployment, chunk),
+        )
+    }
+
     async fn device_records(
         &self,
         tenant: &TenantId,
@@ -324,6 +343,21 @@ impl MetaStore for EmbeddedStore {
         device: &str,
     ) -> Result<Option<serde_json::Value>> {
         Self::get_json(&self.tables.inventory, &keys::tenant_device(tenant, device))
+    }
+
+    async fn device_auth(
+        &self,
+        tenant: &TenantId,
+        device: &str,
+    ) -> Result<Option<DeviceAuthRecord>> {
+        Self::get_json(
+            &self.tables.device_auth,
+            &keys::tenant_device(tenant, device),
+        )
+    }
+
+    async fn device_auths(&self, tenant: &TenantId) -> Result<Vec<DeviceAuthRecord>> {
+        Self::scan_json(&self.tables.device_auth, &keys::tenant_prefix(tenant))
     }
 }
 

@@ -16,6 +16,7 @@
 //! upsert, so replaying a batch after a crash is harmless. Keys always carry the tenant.
 
 pub mod blob;
+pub mod device_auth;
 pub mod embedded;
 pub mod error;
 pub mod keys;
@@ -25,6 +26,7 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 pub use blob::{BlobConfig, BlobStore};
+pub use device_auth::{DeviceAuthRecord, DeviceAuthStatus};
 pub use embedded::EmbeddedStore;
 pub use error::StoreError;
 pub use model::*;
@@ -96,6 +98,8 @@ pub enum Write {
         /// The attributes as the device sent them.
         attributes: serde_json::Value,
     },
+    /// Insert or replace a device's authentication record (identity, key, admission).
+    PutDeviceAuth(DeviceAuthRecord),
 }
 
 /// A future that resolves once a submitted batch is durable (or failed).
@@ -125,6 +129,14 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn unfinished_deployments(&self) -> Result<Vec<DeploymentRecord>>;
     /// The device list of a deployment, in creation order.
     async fn device_list(&self, tenant: &TenantId, deployment: Uuid) -> Result<Vec<String>>;
+    /// One chunk of a deployment's device list (`None` past the last), so large lists can
+    /// be walked without holding them whole.
+    async fn device_list_chunk(
+        &self,
+        tenant: &TenantId,
+        deployment: Uuid,
+        chunk: u32,
+    ) -> Result<Option<Vec<String>>>;
     /// Device records that were written (devices never written are still `pending`).
     async fn device_records(
         &self,
@@ -143,4 +155,12 @@ pub trait MetaStore: Send + Sync + 'static {
     /// A device's inventory attributes.
     async fn inventory(&self, tenant: &TenantId, device: &str)
         -> Result<Option<serde_json::Value>>;
+    /// A device's authentication record.
+    async fn device_auth(
+        &self,
+        tenant: &TenantId,
+        device: &str,
+    ) -> Result<Option<DeviceAuthRecord>>;
+    /// Every device authentication record of a tenant (ordered by device id).
+    async fn device_auths(&self, tenant: &TenantId) -> Result<Vec<DeviceAuthRecord>>;
 }

@@ -302,8 +302,16 @@ async fn next_part(form: &mut FormData) -> ApiResult<Option<Part>> {
 }
 
 async fn upload(id: Identity, mut form: FormData, st: AppState) -> ApiResult {
+    let result = upload_form(&id, &mut form, &st).await;
+    if result.is_err() {
+        drain(&mut form).await;
+    }
+    result
+}
+
+async fn upload_form(id: &Identity, form: &mut FormData, st: &AppState) -> ApiResult {
     let mut description = String::new();
-    while let Some(part) = next_part(&mut form).await? {
+    while let Some(part) = next_part(form).await? {
         match part.name() {
             "artifact" => {
                 let record = st
@@ -392,8 +400,34 @@ impl GenerateForm {
 }
 
 async fn generate(id: Identity, mut form: FormData, st: AppState) -> ApiResult {
+    let result = generate_form(&id, &mut form, &st).await;
+    if result.is_err() {
+        drain(&mut form).await;
+    }
+    result
+}
+
+/// How long the rest of a refused upload is read and discarded before the error answer
+/// goes out.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Read and discard what is left of a refused multipart upload (for at most
+/// [`DRAIN_TIMEOUT`]). Closing a connection with unread request bytes makes the kernel send
+/// a TCP reset, which destroys the 400/409/413 answer before the client reads it: clients
+/// then see "connection reset" instead of the reason.
+async fn drain(form: &mut FormData) {
+    let discard = async {
+        while let Ok(Some(part)) = form.try_next().await {
+            let mut s = part.stream();
+            while let Some(Ok(_)) = s.next().await {}
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, discard).await;
+}
+
+async fn generate_form(id: &Identity, form: &mut FormData, st: &AppState) -> ApiResult {
     let mut fields = GenerateForm::default();
-    while let Some(part) = next_part(&mut form).await? {
+    while let Some(part) = next_part(form).await? {
         match part.name() {
             "file" => {
                 let uploaded = part.filename().map(str::to_owned);

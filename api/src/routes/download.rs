@@ -122,7 +122,17 @@ async fn serve_checked(
                 .map_err(|e| ApiError::Internal(e.to_string()));
         }
     }
-    let (status, start, end) = match requested_range(req.headers(), size)? {
+    let range = match requested_range(req.headers(), size) {
+        Ok(r) => r,
+        Err(e) => {
+            let mut resp = from_warp(e.into_response());
+            if let Ok(v) = http::HeaderValue::from_str(&format!("bytes */{size}")) {
+                resp.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return Ok(resp);
+        }
+    };
+    let (status, start, end) = match range {
         Some((start, end)) => {
             builder = builder.header(
                 header::CONTENT_RANGE,

@@ -1,16 +1,19 @@
 //! Every route of rollout. Start here to find where a request goes:
-//! - [`artifacts`]: `/api/management/v1/deployments/artifacts…`, releases, storage limits;
-//! - [`deployments`]: `/api/management/v1/deployments/deployments…`;
-//! - [`devices`]: `/api/devices/v1/deployments/device/deployments…` (check-in, status, log);
-//! - [`download`]: `/download/{id}`, the signed artifact links (served outside warp, to
+//! - [`artifacts`] serves `/api/management/v1/deployments/artifacts…`, releases, storage limits;
+//! - [`deployments`] serves `/api/management/v1/deployments/deployments…`;
+//! - [`devices`] serves `/api/devices/v1/deployments/device/deployments…` (check-in, status, log);
+//! - [`download`] serves `/download/{id}`, the signed artifact links (served outside warp, to
 //!   stream blobs with ranges);
-//! - [`health`]: `/health`, `/metrics`.
+//! - [`identity`] serves device authentication, the device registry (`/api/management/v2/devauth`),
+//!   device inventory and operator login;
+//! - [`health`] serves `/health`, `/metrics`.
 
 pub mod artifacts;
 pub mod deployments;
 pub mod devices;
 pub mod download;
 pub mod health;
+pub mod identity;
 
 use std::sync::Arc;
 
@@ -30,11 +33,14 @@ use crate::state::AppState;
 /// Base path of the management deployments API.
 pub const MANAGEMENT_BASE: &str = "/api/management/v1/deployments";
 
-/// The whole application: download links first, then the warp routes.
+/// The whole application: download links first, then the warp routes. Every request
+/// carries the token verifier in its extensions, where [`crate::auth::user`] and
+/// [`crate::auth::device`] find it.
 pub fn app(state: AppState, metrics: Option<PrometheusHandle>) -> App {
     let routes = warp_routes(state.clone(), metrics);
     let service = warp::service(routes);
-    Arc::new(move |req| {
+    Arc::new(move |mut req| {
+        req.extensions_mut().insert(state.auth.clone());
         if download::matches(&req) {
             let state = state.clone();
             return async move { download::serve(&state, req).await }.boxed();
@@ -55,9 +61,11 @@ fn warp_routes(state: AppState, metrics: Option<PrometheusHandle>) -> BoxedFilte
     artifacts::routes(state.clone())
         .or(deployments::routes(state.clone()))
         .unify()
-        .or(devices::routes(state))
+        .or(devices::routes(state.clone()))
         .unify()
-        .or(health::routes(metrics))
+        .or(identity::routes(state.clone()))
+        .unify()
+        .or(health::routes(state, metrics))
         .unify()
         .recover(recover)
         .unify()
@@ -123,7 +131,8 @@ pub fn no_content() -> Response {
     warp::reply::with_status(warp::reply(), http::StatusCode::NO_CONTENT).into_response()
 }
 
-async fn read_limited<S, B>(mut body: S, limit: u64) -> Result<Bytes, ApiError>
+/// Read a body of at most `limit` bytes (413 beyond).
+pub(crate) async fn read_limited<S, B>(mut body: S, limit: u64) -> Result<Bytes, ApiError>
 where
     S: futures_util::Stream<Item = Result<B, warp::Error>> + Unpin,
     B: Buf,

@@ -33,8 +33,14 @@ const BLOCK: u64 = 512;
 ///   marker is cut short;
 /// - the header is not the JSON the format describes.
 ///
+/// One allocation is not bounded here: the `tar` crate buffers each tar extension header
+/// (PAX records, GNU long names) whole, so only the caller's upload size limit bounds it.
+///
 /// `manifest.sig` only sets [`ArtifactMeta::signed`]; the signature is not verified.
 /// State scripts in the header are accepted and ignored.
+///
+/// On success the input has been read to its end; on error, reading stops where the
+/// problem was found.
 pub fn read_artifact<R: Read>(reader: R) -> Result<ArtifactMeta, ArtifactError> {
     let stats = Rc::new(ReadStats::default());
     let mut archive = tar::Archive::new(Tracked::new(reader, Rc::clone(&stats), None));
@@ -215,6 +221,45 @@ struct ReadState {
 const ORDER: &str = "version, manifest, [manifest.sig], [manifest-augment], header.tar*, \
                      [header-augment.tar*], data/0000.tar*, data/0001.tar*, …";
 
+/// What a member of the outer tar is, by its name.
+#[derive(Debug, Clone, Copy)]
+enum MemberKind {
+    Version,
+    Manifest,
+    Signature,
+    ManifestAugment,
+    Header(Compression),
+    HeaderAugment(Compression),
+    /// The next payload's `data/NNNN.tar*`.
+    Data(Compression),
+    Unknown,
+}
+
+impl MemberKind {
+    /// The kind of member `name`, when the next payload member would be number `next_data`.
+    fn of(name: &str, next_data: usize) -> Self {
+        match name {
+            "version" => MemberKind::Version,
+            "manifest" => MemberKind::Manifest,
+            "manifest.sig" => MemberKind::Signature,
+            "manifest-augment" => MemberKind::ManifestAugment,
+            _ => {
+                if let Some(c) = Compression::of_member(name, "header.tar") {
+                    MemberKind::Header(c)
+                } else if let Some(c) = Compression::of_member(name, "header-augment.tar") {
+                    MemberKind::HeaderAugment(c)
+                } else if let Some(c) =
+                    Compression::of_member(name, &format!("data/{next_data:04}.tar"))
+                {
+                    MemberKind::Data(c)
+                } else {
+                    MemberKind::Unknown
+                }
+            }
+        }
+    }
+}
+
 impl ReadState {
     /// Handles the next member of the outer tar.
     fn member<R: Read>(
@@ -228,20 +273,41 @@ impl ReadState {
                 "member {name} is not a regular file"
             )));
         }
+        let kind = MemberKind::of(&name, self.data.len());
+        let before_header = self.manifest.is_some() && self.header.is_none();
+        let in_order = match kind {
+            MemberKind::Version => self.version.is_none(),
+            MemberKind::Manifest => self.version.is_some() && self.manifest.is_none(),
+            MemberKind::Signature => before_header && !self.signed && !self.augmented,
+            MemberKind::ManifestAugment => before_header && !self.augmented && self.is_v3(),
+            MemberKind::Header(_) => before_header,
+            MemberKind::HeaderAugment(_) => {
+                self.augmented && self.header.is_some() && self.augment.is_none()
+            }
+            // An augmented artifact's payload is checked against both headers.
+            MemberKind::Data(_) => {
+                self.header.is_some() && (self.augment.is_some() || !self.augmented)
+            }
+            MemberKind::Unknown => {
+                return Err(ArtifactError::malformed(format!(
+                    "unexpected member {name}; the members must be, in order: {ORDER}"
+                )))
+            }
+        };
+        if !in_order {
+            return Err(ArtifactError::malformed(format!(
+                "member {name} is out of place; the members must be, in order: {ORDER}"
+            )));
+        }
+
         let size = entry.size();
         let on_error = |e| classify(&format!("read {name}"), e, input);
-        let out_of_order = || {
-            ArtifactError::malformed(format!(
-                "member {name} is out of place; the members must be, in order: {ORDER}"
-            ))
-        };
-        let before_header = self.manifest.is_some() && self.header.is_none();
-        match name.as_str() {
-            "version" if self.version.is_none() => {
+        match kind {
+            MemberKind::Version => {
                 let bytes = read_small(entry, size, &name, on_error)?;
                 self.version = Some((parse_version(&bytes)?, sha256_hex(&bytes)));
             }
-            "manifest" if self.version.is_some() && self.manifest.is_none() => {
+            MemberKind::Manifest => {
                 let bytes = read_small(entry, size, &name, on_error)?;
                 let mut manifest = Manifest::default();
                 manifest.add(&bytes, &name)?;
@@ -250,71 +316,39 @@ impl ReadState {
                 }
                 self.manifest = Some(manifest);
             }
-            "manifest.sig" if before_header && !self.signed && !self.augmented => {
-                // Only its presence matters; the tar reader skips the content.
-                self.signed = true;
-            }
-            "manifest-augment" if before_header && !self.augmented && self.is_v3() => {
+            // Only its presence matters; the tar reader skips the content.
+            MemberKind::Signature => self.signed = true,
+            MemberKind::ManifestAugment => {
                 let bytes = read_small(entry, size, &name, on_error)?;
                 if let Some(manifest) = &mut self.manifest {
                     manifest.add(&bytes, &name)?;
                 }
                 self.augmented = true;
             }
-            _ => {
-                if let Some(compression) = Compression::of_member(&name, "header.tar") {
-                    if !before_header {
-                        return Err(out_of_order());
-                    }
-                    let part = self.header_member(entry, &name, compression, input)?;
-                    let version = self.version.as_ref().map_or(3, |(v, _)| *v);
-                    self.header = Some(header::validate(part, version, &name)?);
-                } else if let Some(compression) =
-                    Compression::of_member(&name, "header-augment.tar")
-                {
-                    if !self.augmented || self.header.is_none() || self.augment.is_some() {
-                        return Err(out_of_order());
-                    }
-                    if !self.data.is_empty() {
-                        return Err(out_of_order());
-                    }
-                    let part = self.header_member(entry, &name, compression, input)?;
-                    if let Some(main) = &self.header {
-                        header::check_augment(main, &part, &name)?;
-                    }
-                    self.augment = Some(part);
-                } else if let Some(rest) = name.strip_prefix("data/") {
-                    let index = self.data.len();
-                    let stem = format!("data/{index:04}.tar");
-                    let compression = Compression::of_member(&name, &stem);
-                    let Some(compression) = compression else {
-                        return Err(ArtifactError::malformed(format!(
-                            "unexpected member {name}: the next payload member must be \
-                             {stem}[.gz|.xz|.zst] (got data/{rest})"
-                        )));
-                    };
-                    let payloads = match &self.header {
-                        Some(header) => header.payload_count(),
-                        None => return Err(out_of_order()),
-                    };
-                    if index >= payloads {
-                        return Err(ArtifactError::malformed(format!(
-                            "unexpected member {name}: header-info lists {payloads} payload(s)"
-                        )));
-                    }
-                    let files = self.data_member(entry, &name, index, compression, input)?;
-                    self.data.push((name, files));
-                } else if matches!(
-                    name.as_str(),
-                    "version" | "manifest" | "manifest.sig" | "manifest-augment"
-                ) {
-                    return Err(out_of_order());
-                } else {
+            MemberKind::Header(compression) => {
+                let part = self.header_member(entry, &name, compression, input)?;
+                let version = self.version.as_ref().map_or(3, |(v, _)| *v);
+                self.header = Some(header::validate(part, version, &name)?);
+            }
+            MemberKind::HeaderAugment(compression) => {
+                let part = self.header_member(entry, &name, compression, input)?;
+                if let Some(main) = &self.header {
+                    header::check_augment(main, &part, &name)?;
+                }
+                self.augment = Some(part);
+            }
+            MemberKind::Data(compression) => {
+                let index = self.data.len();
+                let payloads = self.header.as_ref().map_or(0, Header::payload_count);
+                if index >= payloads {
                     return Err(ArtifactError::malformed(format!(
-                        "unexpected member {name}; the members must be, in order: {ORDER}"
+                        "unexpected member {name}: header-info lists {payloads} payload(s)"
                     )));
                 }
+                let files = self.data_member(entry, &name, index, compression, input)?;
+                self.data.push((name, files));
             }
+            MemberKind::Unknown => {}
         }
         Ok(())
     }

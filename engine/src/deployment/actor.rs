@@ -4,7 +4,6 @@
 //! [`Durable`] future of its writes; the actor itself never waits for the disk, so many
 //! messages share one fsync).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -17,8 +16,9 @@ use uuid::Uuid;
 
 use super::clock::Clock;
 use super::device::{self, Change, ReportError};
-use super::fleet::{Fleet, Membership};
+use super::fleet::{device_key, Fleet, Membership};
 use super::plan;
+use super::roster::Roster;
 use super::stats::Statistics;
 use crate::error::{EngineError, Result};
 
@@ -75,7 +75,7 @@ pub enum DeploymentMsg {
     /// Every device's record.
     Devices {
         /// Answer.
-        reply: RpcReplyPort<Vec<DeviceDeploymentRecord>>,
+        reply: RpcReplyPort<Result<Vec<DeviceDeploymentRecord>>>,
     },
     /// A phase's start time has come.
     PhaseDue,
@@ -145,9 +145,9 @@ pub struct DeploymentActor;
 /// A deployment in memory.
 pub struct DeploymentState {
     header: DeploymentRecord,
-    /// Every device; `None` for a device still pending and never touched (most of a large
-    /// fleet), which keeps memory small.
-    devices: HashMap<Box<str>, Option<Box<DeviceDeploymentRecord>>>,
+    /// Every device's key, and records of the devices that did something. Ids of untouched
+    /// devices stay in the store's device list.
+    devices: Roster,
     stats: Statistics,
     /// The release's artifacts, loaded at start (artifacts in use cannot be deleted).
     artifacts: Vec<ArtifactRecord>,
@@ -215,7 +215,7 @@ impl Actor for DeploymentActor {
                 let _ = reply.send(state.upload_log(&device, messages));
             }
             DeploymentMsg::Abort { reply } => {
-                let _ = reply.send(Ok(state.abort()));
+                let _ = reply.send(state.abort().await);
             }
             DeploymentMsg::Decommission { device, reply } => {
                 let _ = reply.send(state.decommission(&device));
@@ -224,7 +224,7 @@ impl Actor for DeploymentActor {
                 let _ = reply.send(state.snapshot());
             }
             DeploymentMsg::Devices { reply } => {
-                let _ = reply.send(state.device_records());
+                let _ = reply.send(state.device_records().await);
             }
             DeploymentMsg::Crash => panic!("deployment actor crash requested"),
             DeploymentMsg::PhaseDue => {
@@ -256,11 +256,14 @@ impl DeploymentState {
             .deployment(&tenant, id)
             .await?
             .ok_or(EngineError::NotFound("deployment"))?;
-        let list = store.device_list(&tenant, id).await?;
-        let mut devices: HashMap<Box<str>, Option<Box<DeviceDeploymentRecord>>> = list
-            .into_iter()
-            .map(|d| (d.into_boxed_str(), None))
-            .collect();
+        // Chunk by chunk: the ids themselves are not kept, only their keys.
+        let mut keys = Vec::with_capacity(header.device_count as usize);
+        let mut chunk = 0;
+        while let Some(ids) = store.device_list_chunk(&tenant, id, chunk).await? {
+            keys.extend(ids.iter().map(|d| device_key(&tenant, d)));
+            chunk += 1;
+        }
+        let mut devices = Roster::new(keys);
         for p in &mut header.phases {
             p.device_count = 0;
         }
@@ -268,9 +271,7 @@ impl DeploymentState {
             if let Some(phase) = rec.phase.and_then(|i| header.phases.get_mut(i as usize)) {
                 phase.device_count += 1;
             }
-            if let Some(slot) = devices.get_mut(rec.device_id.as_str()) {
-                *slot = Some(Box::new(rec));
-            }
+            devices.load(device_key(&tenant, &rec.device_id), rec);
         }
         let artifacts = store
             .artifacts(&tenant)
@@ -278,23 +279,12 @@ impl DeploymentState {
             .into_iter()
             .filter(|a| a.meta.name == header.artifact_name)
             .collect();
-        let stats = Statistics::count(devices.values().map(|slot| {
-            slot.as_ref()
-                .map(|r| &r.status)
-                .unwrap_or(&DeviceStatus::Pending)
-        }));
+        let stats = devices.statistics();
         let membership = Membership {
             created: header.created.unix_timestamp_nanos(),
             deployment: id,
         };
-        fleet.add_all(
-            &tenant,
-            devices
-                .iter()
-                .filter(|(_, r)| r.as_ref().is_none_or(|r| !r.status.is_terminal()))
-                .map(|(d, _)| &**d),
-            membership,
-        );
+        fleet.add_all(devices.active_keys(), membership);
         Ok(DeploymentState {
             header,
             devices,
@@ -314,11 +304,8 @@ impl DeploymentState {
 
     /// The record of `device`, materialized if it was an untouched pending one.
     fn record_mut(&mut self, device: &str) -> Option<&mut DeviceDeploymentRecord> {
-        let created = self.header.created;
-        let slot = self.devices.get_mut(device)?;
-        Some(slot.get_or_insert_with(|| {
-            Box::new(DeviceDeploymentRecord::pending(device.to_owned(), created))
-        }))
+        let key = device_key(&self.header.tenant, device);
+        self.devices.get_mut(key, device, self.header.created)
     }
 
     fn put(&self, rec: &DeviceDeploymentRecord) -> Write {
@@ -334,7 +321,7 @@ impl DeploymentState {
         self.stats.moved(change.from, change.to);
         if change.to.is_terminal() {
             self.fleet
-                .remove(&self.header.tenant, device, self.header.id);
+                .remove(device_key(&self.header.tenant, device), self.header.id);
             writes.push(Write::PutLastFinished {
                 tenant: self.header.tenant.clone(),
                 device: device.to_owned(),
@@ -376,12 +363,17 @@ impl DeploymentState {
     }
 
     fn finish_writes(&mut self) -> Vec<Write> {
+        self.fleet.release(self.header.id);
         self.header.status = DeploymentStatus::Finished;
         self.header.finished.get_or_insert(self.clock.now());
         crate::metrics::deployment_finished(&self.header);
         vec![Write::PutDeployment(self.header.clone())]
     }
 
+    /// A device checks in. In order: a finished device gets nothing; a device that reports
+    /// the release's name is already there; a device whose data changed since the update was
+    /// handed to it is in conflict; a device in the middle of the update gets it again; a
+    /// pending one gets it if an artifact fits and its phase admits it.
     fn check_in(
         &mut self,
         device: &str,
@@ -389,119 +381,137 @@ impl DeploymentState {
         artifact_name: &str,
     ) -> Result<CheckInReply> {
         let now = self.clock.now();
-        let candidate = self.choose_artifact(device_type);
-        let release = self.header.artifact_name.clone();
         let rec = self
             .record_mut(device)
             .ok_or(EngineError::NotFound("device in deployment"))?;
-        let mut writes = Vec::new();
-        let outcome = match rec.status {
-            s if s.is_terminal() => CheckInOutcome::Nothing,
-            DeviceStatus::Pending => {
-                return self.check_in_pending(
-                    device,
-                    device_type,
-                    artifact_name,
-                    candidate,
-                    release,
-                    now,
-                );
-            }
-            _ if rec.device_type.as_deref() != Some(device_type)
-                || rec.reported_artifact.as_deref() != Some(artifact_name) =>
-            {
-                let from = rec.status;
-                device::set_status(rec, DeviceStatus::Failure, now);
-                rec.substate = Some("device data changed during the deployment".into());
-                writes.push(self.put_by_id(device));
-                self.account(
-                    device,
-                    Change {
-                        from,
-                        to: DeviceStatus::Failure,
-                    },
-                    &mut writes,
-                );
-                CheckInOutcome::Conflict(format!(
-                    "device reported {device_type}/{artifact_name}, but started this deployment as a different device type or artifact"
-                ))
-            }
-            _ => match rec.artifact_id.and_then(|id| self.artifact(id)) {
-                Some(a) => CheckInOutcome::Deliver(Box::new(a)),
-                None => CheckInOutcome::Nothing,
-            },
+        let delivered = rec.artifact_id;
+        let changed = rec.device_type.as_deref() != Some(device_type)
+            || rec.reported_artifact.as_deref() != Some(artifact_name);
+        let status = rec.status;
+        if status.is_terminal() {
+            return Ok(nothing());
+        }
+        if status == DeviceStatus::Pending && artifact_name == self.header.artifact_name {
+            return Ok(self.finish_at_check_in(
+                device,
+                device_type,
+                artifact_name,
+                DeviceStatus::AlreadyInstalled,
+            ));
+        }
+        if delivered.is_some() && changed {
+            return Ok(self.conflict(device, device_type, artifact_name, now));
+        }
+        if status != DeviceStatus::Pending {
+            let again = delivered.and_then(|id| self.artifact(id));
+            return Ok(match again {
+                Some(a) => CheckInReply {
+                    outcome: CheckInOutcome::Deliver(Box::new(a)),
+                    ack: Ack(None),
+                },
+                None => nothing(),
+            });
+        }
+        let artifact = match delivered {
+            Some(id) => self.artifact(id),
+            None => self.choose_artifact(device_type),
         };
-        Ok(CheckInReply {
-            outcome,
-            ack: self.commit(writes),
-        })
+        let Some(artifact) = artifact else {
+            return Ok(self.finish_at_check_in(
+                device,
+                device_type,
+                artifact_name,
+                DeviceStatus::Noartifact,
+            ));
+        };
+        self.deliver(device, device_type, artifact_name, artifact, now)
     }
 
-    fn check_in_pending(
+    /// Hand the update to a pending device once its phase admits it. Repeated check-ins of
+    /// the same attempt count once.
+    fn deliver(
         &mut self,
         device: &str,
         device_type: &str,
         artifact_name: &str,
-        artifact: Option<ArtifactRecord>,
-        release: String,
+        artifact: ArtifactRecord,
         now: OffsetDateTime,
     ) -> Result<CheckInReply> {
-        let mut writes = Vec::new();
-        let side_effect = if artifact_name == release {
-            Some(DeviceStatus::AlreadyInstalled)
-        } else if artifact.is_none() {
-            Some(DeviceStatus::Noartifact)
-        } else {
-            None
-        };
-        if let Some(to) = side_effect {
-            let rec = self
-                .record_mut(device)
-                .ok_or(EngineError::NotFound("device in deployment"))?;
-            rec.device_type = Some(device_type.to_owned());
-            rec.reported_artifact = Some(artifact_name.to_owned());
-            let change = device::interrupt(rec, to, now);
-            writes.push(self.put_by_id(device));
-            if let Some(c) = change {
-                self.account(device, c, &mut writes);
-            }
-            return Ok(CheckInReply {
-                outcome: CheckInOutcome::Nothing,
-                ack: self.commit(writes),
-            });
-        }
-        let admitted_phase = match self
+        let admitted = self
             .devices
-            .get(device)
-            .and_then(|s| s.as_ref())
-            .and_then(|r| r.phase)
-        {
-            Some(p) => Some(p),
-            None => plan::admit(&mut self.header.phases, now),
-        };
-        let (Some(phase), Some(artifact)) = (admitted_phase, artifact) else {
-            return Ok(CheckInReply {
-                outcome: CheckInOutcome::Nothing,
-                ack: Ack(None),
-            });
+            .get(device_key(&self.header.tenant, device))
+            .and_then(|r| r.phase);
+        let Some(phase) = admitted.or_else(|| plan::admit(&mut self.header.phases, now)) else {
+            return Ok(nothing());
         };
         let rec = self
             .record_mut(device)
             .ok_or(EngineError::NotFound("device in deployment"))?;
+        if rec.artifact_id.is_none() {
+            rec.attempts += 1;
+        }
         rec.phase = Some(phase);
-        rec.attempts += 1;
         rec.device_type = Some(device_type.to_owned());
         rec.reported_artifact = Some(artifact_name.to_owned());
         rec.artifact_id = Some(artifact.id);
-        writes.push(self.put_by_id(device));
+        let writes = vec![self.put_by_id(device)];
         Ok(CheckInReply {
             outcome: CheckInOutcome::Deliver(Box::new(artifact)),
             ack: self.commit(writes),
         })
     }
 
+    /// A check-in side effect that finishes the device (`already-installed`, `noartifact`).
+    fn finish_at_check_in(
+        &mut self,
+        device: &str,
+        device_type: &str,
+        artifact_name: &str,
+        to: DeviceStatus,
+    ) -> CheckInReply {
+        let now = self.clock.now();
+        let mut writes = Vec::new();
+        if let Some(rec) = self.record_mut(device) {
+            rec.device_type = Some(device_type.to_owned());
+            rec.reported_artifact = Some(artifact_name.to_owned());
+            if let Some(c) = device::interrupt(rec, to, now) {
+                writes.push(self.put_by_id(device));
+                self.account(device, c, &mut writes);
+            }
+        }
+        CheckInReply {
+            outcome: CheckInOutcome::Nothing,
+            ack: self.commit(writes),
+        }
+    }
+
+    /// The device reports other data than when it got the update: it fails (409).
+    fn conflict(
+        &mut self,
+        device: &str,
+        device_type: &str,
+        artifact_name: &str,
+        now: OffsetDateTime,
+    ) -> CheckInReply {
+        let mut writes = Vec::new();
+        if let Some(rec) = self.record_mut(device) {
+            let from = rec.status;
+            device::set_status(rec, DeviceStatus::Failure, now);
+            rec.substate = Some("device data changed during the deployment".into());
+            writes.push(self.put_by_id(device));
+            let to = DeviceStatus::Failure;
+            self.account(device, Change { from, to }, &mut writes);
+        }
+        CheckInReply {
+            outcome: CheckInOutcome::Conflict(format!(
+                "device reported {device_type}/{artifact_name}, but started this deployment with another device type or artifact"
+            )),
+            ack: self.commit(writes),
+        }
+    }
+
     fn put_by_id(&self, device: &str) -> Write {
-        match self.devices.get(device).and_then(|s| s.as_deref()) {
+        match self.devices.get(device_key(&self.header.tenant, device)) {
             Some(rec) => self.put(rec),
             None => self.put(&DeviceDeploymentRecord::pending(
                 device.to_owned(),
@@ -565,32 +575,29 @@ impl DeploymentState {
         Ok(self.commit(writes))
     }
 
-    fn interrupt_all(&mut self, to: DeviceStatus) -> Vec<Write> {
-        let now = self.clock.now();
-        let created = self.header.created;
-        let mut changed = Vec::new();
-        for (id, slot) in self.devices.iter_mut() {
-            let rec = slot.get_or_insert_with(|| {
-                Box::new(DeviceDeploymentRecord::pending(id.to_string(), created))
-            });
-            if let Some(c) = device::interrupt(rec, to, now) {
-                changed.push((id.to_string(), c));
-            }
-        }
-        let mut writes = Vec::with_capacity(changed.len() + 1);
-        for (id, c) in changed {
-            writes.push(self.put_by_id(&id));
-            self.account(&id, c, &mut writes);
-        }
-        writes
+    /// The ids of every device, from the store's device list (the actor keeps only keys).
+    async fn device_ids(&self) -> Result<Vec<String>> {
+        Ok(self
+            .store
+            .device_list(&self.header.tenant, self.header.id)
+            .await?)
     }
 
-    fn abort(&mut self) -> Ack {
-        let writes = self.interrupt_all(DeviceStatus::Aborted);
+    async fn abort(&mut self) -> Result<Ack> {
+        let now = self.clock.now();
+        let mut writes = Vec::new();
+        for id in self.device_ids().await? {
+            let Some(rec) = self.record_mut(&id) else {
+                continue;
+            };
+            if let Some(c) = device::interrupt(rec, DeviceStatus::Aborted, now) {
+                writes.push(self.put_by_id(&id));
+                self.account(&id, c, &mut writes);
+            }
+        }
         self.header.aborted = true;
-        let mut writes = writes;
         writes.extend(self.finish_writes());
-        Ack(Some(self.store.submit(writes)))
+        Ok(Ack(Some(self.store.submit(writes))))
     }
 
     fn decommission(&mut self, device: &str) -> Ack {
@@ -613,17 +620,26 @@ impl DeploymentState {
         }
     }
 
-    fn device_records(&self) -> Vec<DeviceDeploymentRecord> {
+    async fn device_records(&self) -> Result<Vec<DeviceDeploymentRecord>> {
+        let tenant = &self.header.tenant;
         let mut out: Vec<DeviceDeploymentRecord> = self
-            .devices
-            .iter()
-            .map(|(id, slot)| match slot {
-                Some(r) => (**r).clone(),
-                None => DeviceDeploymentRecord::pending(id.to_string(), self.header.created),
+            .device_ids()
+            .await?
+            .into_iter()
+            .map(|id| match self.devices.get(device_key(tenant, &id)) {
+                Some(r) => r.clone(),
+                None => DeviceDeploymentRecord::pending(id, self.header.created),
             })
             .collect();
         out.sort_by(|a, b| a.device_id.cmp(&b.device_id));
-        out
+        Ok(out)
+    }
+}
+
+fn nothing() -> CheckInReply {
+    CheckInReply {
+        outcome: CheckInOutcome::Nothing,
+        ack: Ack(None),
     }
 }
 

@@ -66,6 +66,10 @@ pub fn report(
     };
     set_status(rec, to, now);
     rec.substate = substate;
+    if to == DeviceStatus::Pending {
+        // A new attempt: the next check-in hands the update out (and counts) again.
+        rec.artifact_id = None;
+    }
     Ok(Some(Change { from, to }))
 }
 
@@ -121,10 +125,15 @@ mod tests {
     fn failure_with_attempts_left_goes_back_to_pending() {
         let mut r = rec();
         let now = OffsetDateTime::now_utc();
+        r.artifact_id = Some(uuid::Uuid::new_v4());
         let c = report(&mut r, DeviceStatus::Failure, None, 1, now)
             .unwrap()
             .unwrap();
         assert_eq!(c.to, DeviceStatus::Pending);
+        assert_eq!(
+            r.artifact_id, None,
+            "the next check-in starts a new attempt"
+        );
         r.attempts = 2;
         let c = report(&mut r, DeviceStatus::Failure, None, 1, now)
             .unwrap()

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod device;
 pub mod fleet;
 pub mod plan;
+pub mod roster;
 pub mod service;
 pub mod stats;
 pub mod supervisor;

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::actor::{Ack, CheckInOutcome, DeploymentMsg, Snapshot};
 use super::clock::Clock;
-use super::fleet::Fleet;
+use super::fleet::{device_key, Fleet};
 use super::plan::{self, NewDeployment};
 use super::stats::Statistics;
 use super::supervisor::{Registry, Supervisor, SupervisorArgs, SupervisorMsg};
@@ -305,7 +305,7 @@ impl DeploymentService {
     ) -> Result<Vec<DeviceDeploymentRecord>> {
         let header = self.header(tenant, id).await?;
         if let Some(v) = self.ask(id, |reply| DeploymentMsg::Devices { reply }).await {
-            return Ok(v);
+            return v;
         }
         let mut records = self.store.device_records(tenant, id).await?;
         let known: std::collections::HashSet<String> =
@@ -349,7 +349,7 @@ impl DeploymentService {
 
     /// Decommission a device in every deployment it still takes part in.
     pub async fn decommission(&self, tenant: &TenantId, device: &str) -> Result<()> {
-        for m in self.fleet.memberships(tenant, device) {
+        for m in self.fleet.memberships(device_key(tenant, device)) {
             let device = device.to_owned();
             if let Some(ack) = self
                 .ask(m.deployment, |reply| DeploymentMsg::Decommission {
@@ -372,7 +372,7 @@ impl DeploymentService {
         device_type: &str,
         artifact_name: &str,
     ) -> Result<Delivery> {
-        let memberships = self.fleet.memberships(tenant, device);
+        let memberships = self.fleet.memberships(device_key(tenant, device));
         if memberships.is_empty() {
             return Ok(Delivery::Nothing);
         }
@@ -394,7 +394,12 @@ impl DeploymentService {
         let Some(reply) = reply else {
             return Ok(Delivery::Nothing);
         };
-        let reply = reply?;
+        let reply = match reply {
+            Ok(r) => r,
+            // Only a (practically impossible) fleet key collision gets here.
+            Err(EngineError::NotFound(_)) => return Ok(Delivery::Nothing),
+            Err(e) => return Err(e),
+        };
         reply.ack.durable().await?;
         match reply.outcome {
             CheckInOutcome::Deliver(artifact) => Ok(Delivery::Update {

@@ -1,0 +1,94 @@
+//! Who is calling: bearer tokens verified and turned into an [`Identity`].
+//!
+//! Tokens are verified, never just decoded ([`verify`]): by the server's own Ed25519 key
+//! ([`keys::SigningKey`], in the data dir) and by every `--jwt-verify-key` (RS256, ES256,
+//! EdDSA or HS256). Only with `--trust-gateway`, behind a gateway that has verified them
+//! already, are claims read without a signature check. A cache of verified tokens
+//! ([`cache`]) keeps signature checks off the device check-in path.
+//!
+//! How routes get at the verifier: [`crate::routes::app`] puts the server's
+//! `Arc<TokenVerifier>` into every request's extensions, and the [`user`] and [`device`]
+//! filters take it from there. The routes thus stay `auth::user()` / `auth::device()` and no
+//! route needs the verifier threaded through.
+
+pub mod cache;
+pub mod claims;
+pub mod keys;
+pub mod verify;
+
+use std::sync::Arc;
+
+use storage::TenantId;
+use warp::Filter;
+
+pub use claims::TokenIssuer;
+pub use keys::{SigningKey, VerifyKey};
+pub use verify::{AuthError, TokenVerifier};
+
+use crate::error::ApiError;
+
+/// What kind of principal a token names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrincipalKind {
+    /// An operator (management API): `mender.user: true`.
+    User,
+    /// A device (device API): `mender.device: true`.
+    Device,
+}
+
+/// The verified caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// Tenant (`mender.tenant`, empty for the default tenant).
+    pub tenant: TenantId,
+    /// `sub`: user id or device id.
+    pub subject: String,
+    /// User or device.
+    pub kind: PrincipalKind,
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        ApiError::Unauthorized(e.to_string())
+    }
+}
+
+fn require(
+    kind: PrincipalKind,
+) -> impl Filter<Extract = (Identity,), Error = warp::Rejection> + Clone {
+    warp::ext::optional::<Arc<TokenVerifier>>()
+        .and(warp::header::optional::<String>("authorization"))
+        .and_then(
+            move |verifier: Option<Arc<TokenVerifier>>, h: Option<String>| async move {
+                let verifier = verifier.ok_or_else(|| {
+                    warp::reject::custom(ApiError::Internal(
+                        "the request carries no token verifier (not served by routes::app)".into(),
+                    ))
+                })?;
+                let id = verifier
+                    .identify(h.as_deref())
+                    .map_err(|e| warp::reject::custom(ApiError::from(e)))?;
+                if id.kind != kind {
+                    let msg = match kind {
+                        PrincipalKind::User => {
+                            "a device token cannot be used on the management API"
+                        }
+                        PrincipalKind::Device => "a user token cannot be used on the device API",
+                    };
+                    return Err(warp::reject::custom(ApiError::Forbidden(msg.into())));
+                }
+                Ok(id)
+            },
+        )
+}
+
+/// An operator, for management routes: 401 without a valid user or device token, 403 for a
+/// device token.
+pub fn user() -> impl Filter<Extract = (Identity,), Error = warp::Rejection> + Clone {
+    require(PrincipalKind::User)
+}
+
+/// A device, for device routes: 401 without a valid token, 403 for a user token.
+pub fn device() -> impl Filter<Extract = (Identity,), Error = warp::Rejection> + Clone {
+    require(PrincipalKind::Device)
+}

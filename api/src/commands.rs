@@ -1,0 +1,102 @@
+//! The offline subcommands: `rollout token …` and `rollout device preauthorize`.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use storage::{EmbeddedStore, MetaStore, TenantId};
+
+use crate::auth::{SigningKey, TokenIssuer};
+use crate::config::{DeviceCommand, TokenCommand};
+
+/// Print the token a `rollout token` command asks for.
+pub fn token(cmd: TokenCommand) -> anyhow::Result<()> {
+    let (dir, token) = match &cmd {
+        TokenCommand::User {
+            tenant,
+            subject,
+            ttl,
+            dir,
+        } => (
+            dir,
+            issuer_for(&dir.data_dir, tenant, subject)?.user_token(
+                &TenantId(tenant.clone()),
+                subject,
+                *ttl,
+            ),
+        ),
+        TokenCommand::Device {
+            tenant,
+            device,
+            ttl,
+            dir,
+        } => (
+            dir,
+            issuer_for(&dir.data_dir, tenant, device)?.device_token(
+                &TenantId(tenant.clone()),
+                device,
+                *ttl,
+            ),
+        ),
+        TokenCommand::Tenant { tenant, ttl, dir } => {
+            anyhow::ensure!(!tenant.is_empty(), "--tenant must not be empty");
+            (
+                dir,
+                issuer_for(&dir.data_dir, tenant, "tenant")?
+                    .tenant_token(&TenantId(tenant.clone()), *ttl),
+            )
+        }
+    };
+    let token = token.with_context(|| format!("signing with {}", dir.data_dir.display()))?;
+    println!("{token}");
+    Ok(())
+}
+
+/// The issuer of the data dir's key, after checking that tenant and subject can be stored.
+fn issuer_for(
+    data_dir: &std::path::Path,
+    tenant: &str,
+    subject: &str,
+) -> anyhow::Result<TokenIssuer> {
+    anyhow::ensure!(!subject.is_empty(), "the subject must not be empty");
+    anyhow::ensure!(
+        storage::keys::is_valid_component(tenant) && storage::keys::is_valid_component(subject),
+        "tenant and subject must not contain NUL bytes"
+    );
+    let key = SigningKey::load_or_create(data_dir).context("loading the token key")?;
+    Ok(TokenIssuer::new(key))
+}
+
+/// Run a `rollout device` command.
+pub async fn device(cmd: DeviceCommand) -> anyhow::Result<()> {
+    match cmd {
+        DeviceCommand::Preauthorize {
+            tenant,
+            identity,
+            pubkey,
+            dir,
+        } => {
+            let identity_data: serde_json::Value =
+                serde_json::from_str(&identity).context("--identity is not JSON")?;
+            let pem = std::fs::read_to_string(&pubkey)
+                .with_context(|| format!("reading {}", pubkey.display()))?;
+            let meta = dir.data_dir.join("meta");
+            let store: Arc<dyn MetaStore> =
+                Arc::new(EmbeddedStore::open(&meta).with_context(|| {
+                    format!(
+                        "opening the store in {} (if `rollout serve` is running on it, \
+                         use POST /api/management/v2/devauth/devices instead)",
+                        meta.display()
+                    )
+                })?);
+            let record = crate::identity::preauthorize(
+                store.as_ref(),
+                &TenantId(tenant),
+                identity_data,
+                &pem,
+            )
+            .await?;
+            println!("{}", record.id);
+            Ok(())
+        }
+    }
+}

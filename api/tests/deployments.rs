@@ -1,0 +1,549 @@
+//! The deployments part of the management API against the real server: creation and its
+//! validation, listing with filters and paging, the per-deployment views, abort and
+//! decommission. Devices take part through the device API with their own tokens.
+
+mod common;
+
+use common::fleet::{create, deployment_id, statistics, Fleet, DEVICE_TYPE, RELEASE};
+use common::{assert_error, assert_rfc3339, json_ok, no_body, send, Workdir};
+use reqwest::{Method, Response, StatusCode};
+use serde_json::{json, Value};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+const TENANT: &str = "acme";
+
+/// Every status the statistics object lists.
+const STATUSES: [&str; 13] = [
+    "pending",
+    "downloading",
+    "installing",
+    "rebooting",
+    "pause_before_installing",
+    "pause_before_committing",
+    "pause_before_rebooting",
+    "success",
+    "failure",
+    "noartifact",
+    "already-installed",
+    "aborted",
+    "decommissioned",
+];
+
+/// RFC 3339 time `seconds` from now.
+fn in_seconds(seconds: i64) -> String {
+    (OffsetDateTime::now_utc() + time::Duration::seconds(seconds))
+        .format(&Rfc3339)
+        .unwrap()
+}
+
+fn unix_seconds(value: &Value) -> i64 {
+    OffsetDateTime::parse(value.as_str().unwrap(), &Rfc3339)
+        .unwrap()
+        .unix_timestamp()
+}
+
+/// The ids of a `GET /deployments` page.
+async fn ids(resp: Response) -> Vec<String> {
+    json_ok(resp)
+        .await
+        .as_array()
+        .expect("a JSON array")
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn header(resp: &Response, name: &str) -> String {
+    resp.headers()
+        .get(name)
+        .unwrap_or_else(|| panic!("no {name} header"))
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn create_answers_201_with_location_and_the_deployment_reads_back() {
+    let f = Fleet::start(TENANT).await;
+    let id = f
+        .deploy_with(
+            &["d1", "d2", "d3"],
+            json!({"name": "first wave", "retries": 2}),
+        )
+        .await;
+    let d = f.deployment(&id).await;
+    assert_eq!(d["id"], json!(id));
+    assert_eq!(d["name"], json!("first wave"));
+    assert_eq!(d["artifact_name"], json!(RELEASE));
+    assert_eq!(d["status"], json!("pending"));
+    assert_eq!(d["device_count"], json!(3));
+    assert_eq!(d["retries"], json!(2));
+    assert_rfc3339(&d["created"]);
+    assert!(d.get("finished").is_none_or(Value::is_null), "{d}");
+    let phases = d["phases"].as_array().expect("phases is an array");
+    assert_eq!(phases.len(), 1);
+    assert_eq!(phases[0]["device_count"], json!(0));
+    assert_rfc3339(&phases[0]["start_ts"]);
+
+    let list = json_ok(
+        f.user()
+            .get(&format!("/deployments/{id}/device_list"))
+            .await,
+    )
+    .await;
+    assert_eq!(list, json!(["d1", "d2", "d3"]));
+    let stats = statistics(&f.user(), &id).await;
+    for s in STATUSES {
+        let expected = if s == "pending" { 3 } else { 0 };
+        assert_eq!(stats[s], json!(expected), "statistics[{s}] in {stats}");
+    }
+    assert_eq!(stats.as_object().unwrap().len(), STATUSES.len(), "{stats}");
+    for rec in f.devices(&id).await {
+        assert_eq!(rec["status"], json!("pending"));
+        assert_eq!(rec["attempts"], json!(0));
+        assert_eq!(rec["log"], json!(false));
+        assert_rfc3339(&rec["created"]);
+    }
+}
+
+#[tokio::test]
+async fn create_refuses_invalid_deployments_with_400() {
+    let f = Fleet::start(TENANT).await;
+    let ten: Vec<String> = (0..10).map(|i| format!("d{i}")).collect();
+    let body = |extra: Value| {
+        let mut b = json!({"name": "n", "artifact_name": RELEASE, "devices": ten});
+        b.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        b
+    };
+    let cases = [
+        ("no devices", body(json!({"devices": []}))),
+        ("a device twice", body(json!({"devices": ["a", "b", "a"]}))),
+        ("empty name", body(json!({"name": ""}))),
+        ("long name", body(json!({"name": "x".repeat(4097)}))),
+        (
+            "no devices field",
+            json!({"name": "n", "artifact_name": RELEASE}),
+        ),
+        (
+            "a phase of 0 devices",
+            body(json!({"phases": [{"batch_size": 5}, {"start_ts": in_seconds(3600)}]})),
+        ),
+        (
+            "over 100%",
+            body(json!({"phases": [
+                {"batch_size": 60},
+                {"batch_size": 50, "start_ts": in_seconds(3600)}
+            ]})),
+        ),
+        (
+            "phases out of order",
+            body(json!({"phases": [
+                {"batch_size": 50, "start_ts": in_seconds(7200)},
+                {"start_ts": in_seconds(3600)}
+            ]})),
+        ),
+        (
+            "a later phase without start_ts",
+            body(json!({"phases": [{"batch_size": 50}, {"batch_size": 50}]})),
+        ),
+    ];
+    for (what, b) in cases {
+        let resp = create(&f.user(), &b).await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{what}");
+        assert_error(resp, StatusCode::BAD_REQUEST).await;
+    }
+    let malformed = f
+        .user()
+        .request(Method::POST, "/deployments")
+        .header("content-type", "application/json")
+        .body("{\"name\":");
+    assert_error(send(malformed).await, StatusCode::BAD_REQUEST).await;
+
+    let longest = body(json!({"name": "x".repeat(4096)}));
+    deployment_id(create(&f.user(), &longest).await).await;
+    let listed = json_ok(f.user().get("/deployments").await).await;
+    assert_eq!(
+        listed.as_array().unwrap().len(),
+        1,
+        "only the valid one exists"
+    );
+}
+
+#[tokio::test]
+async fn create_needs_json_and_a_known_artifact() {
+    let f = Fleet::start(TENANT).await;
+    let body = json!({"name": "n", "artifact_name": RELEASE, "devices": ["a"]}).to_string();
+    let untyped = f
+        .user()
+        .request(Method::POST, "/deployments")
+        .body(body.clone());
+    assert_error(send(untyped).await, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+    let text = f
+        .user()
+        .request(Method::POST, "/deployments")
+        .header("content-type", "text/plain")
+        .body(body);
+    assert_error(send(text).await, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+
+    let unknown = json!({"name": "n", "artifact_name": "nope-9.9", "devices": ["a"]});
+    assert_error(
+        create(&f.user(), &unknown).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    // Another tenant's release is unknown too.
+    let other = json!({"name": "n", "artifact_name": RELEASE, "devices": ["a"]});
+    assert_error(
+        create(&f.server.as_user("globex"), &other).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    let device_token = f.server.device_token(TENANT);
+    assert_error(
+        create(&f.server.api(device_token), &other).await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn list_filters_by_status_search_and_creation_time() {
+    let f = Fleet::start(TENANT).await;
+    let work = Workdir::new();
+    let web = work.single_file("web-2.0", &[DEVICE_TYPE], &[]);
+    f.user().upload_ok(&web.path, "web").await;
+
+    let pending = f
+        .deploy_with(&["p1"], json!({"name": "Alpha Rollout"}))
+        .await;
+    let running = f.deploy_with(&["r1", "r2"], json!({"name": "beta"})).await;
+    assert_eq!(f.device("r1").check_in().await, Some(running.clone()));
+    let finished = f.deploy_with(&["f1"], json!({"name": "gamma"})).await;
+    let aborted = json!({"status": "aborted"});
+    let path = format!("/deployments/{finished}/status");
+    no_body(
+        f.user().put_json(&path, &aborted).await,
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+    let scheduled = f
+        .deploy_with(
+            &["s1"],
+            json!({"name": "delta", "artifact_name": "web-2.0",
+                   "phases": [{"start_ts": in_seconds(3600)}]}),
+        )
+        .await;
+
+    let query = |q: String| {
+        let api = f.user();
+        async move { ids(api.get(&format!("/deployments?{q}")).await).await }
+    };
+    for (status, id) in [
+        ("pending", &pending),
+        ("inprogress", &running),
+        ("finished", &finished),
+        ("scheduled", &scheduled),
+    ] {
+        assert_eq!(
+            query(format!("status={status}")).await,
+            vec![id.clone()],
+            "{status}"
+        );
+    }
+    // The list shows live phase counts, like GET /deployments/{id}.
+    let live = json_ok(f.user().get("/deployments?status=inprogress").await).await;
+    assert_eq!(live[0]["phases"][0]["device_count"], json!(1), "{live}");
+    assert_eq!(query("search=alpha".into()).await, vec![pending.clone()]);
+    assert_eq!(query("search=ROLLOUT".into()).await, vec![pending.clone()]);
+    assert_eq!(query("search=WEB-2".into()).await, vec![scheduled.clone()]);
+    assert_eq!(
+        query("search=app-1".into()).await.len(),
+        3,
+        "by artifact name"
+    );
+    assert!(query("search=zzz".into()).await.is_empty());
+    assert_eq!(
+        query("status=pending&search=beta".into()).await,
+        Vec::<String>::new()
+    );
+
+    let mut created = Vec::new();
+    for id in [&pending, &running, &finished, &scheduled] {
+        created.push((id.clone(), unix_seconds(&f.deployment(id).await["created"])));
+    }
+    for (_, t) in &created {
+        let mut after: Vec<String> = query(format!("created_after={t}")).await;
+        let mut before: Vec<String> = query(format!("created_before={t}")).await;
+        after.sort();
+        before.sort();
+        let mut want_after: Vec<String> = created
+            .iter()
+            .filter(|(_, c)| c >= t)
+            .map(|(i, _)| i.clone())
+            .collect();
+        let mut want_before: Vec<String> = created
+            .iter()
+            .filter(|(_, c)| c <= t)
+            .map(|(i, _)| i.clone())
+            .collect();
+        want_after.sort();
+        want_before.sort();
+        assert_eq!(after, want_after, "created_after={t} is inclusive");
+        assert_eq!(before, want_before, "created_before={t} is inclusive");
+    }
+    let t0 = created[0].1;
+    assert!(query(format!("created_after={}", t0 + 100_000))
+        .await
+        .is_empty());
+    assert!(query(format!("created_before={}", t0 - 100_000))
+        .await
+        .is_empty());
+    for bad in [
+        "status=bogus",
+        "created_after=yesterday",
+        "created_before=1.5",
+    ] {
+        let resp = f.user().get(&format!("/deployments?{bad}")).await;
+        assert_error(resp, StatusCode::BAD_REQUEST).await;
+    }
+    // Another tenant sees none of them.
+    let other = f.server.as_user("globex").get("/deployments").await;
+    assert!(ids(other).await.is_empty());
+}
+
+#[tokio::test]
+async fn list_pages_newest_first_with_link_and_total_count() {
+    let f = Fleet::start(TENANT).await;
+    let mut made = Vec::new();
+    for i in 0..5 {
+        made.push(
+            f.deploy_with(&["d"], json!({"name": format!("n{i}")}))
+                .await,
+        );
+    }
+    made.reverse();
+
+    let resp = f.user().get("/deployments").await;
+    assert_eq!(header(&resp, "x-total-count"), "5");
+    assert!(
+        header(&resp, "link").contains("per_page=20"),
+        "default page size"
+    );
+    assert_eq!(ids(resp).await, made, "newest first");
+
+    let mut seen = Vec::new();
+    for page in 1..=3 {
+        let resp = f
+            .user()
+            .get(&format!("/deployments?page={page}&per_page=2"))
+            .await;
+        assert_eq!(header(&resp, "x-total-count"), "5");
+        let link = header(&resp, "link");
+        assert!(link.contains("page=1&per_page=2>; rel=\"first\""), "{link}");
+        let prev = format!("page={}&per_page=2>; rel=\"prev\"", page - 1);
+        assert_eq!(link.contains("rel=\"prev\""), page > 1, "{link}");
+        assert!(page == 1 || link.contains(&prev), "{link}");
+        let next = format!("page={}&per_page=2>; rel=\"next\"", page + 1);
+        assert_eq!(link.contains(&next), page < 3, "{link}");
+        seen.extend(ids(resp).await);
+    }
+    assert_eq!(seen, made);
+    let filtered = f.user().get("/deployments?per_page=1&search=n").await;
+    assert!(
+        header(&filtered, "link").contains("search=n"),
+        "filters stay in links"
+    );
+    let beyond = f.user().get("/deployments?page=9&per_page=2").await;
+    assert!(ids(beyond).await.is_empty());
+    let max = f.user().get("/deployments?per_page=500").await;
+    assert_eq!(ids(max).await.len(), 5);
+    for bad in [
+        "page=0",
+        "page=x",
+        "per_page=0",
+        "per_page=501",
+        "per_page=-1",
+    ] {
+        let resp = f.user().get(&format!("/deployments?{bad}")).await;
+        assert_error(resp, StatusCode::BAD_REQUEST).await;
+    }
+}
+
+#[tokio::test]
+async fn unknown_deployments_are_404_everywhere() {
+    let f = Fleet::start(TENANT).await;
+    let id = f.deploy(&["d1"]).await;
+    let unknown = uuid::Uuid::new_v4().to_string();
+    for missing in [unknown.as_str(), "not-a-uuid"] {
+        for path in [
+            "",
+            "/devices",
+            "/device_list",
+            "/statistics",
+            "/devices/d1/log",
+        ] {
+            let resp = f.user().get(&format!("/deployments/{missing}{path}")).await;
+            assert_error(resp, StatusCode::NOT_FOUND).await;
+        }
+        let aborted = json!({"status": "aborted"});
+        let resp = f
+            .user()
+            .put_json(&format!("/deployments/{missing}/status"), &aborted)
+            .await;
+        assert_error(resp, StatusCode::NOT_FOUND).await;
+    }
+    // Another tenant's deployment does not exist for this tenant.
+    let other = f.server.as_user("globex");
+    for path in ["", "/devices", "/statistics"] {
+        let resp = other.get(&format!("/deployments/{id}{path}")).await;
+        assert_error(resp, StatusCode::NOT_FOUND).await;
+    }
+}
+
+#[tokio::test]
+async fn abort_answers_204_then_422_and_keeps_finished_devices() {
+    let f = Fleet::start(TENANT).await;
+    let id = f.deploy(&["done", "busy", "idle"]).await;
+    let (done, busy) = (f.device("done"), f.device("busy"));
+    assert_eq!(done.check_in().await, Some(id.clone()));
+    done.report_all(&id, &["downloading", "installing", "success"])
+        .await;
+    assert_eq!(busy.check_in().await, Some(id.clone()));
+    busy.report_all(&id, &["downloading"]).await;
+
+    let path = format!("/deployments/{id}/status");
+    for bad in [json!({"status": "finished"}), json!({"state": "aborted"})] {
+        assert_error(
+            f.user().put_json(&path, &bad).await,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+    }
+    let aborted = json!({"status": "aborted"});
+    no_body(
+        f.user().put_json(&path, &aborted).await,
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+    assert_error(
+        f.user().put_json(&path, &aborted).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+
+    let d = f.deployment(&id).await;
+    assert_eq!(d["status"], json!("finished"));
+    assert_rfc3339(&d["finished"]);
+    for (dev, status) in [
+        ("done", "success"),
+        ("busy", "aborted"),
+        ("idle", "aborted"),
+    ] {
+        let rec = f.device_record(&id, dev).await;
+        assert_eq!(rec["status"], json!(status), "{dev}");
+        assert_rfc3339(&rec["finished"]);
+    }
+    let stats = f.statistics(&id).await;
+    assert_eq!(
+        (stats["success"].clone(), stats["aborted"].clone()),
+        (json!(1), json!(2))
+    );
+    assert_error(busy.report(&id, "installing").await, StatusCode::CONFLICT).await;
+    assert_eq!(f.device("idle").check_in().await, None);
+}
+
+#[tokio::test]
+async fn decommission_answers_204_and_the_device_can_no_longer_report() {
+    let f = Fleet::start(TENANT).await;
+    let id = f.deploy(&["gone", "stays"]).await;
+    let gone = f.device("gone");
+    assert_eq!(gone.check_in().await, Some(id.clone()));
+    gone.report_all(&id, &["downloading"]).await;
+
+    for device in ["gone", "never-deployed"] {
+        let resp = f
+            .user()
+            .delete(&format!("/deployments/devices/{device}"))
+            .await;
+        no_body(resp, StatusCode::NO_CONTENT).await;
+    }
+    let rec = f.device_record(&id, "gone").await;
+    assert_eq!(rec["status"], json!("decommissioned"));
+    assert_rfc3339(&rec["finished"]);
+    assert_eq!(
+        f.device_record(&id, "stays").await["status"],
+        json!("pending")
+    );
+    assert_eq!(f.statistics(&id).await["decommissioned"], json!(1));
+    assert_error(gone.report(&id, "installing").await, StatusCode::CONFLICT).await;
+    assert_eq!(gone.check_in().await, None);
+    // Another tenant's decommission does not reach this tenant's device.
+    let other = f.server.as_user("globex");
+    no_body(
+        other.delete("/deployments/devices/stays").await,
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+    assert_eq!(
+        f.device_record(&id, "stays").await["status"],
+        json!("pending")
+    );
+}
+
+#[tokio::test]
+async fn device_log_is_served_as_text_lines() {
+    let f = Fleet::start(TENANT).await;
+    let id = f.deploy(&["d1", "d2"]).await;
+    let d1 = f.device("d1");
+    assert_eq!(d1.check_in().await, Some(id.clone()));
+    d1.report_all(&id, &["downloading", "failure"]).await;
+    let log = json!({"messages": [
+        {"timestamp": "2024-05-01T10:00:00Z", "level": "info", "message": "downloading"},
+        {"timestamp": "2024-05-01T10:00:05Z", "level": "error", "message": "disk full"}
+    ]});
+    no_body(d1.put(&id, "log", &log).await, StatusCode::NO_CONTENT).await;
+
+    let resp = f
+        .user()
+        .get(&format!("/deployments/{id}/devices/d1/log"))
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(header(&resp, "content-type").starts_with("text/plain"));
+    let text = resp.text().await.unwrap();
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        vec![
+            "2024-05-01T10:00:00Z info: downloading",
+            "2024-05-01T10:00:05Z error: disk full"
+        ]
+    );
+    assert_eq!(f.device_record(&id, "d1").await["log"], json!(true));
+    let none = f
+        .user()
+        .get(&format!("/deployments/{id}/devices/d2/log"))
+        .await;
+    assert_error(none, StatusCode::NOT_FOUND).await;
+}
+
+#[tokio::test]
+async fn a_thousand_device_deployment_starts_with_every_device_pending() {
+    let f = Fleet::start(TENANT).await;
+    let devices: Vec<String> = (0..1000).map(|i| format!("device-{i:04}")).collect();
+    let refs: Vec<&str> = devices.iter().map(String::as_str).collect();
+    let id = f.deploy(&refs).await;
+    let stats = f.statistics(&id).await;
+    assert_eq!(stats["pending"], json!(1000));
+    let d = f.deployment(&id).await;
+    assert_eq!(d["device_count"], json!(1000));
+    assert_eq!(d["status"], json!("pending"));
+    let list = json_ok(
+        f.user()
+            .get(&format!("/deployments/{id}/device_list"))
+            .await,
+    )
+    .await;
+    assert_eq!(list, json!(devices));
+}

@@ -1,0 +1,414 @@
+//! Standalone device identity against the real binary: auth requests signed the way
+//! mender-client signs them (keys and signatures made by openssl), tenant tokens,
+//! preauthorized admission (HTTP and `rollout device preauthorize`), and inventory.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use common::{assert_error, json_ok, send, Server, Workdir};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+const AUTH: &str = "/api/devices/v1/authentication/auth_requests";
+const DEVAUTH: &str = "/api/management/v2/devauth/devices";
+const INVENTORY: &str = "/api/devices/v1/inventory/device/attributes";
+const NEXT: &str =
+    "/api/devices/v1/deployments/device/deployments/next?artifact_name=base&device_type=dev-a";
+
+/// Device key types mender-client may use.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Rsa,
+    Ec,
+    Ed25519,
+}
+
+/// A device key pair made by openssl.
+struct DeviceKey {
+    kind: Kind,
+    key: PathBuf,
+    /// PKIX PEM.
+    public: String,
+}
+
+impl DeviceKey {
+    fn new(kind: Kind, dir: &Path, name: &str) -> DeviceKey {
+        let key = dir.join(format!("{name}.pem"));
+        let k = key.to_str().unwrap();
+        let args: Vec<&str> = match kind {
+            // What mender-client writes: PKCS#1 RSA, SEC1 EC.
+            Kind::Rsa => vec!["genrsa", "-traditional", "-out", k, "2048"],
+            Kind::Ec => vec![
+                "ecparam",
+                "-genkey",
+                "-name",
+                "prime256v1",
+                "-noout",
+                "-out",
+                k,
+            ],
+            Kind::Ed25519 => vec!["genpkey", "-algorithm", "ED25519", "-out", k],
+        };
+        common::run_ok("openssl", args, dir);
+        let public = common::run_ok("openssl", ["pkey", "-in", k, "-pubout"], dir);
+        DeviceKey { kind, key, public }
+    }
+
+    /// Base64 signature over `body`: RSA PKCS#1 v1.5 / ECDSA (DER) over SHA-256, or Ed25519.
+    fn sign(&self, body: &[u8]) -> String {
+        let dir = self.key.parent().unwrap();
+        let input = dir.join("body.bin");
+        let sig = dir.join("body.sig");
+        std::fs::write(&input, body).unwrap();
+        let (k, i, s) = (
+            self.key.to_str().unwrap(),
+            input.to_str().unwrap(),
+            sig.to_str().unwrap(),
+        );
+        let args: Vec<&str> = match self.kind {
+            Kind::Rsa | Kind::Ec => vec!["dgst", "-sha256", "-sign", k, "-out", s, i],
+            Kind::Ed25519 => vec![
+                "pkeyutl", "-sign", "-rawin", "-inkey", k, "-in", i, "-out", s,
+            ],
+        };
+        common::run_ok("openssl", args, dir);
+        STANDARD.encode(std::fs::read(&sig).unwrap())
+    }
+}
+
+/// An auth request body as mender-client's json.Encoder writes it, trailing newline included.
+fn auth_body(identity: &Value, pubkey: &str, tenant_token: &str) -> Vec<u8> {
+    let body = json!({
+        "id_data": identity.to_string(),
+        "pubkey": pubkey,
+        "tenant_token": tenant_token,
+    });
+    format!("{body}\n").into_bytes()
+}
+
+async fn post_auth(base: &str, body: Vec<u8>, signature: Option<String>) -> reqwest::Response {
+    let mut req = reqwest::Client::new()
+        .post(format!("{base}{AUTH}"))
+        .header("content-type", "application/json")
+        .header("authorization", "Bearer")
+        .body(body);
+    if let Some(sig) = signature {
+        req = req.header("X-MEN-Signature", sig);
+    }
+    send(req).await
+}
+
+/// Sign and send an auth request; returns the response.
+async fn authenticate(
+    base: &str,
+    key: &DeviceKey,
+    identity: &Value,
+    tenant_token: &str,
+) -> reqwest::Response {
+    let body = auth_body(identity, &key.public, tenant_token);
+    let sig = key.sign(&body);
+    post_auth(base, body, Some(sig)).await
+}
+
+/// Authenticate, asserting 200 with a JWT body; returns the token.
+async fn token_for(base: &str, key: &DeviceKey, identity: &Value, tenant_token: &str) -> String {
+    let resp = authenticate(base, key, identity, tenant_token).await;
+    let status = resp.status();
+    let ct = resp.headers().get("content-type").cloned();
+    let text = resp.text().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "auth request refused: {text}");
+    assert_eq!(ct.unwrap(), "application/jwt");
+    assert_eq!(text.split('.').count(), 3, "not a JWT: {text}");
+    text
+}
+
+fn claims(token: &str) -> Value {
+    let part = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+}
+
+/// `GET /devauth/devices` as a user of `tenant`.
+async fn devices(server: &Server, tenant: &str) -> Vec<Value> {
+    let req = server
+        .http()
+        .get(server.url(DEVAUTH))
+        .bearer_auth(server.user_token(tenant));
+    match json_ok(send(req).await).await {
+        Value::Array(list) => list,
+        other => panic!("not an array: {other}"),
+    }
+}
+
+#[tokio::test]
+async fn devices_with_rsa_ec_and_ed25519_keys_are_admitted_and_get_device_tokens() {
+    let (server, work) = (Server::start().await, Workdir::new());
+    for (n, kind) in [Kind::Rsa, Kind::Ec, Kind::Ed25519].into_iter().enumerate() {
+        let key = DeviceKey::new(kind, work.path(), &format!("dev{n}"));
+        let identity = json!({"mac": format!("02:00:00:00:00:0{n}"), "serial": "S"});
+        let token = token_for(&server.base, &key, &identity, "").await;
+        let c = claims(&token);
+        assert_eq!(c["mender.device"], json!(true), "{kind:?}");
+        let id = c["sub"].as_str().unwrap().to_owned();
+
+        let next = send(server.http().get(server.url(NEXT)).bearer_auth(&token)).await;
+        assert_eq!(next.status(), StatusCode::NO_CONTENT, "{kind:?}");
+        let mgmt = server.api(token.clone()).get("/artifacts").await;
+        assert_error(mgmt, StatusCode::FORBIDDEN).await;
+
+        // Again, with the identity's keys in another order: a fresh token, the same device.
+        let reordered: Value =
+            serde_json::from_str(&format!(r#"{{"serial":"S","mac":"02:00:00:00:00:0{n}"}}"#))
+                .unwrap();
+        let again = token_for(&server.base, &key, &reordered, "").await;
+        assert_ne!(again, token);
+        assert_eq!(claims(&again)["sub"], json!(id));
+
+        let list = devices(&server, "").await;
+        assert_eq!(list.len(), n + 1);
+        let dev = list.iter().find(|d| d["id"] == json!(id)).expect("listed");
+        assert_eq!(dev["status"], json!("accepted"));
+        assert_eq!(dev["identity_data"], identity);
+        assert_eq!(
+            dev["auth_sets"][0]["pubkey"].as_str().unwrap().trim(),
+            key.public.trim()
+        );
+    }
+}
+
+#[tokio::test]
+async fn auth_requests_with_bad_signatures_or_bodies_are_refused() {
+    let (server, work) = (Server::start().await, Workdir::new());
+    let key = DeviceKey::new(Kind::Ec, work.path(), "dev");
+    let other = DeviceKey::new(Kind::Ec, work.path(), "other");
+    let identity = json!({"mac": "02:00:00:00:00:01"});
+    let body = auth_body(&identity, &key.public, "");
+    let mut tampered = body.clone();
+    tampered.truncate(body.len() - 1); // the signature covers the trailing newline too
+    let cases = [
+        ("no signature", body.clone(), None),
+        ("another key", body.clone(), Some(other.sign(&body))),
+        ("another body", tampered, Some(key.sign(&body))),
+        ("not base64", body.clone(), Some("%%%".to_owned())),
+    ];
+    for (case, body, sig) in cases {
+        let resp = post_auth(&server.base, body, sig).await;
+        let msg = assert_error(resp, StatusCode::UNAUTHORIZED).await;
+        eprintln!("{case}: {msg}");
+    }
+    let not_json = b"{nope\n".to_vec();
+    let sig = key.sign(&not_json);
+    assert_error(
+        post_auth(&server.base, not_json, Some(sig)).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    let list_id = json!({"id_data": "[1]", "pubkey": key.public, "tenant_token": ""});
+    let body = format!("{list_id}\n").into_bytes();
+    let sig = key.sign(&body);
+    assert_error(
+        post_auth(&server.base, body, Some(sig)).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    let bad_tenant = authenticate(&server.base, &key, &identity, "not-a-token").await;
+    assert_error(bad_tenant, StatusCode::UNAUTHORIZED).await;
+    let user_as_tenant = authenticate(&server.base, &key, &identity, &server.user_token("x")).await;
+    assert_error(user_as_tenant, StatusCode::UNAUTHORIZED).await;
+    assert!(devices(&server, "").await.is_empty());
+}
+
+/// `rollout ARGS… --data-dir DIR`, asserting success; stdout trimmed.
+fn rollout(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_rollout"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "rollout {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[tokio::test]
+async fn a_tenant_token_puts_the_device_in_its_tenant() {
+    let (server, work) = (Server::start().await, Workdir::new());
+    let key = DeviceKey::new(Kind::Rsa, work.path(), "dev");
+    let tenant_token = rollout(&server.data_dir, &["token", "tenant", "--tenant", "acme"]);
+    let identity = json!({"mac": "02:00:00:00:00:01"});
+    let token = token_for(&server.base, &key, &identity, &tenant_token).await;
+    assert_eq!(claims(&token)["mender.tenant"], json!("acme"));
+    let acme = devices(&server, "acme").await;
+    assert_eq!(acme.len(), 1);
+    assert_eq!(acme[0]["id"], claims(&token)["sub"]);
+    assert!(devices(&server, "").await.is_empty());
+    // The same identity without a tenant token is another device, in the default tenant.
+    let plain = token_for(&server.base, &key, &identity, "").await;
+    assert_ne!(claims(&plain)["sub"], claims(&token)["sub"]);
+    // A tenant token is no access token.
+    assert_error(
+        server.api(tenant_token).get("/artifacts").await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn preauthorized_admission_admits_only_registered_keys() {
+    let server = Server::start_with(&["--device-admission", "preauthorized"]).await;
+    let work = Workdir::new();
+    let key = DeviceKey::new(Kind::Rsa, work.path(), "dev");
+    let impostor = DeviceKey::new(Kind::Ed25519, work.path(), "impostor");
+    let identity = json!({"mac": "02:00:00:00:00:07"});
+
+    let refused = authenticate(&server.base, &key, &identity, "").await;
+    assert_error(refused, StatusCode::UNAUTHORIZED).await;
+    let pending = devices(&server, "").await;
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0]["status"], json!("pending"));
+
+    let user = server.user_token("");
+    let preauth = json!({"identity_data": identity, "pubkey": key.public});
+    let post = |token: String, body: Value| {
+        let req = server
+            .http()
+            .post(server.url(DEVAUTH))
+            .bearer_auth(token)
+            .json(&body);
+        send(req)
+    };
+    let created = post(user.clone(), preauth.clone()).await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let location = created.headers()["location"].to_str().unwrap().to_owned();
+    assert_error(
+        post(user.clone(), preauth.clone()).await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    let bad_key = json!({"identity_data": {"mac": "x"}, "pubkey": "nope"});
+    assert_error(post(user.clone(), bad_key).await, StatusCode::BAD_REQUEST).await;
+    let as_device = post(server.device_token(""), preauth).await;
+    assert_error(as_device, StatusCode::FORBIDDEN).await;
+
+    let token = token_for(&server.base, &key, &identity, "").await;
+    let id = claims(&token)["sub"].as_str().unwrap().to_owned();
+    assert!(location.ends_with(&format!("{DEVAUTH}/{id}")), "{location}");
+    let shown = send(
+        server
+            .http()
+            .get(server.url(&format!("{DEVAUTH}/{id}")))
+            .bearer_auth(&user),
+    );
+    assert_eq!(json_ok(shown.await).await["status"], json!("accepted"));
+    let stolen = authenticate(&server.base, &impostor, &identity, "").await;
+    assert_error(stolen, StatusCode::UNAUTHORIZED).await;
+    token_for(&server.base, &key, &identity, "").await;
+}
+
+/// A `rollout serve` on a given data dir, killed on drop.
+struct Serve {
+    child: Child,
+    base: String,
+}
+
+impl Serve {
+    fn start(dir: &Path, args: &[&str]) -> Serve {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rollout"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let base = line
+            .trim()
+            .strip_prefix("listening on ")
+            .expect("address line")
+            .to_owned();
+        Serve { child, base }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_preauthorize_command_registers_a_device_while_the_server_is_stopped() {
+    let work = Workdir::new();
+    let data = work.path().join("data");
+    let key = DeviceKey::new(Kind::Ec, work.path(), "dev");
+    let pubkey = work.file("dev.pub", key.public.as_bytes());
+    let identity = json!({"mac": "02:00:00:00:00:09"});
+    let args = [
+        "device",
+        "preauthorize",
+        "--identity",
+        &identity.to_string(),
+        "--pubkey",
+        pubkey.to_str().unwrap(),
+    ];
+    let id = rollout(&data, &args);
+
+    let server = Serve::start(&data, &["--device-admission", "preauthorized"]);
+    let token = token_for(&server.base, &key, &identity, "").await;
+    assert_eq!(claims(&token)["sub"], json!(id));
+
+    // While the server runs, the store is locked and the command says what to do instead.
+    let out = Command::new(env!("CARGO_BIN_EXE_rollout"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("POST /api/management/v2/devauth/devices"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn devices_report_inventory_with_put_or_patch() {
+    let server = Server::start().await;
+    let token = server.device_token("acme");
+    let attrs = json!([{"name": "device_type", "value": "dev-a"}, {"name": "ipv4", "value": ["10.0.0.1/8"]}]);
+    for method in [reqwest::Method::PUT, reqwest::Method::PATCH] {
+        let req = server
+            .http()
+            .request(method.clone(), server.url(INVENTORY))
+            .bearer_auth(&token);
+        let resp = send(req.json(&attrs)).await;
+        assert_eq!(resp.status(), StatusCode::OK, "{method}");
+    }
+    let req = server
+        .http()
+        .put(server.url(INVENTORY))
+        .bearer_auth(server.user_token("acme"));
+    assert_error(send(req.json(&attrs)).await, StatusCode::FORBIDDEN).await;
+    let req = server.http().put(server.url(INVENTORY)).bearer_auth(&token);
+    assert_error(
+        send(req.json(&json!({"name": "x"}))).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    let req = server.http().put(server.url(INVENTORY)).json(&attrs);
+    assert_error(send(req).await, StatusCode::UNAUTHORIZED).await;
+}
