@@ -5,35 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use engine::{Clock, Delivery, DeploymentService, NewDeployment};
-use storage::{
-    ArtifactInfo, ArtifactMeta, ArtifactRecord, DeviceStatus, EmbeddedStore, MetaStore, TenantId,
-    Write,
-};
-use time::OffsetDateTime;
-use uuid::Uuid;
+use storage::{DeviceStatus, EmbeddedStore, MetaStore, TenantId, Write};
 
-fn artifact(tenant: &TenantId) -> ArtifactRecord {
-    ArtifactRecord {
-        id: Uuid::new_v4(),
-        tenant: tenant.clone(),
-        description: String::new(),
-        meta: ArtifactMeta {
-            name: "app-1.0".into(),
-            device_types_compatible: vec!["dev-a".into()],
-            info: ArtifactInfo {
-                format: "mender".into(),
-                version: 3,
-            },
-            signed: false,
-            updates: vec![],
-            artifact_provides: Default::default(),
-            artifact_depends: Default::default(),
-            clears_artifact_provides: vec![],
-        },
-        size: 5120,
-        modified: OffsetDateTime::now_utc(),
-    }
-}
+mod deployment_support;
+use deployment_support::artifact;
 
 #[tokio::test]
 async fn a_crashed_deployment_actor_is_restarted_with_its_acknowledged_state() {
@@ -41,7 +16,12 @@ async fn a_crashed_deployment_actor_is_restarted_with_its_acknowledged_state() {
     let store: Arc<dyn MetaStore> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
     let t = TenantId("acme".into());
     store
-        .commit(vec![Write::PutArtifact(artifact(&t))])
+        .commit(vec![Write::PutArtifact(artifact(
+            &t,
+            "app-1.0",
+            &["dev-a"],
+            5120,
+        ))])
         .await
         .unwrap();
     let svc = DeploymentService::start(store, Clock::new()).await.unwrap();

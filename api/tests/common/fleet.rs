@@ -5,7 +5,7 @@
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 
-use super::{json_ok, mint_token, send, Api, Built, Server, Workdir, MANAGEMENT};
+use super::{json_ok, mint_token, send, Api, Built, Server, Workdir};
 
 /// The release uploaded by [`Fleet::start`].
 pub const RELEASE: &str = "app-1.0";
@@ -262,19 +262,7 @@ pub async fn create(api: &Api<'_>, body: &Value) -> Response {
 
 /// Assert 201 with `Location: MANAGEMENT/deployments/{id}`; the id.
 pub async fn deployment_id(resp: Response) -> String {
-    let status = resp.status();
-    let location = resp
-        .headers()
-        .get("location")
-        .map(|v| v.to_str().unwrap().to_owned());
-    let text = resp.text().await.unwrap_or_default();
-    assert_eq!(status, StatusCode::CREATED, "body {text}");
-    let location = location.expect("201 without Location");
-    let id = location
-        .strip_prefix(&format!("{MANAGEMENT}/deployments/"))
-        .unwrap_or_else(|| panic!("unexpected Location {location}"));
-    uuid::Uuid::parse_str(id).unwrap_or_else(|_| panic!("Location id {id} is not a UUID"));
-    id.to_owned()
+    super::location_id(resp, "deployments").await
 }
 
 /// `GET /deployments/{id}/statistics`, asserting that it equals counting `/devices`.

@@ -467,6 +467,11 @@ pub async fn assert_error(resp: Response, status: StatusCode) -> String {
 
 /// Assert 201 with `Location: MANAGEMENT/artifacts/{id}` and return the id.
 pub async fn created_id(resp: Response) -> String {
+    location_id(resp, "artifacts").await
+}
+
+/// Assert 201 with `Location: MANAGEMENT/{collection}/{id}` (a UUID) and return the id.
+pub async fn location_id(resp: Response, collection: &str) -> String {
     let status = resp.status();
     let location = resp
         .headers()
@@ -476,7 +481,7 @@ pub async fn created_id(resp: Response) -> String {
     assert_eq!(status, StatusCode::CREATED, "body {text}");
     let location = location.expect("201 without Location");
     let id = location
-        .strip_prefix(&format!("{MANAGEMENT}/artifacts/"))
+        .strip_prefix(&format!("{MANAGEMENT}/{collection}/"))
         .unwrap_or_else(|| panic!("unexpected Location {location}"));
     uuid::Uuid::parse_str(id).unwrap_or_else(|_| panic!("Location id {id} is not a UUID"));
     id.to_owned()
