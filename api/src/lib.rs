@@ -59,7 +59,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (auth, identity) = identity(&args, store.clone())?;
     let state = AppState {
         artifacts,
-        deployments,
+        deployments: deployments.clone(),
         store,
         signer,
         auth,
@@ -81,6 +81,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     println!("listening on http://{addr}");
     std::io::stdout().flush().ok();
     server::run(listener, app, server::shutdown_signal()).await;
+    // Everything acknowledged is durable already; stopping the actors releases the store.
+    deployments.shutdown().await;
+    tracing::info!("stopped");
     Ok(())
 }
 

@@ -1,0 +1,179 @@
+//! Check-ins: what a device gets when it asks for an update, and the side effects the
+//! device API defines (`already-installed`, `noartifact`, 409 on changed device data).
+
+use storage::{ArtifactRecord, DeviceStatus};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{Ack, CheckInOutcome, CheckInReply, DeploymentState};
+use crate::deployment::device::{self, Change};
+use crate::deployment::fleet::device_key;
+use crate::deployment::plan;
+use crate::error::{EngineError, Result};
+
+impl DeploymentState {
+    /// A device checks in. In order: a finished device gets nothing; a device that reports
+    /// the release's name is already there; a device whose data changed since the update was
+    /// handed to it is in conflict; a device in the middle of the update gets it again; a
+    /// pending one gets it if an artifact fits and its phase admits it.
+    pub(super) fn check_in(
+        &mut self,
+        device: &str,
+        device_type: &str,
+        artifact_name: &str,
+    ) -> Result<CheckInReply> {
+        let now = self.clock.now();
+        let rec = self
+            .record_mut(device)
+            .ok_or(EngineError::NotFound("device in deployment"))?;
+        let delivered = rec.artifact_id;
+        let changed = rec.device_type.as_deref() != Some(device_type)
+            || rec.reported_artifact.as_deref() != Some(artifact_name);
+        let status = rec.status;
+        if status.is_terminal() {
+            return Ok(nothing());
+        }
+        if status == DeviceStatus::Pending && artifact_name == self.header.artifact_name {
+            return Ok(self.finish_at_check_in(
+                device,
+                device_type,
+                artifact_name,
+                DeviceStatus::AlreadyInstalled,
+            ));
+        }
+        if delivered.is_some() && changed {
+            return Ok(self.conflict(device, device_type, artifact_name, now));
+        }
+        if status != DeviceStatus::Pending {
+            let again = delivered.and_then(|id| self.artifact(id));
+            return Ok(match again {
+                Some(a) => CheckInReply {
+                    outcome: CheckInOutcome::Deliver(Box::new(a)),
+                    ack: Ack(None),
+                },
+                None => nothing(),
+            });
+        }
+        let artifact = match delivered {
+            Some(id) => self.artifact(id),
+            None => self.choose_artifact(device_type),
+        };
+        let Some(artifact) = artifact else {
+            return Ok(self.finish_at_check_in(
+                device,
+                device_type,
+                artifact_name,
+                DeviceStatus::Noartifact,
+            ));
+        };
+        self.deliver(device, device_type, artifact_name, artifact, now)
+    }
+
+    /// Hand the update to a pending device once its phase admits it. Repeated check-ins of
+    /// the same attempt count once.
+    fn deliver(
+        &mut self,
+        device: &str,
+        device_type: &str,
+        artifact_name: &str,
+        artifact: ArtifactRecord,
+        now: OffsetDateTime,
+    ) -> Result<CheckInReply> {
+        let admitted = self
+            .devices
+            .get(device_key(&self.header.tenant, device))
+            .and_then(|r| r.phase);
+        let Some(phase) = admitted.or_else(|| plan::admit(&mut self.header.phases, now)) else {
+            return Ok(nothing());
+        };
+        let rec = self
+            .record_mut(device)
+            .ok_or(EngineError::NotFound("device in deployment"))?;
+        if rec.artifact_id.is_none() {
+            rec.attempts += 1;
+        }
+        rec.phase = Some(phase);
+        rec.device_type = Some(device_type.to_owned());
+        rec.reported_artifact = Some(artifact_name.to_owned());
+        rec.artifact_id = Some(artifact.id);
+        let writes = vec![self.put_by_id(device)];
+        Ok(CheckInReply {
+            outcome: CheckInOutcome::Deliver(Box::new(artifact)),
+            ack: self.commit(writes),
+        })
+    }
+
+    /// A check-in side effect that finishes the device (`already-installed`, `noartifact`).
+    fn finish_at_check_in(
+        &mut self,
+        device: &str,
+        device_type: &str,
+        artifact_name: &str,
+        to: DeviceStatus,
+    ) -> CheckInReply {
+        let now = self.clock.now();
+        let mut writes = Vec::new();
+        if let Some(rec) = self.record_mut(device) {
+            rec.device_type = Some(device_type.to_owned());
+            rec.reported_artifact = Some(artifact_name.to_owned());
+            if let Some(c) = device::interrupt(rec, to, now) {
+                writes.push(self.put_by_id(device));
+                self.account(device, c, &mut writes);
+            }
+        }
+        CheckInReply {
+            outcome: CheckInOutcome::Nothing,
+            ack: self.commit(writes),
+        }
+    }
+
+    /// The device reports other data than when it got the update: it fails (409).
+    fn conflict(
+        &mut self,
+        device: &str,
+        device_type: &str,
+        artifact_name: &str,
+        now: OffsetDateTime,
+    ) -> CheckInReply {
+        let mut writes = Vec::new();
+        if let Some(rec) = self.record_mut(device) {
+            let from = rec.status;
+            device::set_status(rec, DeviceStatus::Failure, now);
+            rec.substate = Some("device data changed during the deployment".into());
+            writes.push(self.put_by_id(device));
+            let to = DeviceStatus::Failure;
+            self.account(device, Change { from, to }, &mut writes);
+        }
+        CheckInReply {
+            outcome: CheckInOutcome::Conflict(format!(
+                "device reported {device_type}/{artifact_name}, but started this deployment with another device type or artifact"
+            )),
+            ack: self.commit(writes),
+        }
+    }
+
+    /// The release's artifact for a device type: the smallest compatible one.
+    fn choose_artifact(&self, device_type: &str) -> Option<ArtifactRecord> {
+        self.artifacts
+            .iter()
+            .filter(|a| {
+                a.meta
+                    .device_types_compatible
+                    .iter()
+                    .any(|t| t == device_type)
+            })
+            .min_by_key(|a| (a.size, a.id))
+            .cloned()
+    }
+
+    fn artifact(&self, id: Uuid) -> Option<ArtifactRecord> {
+        self.artifacts.iter().find(|a| a.id == id).cloned()
+    }
+}
+
+fn nothing() -> CheckInReply {
+    CheckInReply {
+        outcome: CheckInOutcome::Nothing,
+        ack: Ack(None),
+    }
+}
