@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# Idle check-in throughput and latency of rollout beside a bare warp server (baseline-server),
+# measured by the same rollout-load client on this machine, one server after the other.
+#
+#   load-tests/compare.sh            # defaults below
+#   DURATION=20s CONCURRENCY=128 load-tests/compare.sh
+#
+# 1. builds rollout, rollout-load and baseline-server in release;
+# 2. starts baseline-server and `rollout serve` on ephemeral ports (rollout with a temp data
+#    dir, whose token key rollout-load signs the device tokens with);
+# 3. closed loop: `rollout-load --mode checkin` against each → max req/s, and the ratio;
+# 4. open loop at half of rollout's max rate against each → p50/p99 at that rate.
+# Each measurement is taken ROUNDS times, alternating between the servers; the median round
+# is reported. On a shared machine, run it when nothing else is busy (see the load average
+# it prints).
+# Servers and the temp dir are removed on exit, whatever happens.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEVICES=${DEVICES:-1000}
+CONCURRENCY=${CONCURRENCY:-64}
+DURATION=${DURATION:-10s}
+WARMUP=${WARMUP:-2s}
+ROUNDS=${ROUNDS:-3}
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+BIN=$TARGET_DIR/release
+
+cargo build --release -p api --bin rollout -p load-tests --bin rollout-load --bin baseline-server
+
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${pids[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT INT TERM
+
+# start NAME CMD...: run CMD with stdout in $tmp/NAME.out; sets $addr to the URL it prints.
+start() {
+    local name=$1
+    shift
+    "$@" >"$tmp/$name.out" 2>"$tmp/$name.log" &
+    pids+=($!)
+    for _ in $(seq 1 600); do
+        addr=$(sed -n 's/^listening on //p' "$tmp/$name.out")
+        if [ -n "$addr" ]; then
+            return 0
+        fi
+        if ! kill -0 "${pids[-1]}" 2>/dev/null; then
+            echo "$name exited:" >&2
+            cat "$tmp/$name.log" >&2
+            exit 1
+        fi
+        sleep 0.1
+    done
+    echo "$name printed no address within 60 s" >&2
+    exit 1
+}
+
+# top-level number KEY of the JSON report FILE
+num() { sed -n "s/^  \"$2\": \([0-9.e+-]*\),\{0,1\}$/\1/p" "$1" | head -n1; }
+# number KEY of kind KIND in the JSON report FILE
+kind_num() {
+    awk -v kind="\"$2\": {" -v key="\"$3\":" '
+        index($0, kind) { inside = 1; next }
+        inside && index($0, key) { gsub(/[ ,]/, "", $2); print $2; exit }
+        inside && /^    }/ { inside = 0 }
+    ' FS=: "$1"
+}
+
+start baseline "$BIN/baseline-server" --listen 127.0.0.1:0
+baseline=$addr
+start rollout "$BIN/rollout" serve --listen 127.0.0.1:0 --data-dir "$tmp/data"
+rollout=$addr
+
+load() { # load SERVER OUT [extra flags]
+    local server=$1 out=$2
+    shift 2
+    "$BIN/rollout-load" --server "$server" --data-dir "$tmp/data" --mode checkin \
+        --devices "$DEVICES" --concurrency "$CONCURRENCY" --json --no-progress "$@" >"$out"
+}
+
+echo "machine: $(nproc) cores, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n1)," \
+    "load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "baseline-server at $baseline, rollout at $rollout;" \
+    "$DEVICES devices, concurrency $CONCURRENCY, $DURATION per run"
+
+# Rounds alternate between the servers, so that a burst of other work on the machine hits
+# both; each figure below is the median round (every round is listed too).
+for name in baseline rollout; do
+    load "${!name}" /dev/null --duration "$WARMUP"
+done
+for round in $(seq 1 "$ROUNDS"); do
+    for name in baseline rollout; do
+        load "${!name}" "$tmp/$name-max-$round.json" --duration "$DURATION"
+    done
+done
+
+# value FILE [KIND] KEY: a top-level number, or a number of one request kind
+value() { if [ $# -eq 3 ]; then kind_num "$@"; else num "$@"; fi; }
+# median NAME RUN [KIND] KEY: the report file of the median round by that number
+median() {
+    local name=$1 run=$2
+    shift 2
+    for f in "$tmp/$name-$run"-*.json; do
+        echo "$(value "$f" "$@") $f"
+    done | sort -g | awk '{ a[NR] = $2 } END { print a[int((NR + 1) / 2)] }'
+}
+# rounds NAME RUN [KIND] KEY: that number in every round
+rounds() {
+    local name=$1 run=$2
+    shift 2
+    for f in "$tmp/$name-$run"-*.json; do
+        printf '%.5g ' "$(value "$f" "$@")"
+    done
+}
+
+base_max=$(median baseline max throughput_rps)
+roll_max=$(median rollout max throughput_rps)
+base_rps=$(num "$base_max" throughput_rps)
+roll_rps=$(num "$roll_max" throughput_rps)
+half=$(awk -v r="$roll_rps" 'BEGIN { printf "%.0f", r / 2 }')
+
+for round in $(seq 1 "$ROUNDS"); do
+    for name in baseline rollout; do
+        load "${!name}" "$tmp/$name-half-$round.json" --duration "$DURATION" --rate "$half"
+    done
+done
+base_half=$(median baseline half checkin-200 p99_ms)
+roll_half=$(median rollout half checkin-204 p99_ms)
+
+row() { # row NAME FILE KIND LABEL
+    local f=$2
+    printf '%-9s %-22s %10.0f %8s %8s %8s %8s %7s\n' "$1" "$4" "$(num "$f" throughput_rps)" \
+        "$(kind_num "$f" "$3" p50_ms)" "$(kind_num "$f" "$3" p99_ms)" \
+        "$(kind_num "$f" "$3" p999_ms)" "$(kind_num "$f" "$3" max_ms)" "$(num "$f" errors)"
+}
+echo
+echo "median of $ROUNDS rounds:"
+printf '%-9s %-22s %10s %8s %8s %8s %8s %7s\n' server run "req/s" "p50 ms" "p99 ms" \
+    "p99.9 ms" "max ms" errors
+row baseline "$base_max" checkin-200 "closed loop, c=$CONCURRENCY"
+row rollout "$roll_max" checkin-204 "closed loop, c=$CONCURRENCY"
+row baseline "$base_half" checkin-200 "open loop, $half/s"
+row rollout "$roll_half" checkin-204 "open loop, $half/s"
+echo
+echo "closed-loop req/s per round: baseline $(rounds baseline max throughput_rps)| rollout $(rounds rollout max throughput_rps)"
+echo "open-loop p99 ms per round:  baseline $(rounds baseline half checkin-200 p99_ms)| rollout $(rounds rollout half checkin-204 p99_ms)"
+echo
+awk -v r="$roll_rps" -v b="$base_rps" \
+    'BEGIN { printf "rollout / baseline idle check-in throughput: %.1f %% (target >= 80 %%)\n", 100 * r / b }'
+echo "rollout p99 at $half req/s: $(kind_num "$roll_half" checkin-204 p99_ms) ms (target < 5 ms)"

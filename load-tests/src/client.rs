@@ -1,0 +1,191 @@
+//! The device side of the Mender deployments API, as the simulated devices speak it: check
+//! in, download, report status, upload a log. One keep-alive connection pool serves every
+//! device; the same code drives rollout and the baseline server.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
+use reqwest::{StatusCode, Url};
+use serde::Deserialize;
+
+/// Device API base path.
+pub const DEVICE_BASE: &str = "/api/devices/v1/deployments/device/deployments";
+
+/// Longest a single request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A check-in's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckIn {
+    /// 200: an update (parsed only when asked for).
+    Update(Option<Update>),
+    /// 204: nothing now.
+    Nothing,
+    /// Any other status.
+    Other(StatusCode),
+}
+
+/// The parts of a 200 check-in a device acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Update {
+    /// Deployment id.
+    pub deployment: String,
+    /// Where to download the artifact.
+    pub uri: String,
+}
+
+#[derive(Deserialize)]
+struct NextBody {
+    id: String,
+    artifact: NextArtifact,
+}
+
+#[derive(Deserialize)]
+struct NextArtifact {
+    source: NextSource,
+}
+
+#[derive(Deserialize)]
+struct NextSource {
+    uri: String,
+}
+
+/// An HTTP client of the device API of one server.
+#[derive(Clone)]
+pub struct DeviceApi {
+    http: reqwest::Client,
+    base: String,
+    next_url: String,
+}
+
+impl DeviceApi {
+    /// A client of `server` for devices of `device_type` that run `current_artifact`.
+    pub fn new(server: &Url, device_type: &str, current_artifact: &str) -> anyhow::Result<Self> {
+        let base = server.as_str().trim_end_matches('/').to_owned();
+        let mut next = Url::parse(&format!("{base}{DEVICE_BASE}/next"))
+            .context("building the check-in URL")?;
+        next.query_pairs_mut()
+            .append_pair("artifact_name", current_artifact)
+            .append_pair("device_type", device_type);
+        Ok(DeviceApi {
+            http: http_client()?,
+            base,
+            next_url: next.into(),
+        })
+    }
+
+    /// The shared HTTP client (also used for management calls).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// `GET …/next`. With `parse`, a 200 body is decoded into an [`Update`]; otherwise it is
+    /// only read (so that the connection can be reused). Returns the answer and the number
+    /// of body bytes.
+    pub async fn check_in(&self, token: &str, parse: bool) -> anyhow::Result<(CheckIn, u64)> {
+        let resp = self
+            .http
+            .get(&self.next_url)
+            .header(AUTHORIZATION, bearer(token))
+            .send()
+            .await?;
+        let status = resp.status();
+        let body = resp.bytes().await?;
+        let n = body.len() as u64;
+        Ok(match status {
+            StatusCode::OK if parse => {
+                let b: NextBody = serde_json::from_slice(&body)
+                    .context("the check-in answer is not a deployment")?;
+                let update = Update {
+                    deployment: b.id,
+                    uri: b.artifact.source.uri,
+                };
+                (CheckIn::Update(Some(update)), n)
+            }
+            StatusCode::OK => (CheckIn::Update(None), n),
+            StatusCode::NO_CONTENT => (CheckIn::Nothing, n),
+            other => (CheckIn::Other(other), n),
+        })
+    }
+
+    /// Download `uri` (no token: the link is signed) and discard the bytes; the status and
+    /// the number of bytes read. Refuses links that leave this machine.
+    pub async fn download(&self, uri: &str) -> anyhow::Result<(StatusCode, u64)> {
+        let url = Url::parse(uri).with_context(|| format!("download link {uri:?}"))?;
+        anyhow::ensure!(
+            crate::cli::is_loopback(&url),
+            "refusing to download {uri}: it is not on this machine"
+        );
+        let mut resp = self.http.get(url).send().await?;
+        let status = resp.status();
+        let mut n = 0u64;
+        while let Some(chunk) = resp.chunk().await? {
+            n += chunk.len() as u64;
+        }
+        Ok((status, n))
+    }
+
+    /// `PUT …/{deployment}/status`.
+    pub async fn status(
+        &self,
+        token: &str,
+        deployment: &str,
+        status: &str,
+    ) -> anyhow::Result<StatusCode> {
+        let body = format!(r#"{{"status":"{status}"}}"#);
+        self.put(token, &format!("{deployment}/status"), body).await
+    }
+
+    /// `PUT …/{deployment}/log` with `messages` as `(level, message)`.
+    pub async fn log(
+        &self,
+        token: &str,
+        deployment: &str,
+        messages: &[(&str, &str)],
+    ) -> anyhow::Result<StatusCode> {
+        let timestamp = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .context("formatting a timestamp")?;
+        let messages: Vec<serde_json::Value> = messages
+            .iter()
+            .map(|(level, message)| {
+                serde_json::json!({"timestamp": timestamp, "level": level, "message": message})
+            })
+            .collect();
+        let body = serde_json::json!({ "messages": messages }).to_string();
+        self.put(token, &format!("{deployment}/log"), body).await
+    }
+
+    async fn put(&self, token: &str, path: &str, body: String) -> anyhow::Result<StatusCode> {
+        let resp = self
+            .http
+            .put(format!("{}{DEVICE_BASE}/{path}", self.base))
+            .header(AUTHORIZATION, bearer(token))
+            .header(CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await?;
+        let status = resp.status();
+        // Read the (small) body so that the connection goes back to the pool.
+        resp.bytes().await?;
+        Ok(status)
+    }
+}
+
+/// `Bearer <token>`.
+pub fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// A keep-alive client without proxies (loopback only) and with a request timeout.
+pub fn http_client() -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(usize::MAX)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .context("building the HTTP client")
+}
