@@ -126,7 +126,6 @@ pub fn route_template(path: &str) -> String {
     out
 }
 
-
 /// Report store commits as metrics.
 pub fn commit_observer() -> CommitObserver {
     Box::new(|s: CommitStats| {
