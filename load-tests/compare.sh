@@ -134,9 +134,27 @@ done
 base_half=$(median baseline half checkin-200 p99_ms)
 roll_half=$(median rollout half checkin-204 p99_ms)
 
+# Check-ins that hand out an update, and durable status reports: rollout-load creates a
+# deployment for the devices, then runs `mixed` with only that kind of request. Held to the
+# same closed-loop baseline as above.
+mixed() { # mixed OUT MIX [extra flags]
+    local out=$1 mix=$2
+    shift 2
+    "$BIN/rollout-load" --server "$rollout" --data-dir "$tmp/data" --mode mixed \
+        --devices "$DEVICES" --concurrency "$CONCURRENCY" --json --no-progress \
+        --mix "$mix" "$@" >"$out"
+}
+mixed /dev/null checkin=100,status=0,log=0 --create-deployment --duration "$WARMUP"
+for round in $(seq 1 "$ROUNDS"); do
+    mixed "$tmp/rollout-update-$round.json" checkin=100,status=0,log=0 --duration "$DURATION"
+    mixed "$tmp/rollout-status-$round.json" checkin=0,status=100,log=0 --duration "$DURATION"
+done
+roll_update=$(median rollout update checkin-200 rps)
+roll_status=$(median rollout status status rps)
+
 row() { # row NAME FILE KIND LABEL
     local f=$2
-    printf '%-9s %-22s %10.0f %8s %8s %8s %8s %7s\n' "$1" "$4" "$(num "$f" throughput_rps)" \
+    printf '%-9s %-22s %10.0f %8s %8s %8s %8s %7s\n' "$1" "$4" "$(kind_num "$f" "$3" rps)" \
         "$(kind_num "$f" "$3" p50_ms)" "$(kind_num "$f" "$3" p99_ms)" \
         "$(kind_num "$f" "$3" p999_ms)" "$(kind_num "$f" "$3" max_ms)" "$(num "$f" errors)"
 }
@@ -148,6 +166,8 @@ row baseline "$base_max" checkin-200 "closed loop, c=$CONCURRENCY"
 row rollout "$roll_max" checkin-204 "closed loop, c=$CONCURRENCY"
 row baseline "$base_half" checkin-200 "open loop, $half/s"
 row rollout "$roll_half" checkin-204 "open loop, $half/s"
+row rollout "$roll_update" checkin-200 "update check-ins, c=$CONCURRENCY"
+row rollout "$roll_status" status "status reports, c=$CONCURRENCY"
 echo
 echo "closed-loop req/s per round: baseline $(rounds baseline max throughput_rps)| rollout $(rounds rollout max throughput_rps)"
 echo "open-loop p99 ms per round:  baseline $(rounds baseline half checkin-200 p99_ms)| rollout $(rounds rollout half checkin-204 p99_ms)"
@@ -155,3 +175,9 @@ echo
 awk -v r="$roll_rps" -v b="$base_rps" \
     'BEGIN { printf "rollout / baseline idle check-in throughput: %.1f %% (target >= 80 %%)\n", 100 * r / b }'
 echo "rollout p99 at $half req/s: $(kind_num "$roll_half" checkin-204 p99_ms) ms (target < 5 ms)"
+update_rps=$(kind_num "$roll_update" checkin-200 rps)
+status_rps=$(kind_num "$roll_status" status rps)
+awk -v r="$update_rps" -v b="$base_rps" \
+    'BEGIN { printf "rollout / baseline check-ins handing out an update: %.1f %% (target >= 60 %%)\n", 100 * r / b }'
+awk -v r="$status_rps" -v b="$base_rps" \
+    'BEGIN { printf "rollout / baseline durable status reports: %.1f %% (target >= 50 %%)\n", 100 * r / b }'

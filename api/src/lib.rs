@@ -33,7 +33,7 @@ use crate::config::{BlobBackend, ServeArgs};
 use crate::identity::login::AdminCredentials;
 use crate::identity::{IdentityConfig, IdentityService};
 use crate::signing::LinkSigner;
-use crate::state::{AppState, Settings};
+use crate::state::{AppState, Services, Settings};
 
 /// Build everything `rollout serve` needs and serve until SIGTERM/SIGINT.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -57,21 +57,21 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("rehydrating deployments")?;
     let (auth, identity) = identity(&args, store.clone())?;
-    let state = AppState {
+    let state = AppState::new(Services {
         artifacts,
         deployments: deployments.clone(),
         store,
         signer,
         auth,
         identity,
-        settings: Arc::new(Settings {
+        settings: Settings {
             public_url: args.public_url.clone(),
             max_json_body: args.max_json_body,
             device_link_ttl: args.device_link_ttl,
             operator_link_ttl: args.operator_link_ttl,
             metrics_max_deployments: args.metrics_max_deployments,
-        }),
-    };
+        },
+    });
     let metrics = metrics::install();
     let app = routes::app(state, metrics);
     let (listener, addr) = server::bind(args.listen)

@@ -24,9 +24,28 @@ pub struct Settings {
     pub metrics_max_deployments: usize,
 }
 
-/// Shared handler state (cheap to clone).
+/// Shared handler state: one `Arc`, so the clone each request makes costs one atomic
+/// increment (cloning the services one by one showed up at ~10 % of an idle check-in).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    /// Share these services.
+    pub fn new(services: Services) -> Self {
+        AppState(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// The services and settings handlers use.
+pub struct Services {
     /// Artifacts.
     pub artifacts: Arc<ArtifactService>,
     /// Deployments.
@@ -40,5 +59,5 @@ pub struct AppState {
     /// Device admission, login and the device registry.
     pub identity: Arc<IdentityService>,
     /// Settings.
-    pub settings: Arc<Settings>,
+    pub settings: Settings,
 }

@@ -58,10 +58,12 @@ pub fn app(state: AppState, metrics: Option<PrometheusHandle>) -> App {
 }
 
 fn warp_routes(state: AppState, metrics: Option<PrometheusHandle>) -> BoxedFilter<(Response,)> {
-    artifacts::routes(state.clone())
-        .or(deployments::routes(state.clone()))
+    // Device routes first: check-ins and status reports are the hot path, and warp tries
+    // alternatives in order.
+    devices::routes(state.clone())
+        .or(artifacts::routes(state.clone()))
         .unify()
-        .or(devices::routes(state.clone()))
+        .or(deployments::routes(state.clone()))
         .unify()
         .or(identity::routes(state.clone()))
         .unify()

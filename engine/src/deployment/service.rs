@@ -47,7 +47,7 @@ pub enum Delivery {
         /// Deployment id.
         deployment: Uuid,
         /// The artifact.
-        artifact: Box<ArtifactRecord>,
+        artifact: Arc<ArtifactRecord>,
     },
     /// Nothing to do now.
     Nothing,

@@ -1,6 +1,8 @@
 //! Check-ins: what a device gets when it asks for an update, and the side effects the
 //! device API defines (`already-installed`, `noartifact`, 409 on changed device data).
 
+use std::sync::Arc;
+
 use storage::{ArtifactRecord, DeviceStatus};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -48,7 +50,7 @@ impl DeploymentState {
             let again = delivered.and_then(|id| self.artifact(id));
             return Ok(match again {
                 Some(a) => CheckInReply {
-                    outcome: CheckInOutcome::Deliver(Box::new(a)),
+                    outcome: CheckInOutcome::Deliver(a),
                     ack: Ack(None),
                 },
                 None => nothing(),
@@ -76,7 +78,7 @@ impl DeploymentState {
         device: &str,
         device_type: &str,
         artifact_name: &str,
-        artifact: ArtifactRecord,
+        artifact: Arc<ArtifactRecord>,
         now: OffsetDateTime,
     ) -> Result<CheckInReply> {
         let admitted = self
@@ -98,7 +100,7 @@ impl DeploymentState {
         rec.artifact_id = Some(artifact.id);
         let writes = vec![self.put_by_id(device)];
         Ok(CheckInReply {
-            outcome: CheckInOutcome::Deliver(Box::new(artifact)),
+            outcome: CheckInOutcome::Deliver(artifact),
             ack: self.commit(writes),
         })
     }
@@ -153,7 +155,7 @@ impl DeploymentState {
     }
 
     /// The release's artifact for a device type: the smallest compatible one.
-    fn choose_artifact(&self, device_type: &str) -> Option<ArtifactRecord> {
+    fn choose_artifact(&self, device_type: &str) -> Option<Arc<ArtifactRecord>> {
         self.artifacts
             .iter()
             .filter(|a| {
@@ -166,7 +168,7 @@ impl DeploymentState {
             .cloned()
     }
 
-    fn artifact(&self, id: Uuid) -> Option<ArtifactRecord> {
+    fn artifact(&self, id: Uuid) -> Option<Arc<ArtifactRecord>> {
         self.artifacts.iter().find(|a| a.id == id).cloned()
     }
 }

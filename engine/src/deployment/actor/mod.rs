@@ -102,7 +102,7 @@ impl Ack {
 /// What a check-in gets.
 pub enum CheckInOutcome {
     /// Install this artifact.
-    Deliver(Box<ArtifactRecord>),
+    Deliver(Arc<ArtifactRecord>),
     /// Nothing now (waiting for a phase, or finished here as a side effect).
     Nothing,
     /// The device's data changed mid-deployment; it is marked failed.
@@ -151,7 +151,7 @@ pub struct DeploymentState {
     devices: Roster,
     stats: Statistics,
     /// The release's artifacts, loaded at start (artifacts in use cannot be deleted).
-    artifacts: Vec<ArtifactRecord>,
+    artifacts: Vec<Arc<ArtifactRecord>>,
     store: Arc<dyn MetaStore>,
     fleet: Fleet,
     clock: Clock,
@@ -279,6 +279,7 @@ impl DeploymentState {
             .await?
             .into_iter()
             .filter(|a| a.meta.name == header.artifact_name)
+            .map(Arc::new)
             .collect();
         let stats = devices.statistics();
         let membership = Membership {
