@@ -337,6 +337,22 @@ impl MetaStore for EmbeddedStore {
         }))
     }
 
+    async fn for_each_last_finished(
+        &self,
+        visit: &mut (dyn for<'a> FnMut(&'a TenantId, &'a str, i128) + Send),
+    ) -> Result<()> {
+        for guard in self.tables.last_finished.iter() {
+            let (k, v) = guard.into_inner()?;
+            let Some((tenant, device)) = keys::split_tenant_device(&k) else {
+                continue;
+            };
+            if let Ok(bytes) = <[u8; 16]>::try_from(v.as_ref()) {
+                visit(&TenantId(tenant), &device, i128::from_be_bytes(bytes));
+            }
+        }
+        Ok(())
+    }
+
     async fn inventory(
         &self,
         tenant: &TenantId,

@@ -51,6 +51,14 @@ pub fn tenant_device(tenant: &TenantId, device: &str) -> Vec<u8> {
     k
 }
 
+/// The tenant and device of a `tenant SEP device` key.
+pub fn split_tenant_device(key: &[u8]) -> Option<(String, String)> {
+    let pos = key.iter().position(|b| *b == SEP)?;
+    let tenant = std::str::from_utf8(&key[..pos]).ok()?;
+    let device = std::str::from_utf8(&key[pos + 1..]).ok()?;
+    Some((tenant.to_owned(), device.to_owned()))
+}
+
 /// Whether `s` can be a key component.
 pub fn is_valid_component(s: &str) -> bool {
     !s.as_bytes().contains(&SEP)

@@ -152,6 +152,11 @@ pub trait MetaStore: Send + Sync + 'static {
     ) -> Result<Option<Vec<LogMessage>>>;
     /// Creation time (Unix nanoseconds) of the newest deployment the device finished.
     async fn last_finished(&self, tenant: &TenantId, device: &str) -> Result<Option<i128>>;
+    /// Visit every device's "newest finished deployment" time, of every tenant (start-up).
+    async fn for_each_last_finished(
+        &self,
+        visit: &mut (dyn for<'a> FnMut(&'a TenantId, &'a str, i128) + Send),
+    ) -> Result<()>;
     /// A device's inventory attributes.
     async fn inventory(&self, tenant: &TenantId, device: &str)
         -> Result<Option<serde_json::Value>>;

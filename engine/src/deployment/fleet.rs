@@ -175,6 +175,21 @@ impl Fleet {
         }
     }
 
+    /// The device finished a deployment created at `created`: it must never receive an
+    /// older one, so its memberships of older deployments go.
+    pub fn prune_older(&self, key: DeviceKey, created: i128) {
+        let mut index = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let older: Vec<u32> = index
+            .memberships(key)
+            .iter()
+            .filter(|m| m.created < created)
+            .filter_map(|m| index.slot_of.get(&m.deployment).copied())
+            .collect();
+        for slot in older {
+            index.remove(key, slot);
+        }
+    }
+
     /// Forget a finished deployment's slot once no device refers to it.
     pub fn release(&self, deployment: Uuid) {
         let mut index = self.inner.write().unwrap_or_else(|e| e.into_inner());
@@ -272,6 +287,30 @@ mod tests {
             f.remove(k, *id);
         }
         assert!(f.is_empty());
+    }
+
+    #[test]
+    fn finishing_a_deployment_drops_older_memberships_only() {
+        let f = Fleet::new();
+        let k = device_key(&TenantId::default_tenant(), "d");
+        let (old, new) = (Uuid::new_v4(), Uuid::new_v4());
+        f.add_all(
+            [k],
+            Membership {
+                created: 10,
+                deployment: old,
+            },
+        );
+        f.add_all(
+            [k],
+            Membership {
+                created: 30,
+                deployment: new,
+            },
+        );
+        f.prune_older(k, 20);
+        let got: Vec<Uuid> = f.memberships(k).iter().map(|m| m.deployment).collect();
+        assert_eq!(got, vec![new]);
     }
 
     #[test]

@@ -90,6 +90,13 @@ impl DeploymentService {
         for d in svc.store.unfinished_deployments().await? {
             svc.spawn(&d.tenant, d.id).await?;
         }
+        // A device never receives a deployment older than one it has finished.
+        let fleet = svc.fleet.clone();
+        svc.store
+            .for_each_last_finished(&mut |tenant, device, created| {
+                fleet.prune_older(device_key(tenant, device), created)
+            })
+            .await?;
         Ok(svc)
     }
 
@@ -376,11 +383,9 @@ impl DeploymentService {
         if memberships.is_empty() {
             return Ok(Delivery::Nothing);
         }
-        let last_finished = self.store.last_finished(tenant, device).await?;
-        let Some(m) = memberships
-            .iter()
-            .find(|m| last_finished.is_none_or(|t| m.created > t))
-        else {
+        // Memberships older than a deployment the device finished were pruned when it
+        // finished, so the oldest one left is the one to serve.
+        let Some(m) = memberships.first() else {
             return Ok(Delivery::Nothing);
         };
         let reply = self

@@ -322,8 +322,10 @@ impl DeploymentState {
     fn account(&mut self, device: &str, change: Change, writes: &mut Vec<Write>) {
         self.stats.moved(change.from, change.to);
         if change.to.is_terminal() {
+            let key = device_key(&self.header.tenant, device);
+            self.fleet.remove(key, self.header.id);
             self.fleet
-                .remove(device_key(&self.header.tenant, device), self.header.id);
+                .prune_older(key, self.header.created.unix_timestamp_nanos());
             writes.push(Write::PutLastFinished {
                 tenant: self.header.tenant.clone(),
                 device: device.to_owned(),
