@@ -3,9 +3,10 @@
 //! Two ports, each with an implementation picked at start-up:
 //! - [`MetaStore`]: the metadata store. [`EmbeddedStore`] keeps it in the data dir on
 //!   [fjall](https://docs.rs/fjall), an LSM-tree in pure Rust. We chose fjall by measurement
-//!   (`cargo run -p bench --release --bin store-bench`): one fsync'd commit costs the same
-//!   ~200 µs in every engine, so throughput comes from putting many writes in one commit,
-//!   and there fjall reached ~115k writes/s against ~20k/s for redb and SQLite (WAL, FULL).
+//!   (`cargo run --release -p bench --features engines --bin store-bench`, figures in
+//!   BENCHMARKS.md): one fsync'd commit costs the same in every engine, so throughput
+//!   comes from putting many writes in one commit, and there fjall wrote ~1.0M raw
+//!   writes/s against ~0.7M for SQLite (WAL, FULL) and ~0.4M for redb, with no C to build.
 //!   Every write goes through a group committer ([`embedded`]) that puts the writes of all
 //!   concurrent callers into one durable batch.
 //! - [`BlobStore`]: artifact files on [OpenDAL](https://docs.rs/opendal): the local

@@ -112,9 +112,38 @@ async fn main() {
 mod engines {
     use super::*;
 
+    /// The same raw writes in every engine: 8-byte keys, 200-byte values, `batch` writes per
+    /// fsync'd commit.
     pub fn run(args: &Args) {
         let dir = tempfile::tempdir().expect("temp dir");
         let value = vec![7u8; 200];
+        println!("same raw writes in each engine (8-byte key, 200-byte value):");
+
+        let db = fjall::Database::builder(dir.path().join("fjall"))
+            .manual_journal_persist(true)
+            .open()
+            .expect("fjall");
+        let ks = db
+            .keyspace("t", fjall::KeyspaceCreateOptions::default)
+            .expect("keyspace");
+        let start = Instant::now();
+        let mut i = 0u64;
+        while i < args.grouped {
+            let mut batch = db.batch();
+            for j in i..i + args.batch as u64 {
+                batch.insert(&ks, j.to_be_bytes().to_vec(), value.clone());
+            }
+            batch.commit().expect("commit");
+            db.persist(fjall::PersistMode::SyncAll).expect("fsync");
+            i += args.batch as u64;
+        }
+        row(
+            &format!("fjall: {} writes per commit", args.batch),
+            rate(args.grouped, start.elapsed()),
+            "writes/s",
+            "",
+        );
+
         let db = redb::Database::create(dir.path().join("redb")).expect("redb");
         let table: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("t");
         let start = Instant::now();
