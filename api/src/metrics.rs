@@ -213,6 +213,36 @@ pub fn render_rollouts(live: &[engine::Snapshot]) -> String {
     out
 }
 
+/// Prometheus text for stored artifact bytes per tenant.
+pub fn render_artifact_bytes(bytes: &std::collections::BTreeMap<storage::TenantId, u64>) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from(
+        "# HELP rollout_artifact_bytes Bytes of artifacts stored per tenant.\n# TYPE rollout_artifact_bytes gauge\n",
+    );
+    for (tenant, n) in bytes {
+        let _ = writeln!(
+            out,
+            "rollout_artifact_bytes{{tenant=\"{}\"}} {n}",
+            escape(tenant.as_str())
+        );
+    }
+    out
+}
+
+/// Prometheus text for the deployment actors' mailbox backlog.
+pub fn render_mailbox_backlog() -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    out.push_str("# HELP rollout_actor_mailbox_backlog Messages sent to deployment actors and not yet answered.\n");
+    out.push_str("# TYPE rollout_actor_mailbox_backlog gauge\n");
+    let _ = writeln!(
+        out,
+        "rollout_actor_mailbox_backlog {}",
+        engine::metrics::mailbox_backlog()
+    );
+    out
+}
+
 /// Escape a Prometheus label value.
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")

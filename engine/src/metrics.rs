@@ -1,6 +1,8 @@
 //! Metrics the engine emits through the `metrics` facade (exported by the API's Prometheus
 //! recorder).
 
+use std::sync::atomic::{AtomicI64, Ordering};
+
 use storage::DeploymentRecord;
 
 use crate::deployment::device::Change;
@@ -14,4 +16,23 @@ pub fn status_changed(_deployment: &DeploymentRecord, change: Change) {
 /// A deployment finished.
 pub fn deployment_finished(_deployment: &DeploymentRecord) {
     metrics::counter!("rollout_deployments_finished_total").increment(1);
+}
+
+/// Messages sent to deployment actors and not yet answered (all deployments).
+static IN_FLIGHT: AtomicI64 = AtomicI64::new(0);
+
+/// A message to a deployment actor was sent.
+pub fn message_sent() {
+    IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A message to a deployment actor was answered (or dropped).
+pub fn message_answered() {
+    IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// The actors' mailbox backlog: messages sent and not yet answered, summed over all
+/// deployment actors.
+pub fn mailbox_backlog() -> i64 {
+    IN_FLIGHT.load(Ordering::Relaxed).max(0)
 }

@@ -270,6 +270,14 @@ impl MetaStore for EmbeddedStore {
         Self::scan_json(&self.tables.artifacts, &keys::tenant_prefix(tenant))
     }
 
+    async fn artifact_bytes_by_tenant(&self) -> Result<std::collections::BTreeMap<TenantId, u64>> {
+        let mut out = std::collections::BTreeMap::new();
+        for a in Self::scan_json::<ArtifactRecord>(&self.tables.artifacts, b"")? {
+            *out.entry(a.tenant).or_insert(0) += a.size;
+        }
+        Ok(out)
+    }
+
     async fn deployment(&self, tenant: &TenantId, id: Uuid) -> Result<Option<DeploymentRecord>> {
         Self::get_json(&self.tables.deployments, &keys::tenant_id(tenant, id))
     }

@@ -122,6 +122,8 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn artifact(&self, tenant: &TenantId, id: Uuid) -> Result<Option<ArtifactRecord>>;
     /// All artifacts of a tenant.
     async fn artifacts(&self, tenant: &TenantId) -> Result<Vec<ArtifactRecord>>;
+    /// Bytes of stored artifacts per tenant, for every tenant (metrics).
+    async fn artifact_bytes_by_tenant(&self) -> Result<std::collections::BTreeMap<TenantId, u64>>;
     /// One deployment header.
     async fn deployment(&self, tenant: &TenantId, id: Uuid) -> Result<Option<DeploymentRecord>>;
     /// All deployment headers of a tenant.

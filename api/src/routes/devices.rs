@@ -128,14 +128,26 @@ async fn next(id: Identity, q: NextQuery, base: String, st: AppState) -> ApiResu
     let delivery = st
         .deployments
         .check_in(&id.tenant, &id.subject, &device_type, &artifact_name)
-        .await?;
-    let Delivery::Update {
-        deployment,
-        artifact,
-    } = delivery
-    else {
-        crate::metrics::check_in("nothing");
-        return Ok(no_content());
+        .await;
+    let (deployment, artifact) = match delivery {
+        Ok(Delivery::Update {
+            deployment,
+            artifact,
+        }) => (deployment, artifact),
+        Ok(other) => {
+            crate::metrics::check_in(match other {
+                Delivery::AlreadyInstalled => "already-installed",
+                Delivery::NoArtifact => "noartifact",
+                _ => "nothing",
+            });
+            return Ok(no_content());
+        }
+        Err(e) => {
+            if matches!(e, engine::EngineError::Conflict(_)) {
+                crate::metrics::check_in("conflict");
+            }
+            return Err(e.into());
+        }
     };
     crate::metrics::check_in("update");
     let link = download_link(&st, &base, &artifact, st.settings.device_link_ttl).await?;

@@ -27,5 +27,10 @@ async fn scrape(handle: Option<PrometheusHandle>, state: AppState) -> Response {
         .live(state.settings.metrics_max_deployments)
         .await;
     text.push_str(&crate::metrics::render_rollouts(&live));
+    text.push_str(&crate::metrics::render_mailbox_backlog());
+    match state.store.artifact_bytes_by_tenant().await {
+        Ok(bytes) => text.push_str(&crate::metrics::render_artifact_bytes(&bytes)),
+        Err(e) => tracing::warn!(error = %e, "artifact bytes for /metrics"),
+    }
     warp::reply::with_header(text, "content-type", "text/plain; version=0.0.4").into_response()
 }

@@ -51,6 +51,10 @@ pub enum Delivery {
     },
     /// Nothing to do now.
     Nothing,
+    /// Nothing to do: the device already runs the release (now `already-installed`).
+    AlreadyInstalled,
+    /// Nothing to do: no artifact of the release fits the device (now `noartifact`).
+    NoArtifact,
 }
 
 /// Deployments of all tenants.
@@ -164,7 +168,10 @@ impl DeploymentService {
         build: impl FnOnce(RpcReplyPort<T>) -> DeploymentMsg,
     ) -> Option<T> {
         let actor = self.registry.get(id)?;
-        match actor.call(build, None).await {
+        crate::metrics::message_sent();
+        let answer = actor.call(build, None).await;
+        crate::metrics::message_answered();
+        match answer {
             Ok(CallResult::Success(v)) => Some(v),
             _ => None,
         }
@@ -412,6 +419,11 @@ impl DeploymentService {
                 artifact,
             }),
             CheckInOutcome::Nothing => Ok(Delivery::Nothing),
+            CheckInOutcome::Finished(DeviceStatus::AlreadyInstalled) => {
+                Ok(Delivery::AlreadyInstalled)
+            }
+            CheckInOutcome::Finished(DeviceStatus::Noartifact) => Ok(Delivery::NoArtifact),
+            CheckInOutcome::Finished(_) => Ok(Delivery::Nothing),
             CheckInOutcome::Conflict(msg) => Err(EngineError::Conflict(msg)),
         }
     }

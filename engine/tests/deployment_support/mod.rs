@@ -180,7 +180,7 @@ impl Fixture {
                 assert_eq!(artifact.meta.name, RELEASE);
                 Ok(Some(deployment))
             }
-            Delivery::Nothing => Ok(None),
+            Delivery::Nothing | Delivery::AlreadyInstalled | Delivery::NoArtifact => Ok(None),
         }
     }
 

@@ -124,7 +124,7 @@ impl DeploymentState {
             }
         }
         CheckInReply {
-            outcome: CheckInOutcome::Nothing,
+            outcome: CheckInOutcome::Finished(to),
             ack: self.commit(writes),
         }
     }

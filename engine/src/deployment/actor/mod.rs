@@ -103,8 +103,11 @@ impl Ack {
 pub enum CheckInOutcome {
     /// Install this artifact.
     Deliver(Arc<ArtifactRecord>),
-    /// Nothing now (waiting for a phase, or finished here as a side effect).
+    /// Nothing now (waiting for a phase, or already finished here).
     Nothing,
+    /// Nothing, and the check-in finished the device with this status (`already-installed`
+    /// or `noartifact`).
+    Finished(DeviceStatus),
     /// The device's data changed mid-deployment; it is marked failed.
     Conflict(String),
 }
