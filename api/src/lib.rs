@@ -32,7 +32,7 @@ use crate::auth::{SigningKey, TokenIssuer, TokenVerifier, VerifyKey};
 use crate::config::{BlobBackend, ServeArgs};
 use crate::identity::login::AdminCredentials;
 use crate::identity::{IdentityConfig, IdentityService};
-use crate::signing::LinkSigner;
+use crate::signing::{LinkCache, LinkSigner};
 use crate::state::{AppState, Services, Settings};
 
 /// Build everything `rollout serve` needs and serve until SIGTERM/SIGINT.
@@ -62,6 +62,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         deployments: deployments.clone(),
         store,
         signer,
+        device_links: LinkCache::new(args.device_link_ttl),
         auth,
         identity,
         settings: Settings {

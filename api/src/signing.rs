@@ -96,6 +96,47 @@ impl LinkSigner {
     }
 }
 
+/// Download links handed to devices, reused while most of their validity remains: every
+/// device of a deployment asks for the same artifact, and signing a fresh link per check-in
+/// (HMAC, hex, URL encoding) was a visible share of the check-in's cost. A link is re-signed
+/// once it has lost [`LinkCache::refresh_after`] of its validity, so a device always gets at
+/// least `ttl - refresh_after` seconds.
+pub struct LinkCache {
+    links: std::sync::Mutex<std::collections::HashMap<(Uuid, String), (String, i64)>>,
+    refresh_after: i64,
+}
+
+/// Most links kept; the cache starts over when it is full.
+const MAX_CACHED_LINKS: usize = 10_000;
+
+impl LinkCache {
+    /// A cache for links valid `ttl` seconds: they are reused for a 24th of that (at most
+    /// an hour).
+    pub fn new(ttl: u64) -> Self {
+        LinkCache {
+            links: Default::default(),
+            refresh_after: (ttl / 24).min(3600) as i64,
+        }
+    }
+
+    /// The cached `(uri, expires)` for this artifact and base URL, if still fresh at `now`.
+    pub fn get(&self, artifact: Uuid, base: &str, ttl: u64, now: i64) -> Option<(String, i64)> {
+        let links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+        let (uri, expires) = links.get(&(artifact, base.to_owned()))?;
+        let signed_at = *expires - ttl as i64;
+        (now >= signed_at && now - signed_at < self.refresh_after).then(|| (uri.clone(), *expires))
+    }
+
+    /// Remember a freshly signed link.
+    pub fn put(&self, artifact: Uuid, base: &str, uri: String, expires: i64) {
+        let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+        if links.len() >= MAX_CACHED_LINKS {
+            links.clear();
+        }
+        links.insert((artifact, base.to_owned()), (uri, expires));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,6 +153,19 @@ mod tests {
             m["expires"].parse().unwrap(),
             m["signature"].clone(),
         )
+    }
+
+    #[test]
+    fn cached_links_are_reused_for_a_24th_of_their_validity() {
+        let cache = LinkCache::new(24 * 3600);
+        let id = Uuid::new_v4();
+        cache.put(id, "http://a", "uri".into(), 1_000 + 24 * 3600);
+        assert_eq!(
+            cache.get(id, "http://a", 24 * 3600, 1_000 + 3599),
+            Some(("uri".to_string(), 1_000 + 24 * 3600))
+        );
+        assert_eq!(cache.get(id, "http://a", 24 * 3600, 1_000 + 3600), None);
+        assert_eq!(cache.get(id, "http://b", 24 * 3600, 1_000), None);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use storage::MetaStore;
 
 use crate::auth::TokenVerifier;
 use crate::identity::IdentityService;
-use crate::signing::LinkSigner;
+use crate::signing::{LinkCache, LinkSigner};
 
 /// Settings handlers need at request time.
 #[derive(Debug, Clone)]
@@ -54,6 +54,8 @@ pub struct Services {
     pub store: Arc<dyn MetaStore>,
     /// Download link signer.
     pub signer: LinkSigner,
+    /// Device download links, reused while fresh.
+    pub device_links: LinkCache,
     /// Bearer token verification (also reachable from each request's extensions).
     pub auth: Arc<TokenVerifier>,
     /// Device admission, login and the device registry.

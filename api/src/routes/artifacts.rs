@@ -217,8 +217,6 @@ pub async fn download_link(
 ) -> ApiResult<ArtifactLink> {
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let expires = now + ttl_secs as i64;
-    let expire = OffsetDateTime::from_unix_timestamp(expires)
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
     let blobs = st.artifacts.blobs();
     let uri = if blobs.presigns() {
         let path = storage::BlobStore::path(&record.tenant, record.id);
@@ -234,7 +232,31 @@ pub async fn download_link(
             st.signer.query(record.id, &record.tenant, expires)
         )
     };
+    link_of(uri, expires)
+}
+
+fn link_of(uri: String, expires: i64) -> ApiResult<ArtifactLink> {
+    let expire = OffsetDateTime::from_unix_timestamp(expires)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(ArtifactLink { uri, expire })
+}
+
+/// A device's download link: reused from [`crate::signing::LinkCache`] while fresh.
+pub async fn device_link(
+    st: &AppState,
+    base: &str,
+    record: &ArtifactRecord,
+) -> ApiResult<ArtifactLink> {
+    let ttl = st.settings.device_link_ttl;
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    if let Some((uri, expires)) = st.device_links.get(record.id, base, ttl, now) {
+        return link_of(uri, expires);
+    }
+    let link = download_link(st, base, record, ttl).await?;
+    let expires = link.expire.unix_timestamp();
+    st.device_links
+        .put(record.id, base, link.uri.clone(), expires);
+    Ok(link)
 }
 
 async fn link(raw: String, id: Identity, base: String, st: AppState) -> ApiResult {

@@ -11,7 +11,7 @@ use warp::filters::BoxedFilter;
 use warp::reply::{Reply, Response};
 use warp::Filter;
 
-use super::artifacts::download_link;
+use super::artifacts::device_link;
 use super::{base_url, json_body, no_content};
 use crate::auth::{self, Identity};
 use crate::error::{respond, ApiError, ApiResult};
@@ -150,7 +150,7 @@ async fn next(id: Identity, q: NextQuery, base: String, st: AppState) -> ApiResu
         }
     };
     crate::metrics::check_in("update");
-    let link = download_link(&st, &base, &artifact, st.settings.device_link_ttl).await?;
+    let link = device_link(&st, &base, &artifact).await?;
     let body = NextDeployment {
         id: deployment,
         artifact: NextArtifact {
