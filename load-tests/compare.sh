@@ -95,10 +95,24 @@ echo "baseline-server at $baseline, rollout at $rollout;" \
 for name in baseline rollout; do
     load "${!name}" /dev/null --duration "$WARMUP"
 done
+# Check-ins that hand out an update, and durable status reports: rollout-load creates a
+# deployment for the devices of another tenant (so the idle runs stay idle), then runs
+# `mixed` with only that kind of request. Held to the same closed-loop baseline. Each round
+# runs every measurement, so a slow spell of the machine hits all of them alike.
+mixed() { # mixed OUT MIX [extra flags]
+    local out=$1 mix=$2
+    shift 2
+    "$BIN/rollout-load" --server "$rollout" --data-dir "$tmp/data" --mode mixed \
+        --devices "$DEVICES" --concurrency "$CONCURRENCY" --json --no-progress \
+        --tenant updates --mix "$mix" "$@" >"$out"
+}
+mixed /dev/null checkin=100,status=0,log=0 --create-deployment --duration "$WARMUP"
 for round in $(seq 1 "$ROUNDS"); do
     for name in baseline rollout; do
         load "${!name}" "$tmp/$name-max-$round.json" --duration "$DURATION"
     done
+    mixed "$tmp/rollout-update-$round.json" checkin=100,status=0,log=0 --duration "$DURATION"
+    mixed "$tmp/rollout-status-$round.json" checkin=0,status=100,log=0 --duration "$DURATION"
 done
 
 # value FILE [KIND] KEY: a top-level number, or a number of one request kind
@@ -134,21 +148,6 @@ done
 base_half=$(median baseline half checkin-200 p99_ms)
 roll_half=$(median rollout half checkin-204 p99_ms)
 
-# Check-ins that hand out an update, and durable status reports: rollout-load creates a
-# deployment for the devices, then runs `mixed` with only that kind of request. Held to the
-# same closed-loop baseline as above.
-mixed() { # mixed OUT MIX [extra flags]
-    local out=$1 mix=$2
-    shift 2
-    "$BIN/rollout-load" --server "$rollout" --data-dir "$tmp/data" --mode mixed \
-        --devices "$DEVICES" --concurrency "$CONCURRENCY" --json --no-progress \
-        --mix "$mix" "$@" >"$out"
-}
-mixed /dev/null checkin=100,status=0,log=0 --create-deployment --duration "$WARMUP"
-for round in $(seq 1 "$ROUNDS"); do
-    mixed "$tmp/rollout-update-$round.json" checkin=100,status=0,log=0 --duration "$DURATION"
-    mixed "$tmp/rollout-status-$round.json" checkin=0,status=100,log=0 --duration "$DURATION"
-done
 roll_update=$(median rollout update checkin-200 rps)
 roll_status=$(median rollout status status rps)
 
@@ -170,6 +169,7 @@ row rollout "$roll_update" checkin-200 "update check-ins, c=$CONCURRENCY"
 row rollout "$roll_status" status "status reports, c=$CONCURRENCY"
 echo
 echo "closed-loop req/s per round: baseline $(rounds baseline max throughput_rps)| rollout $(rounds rollout max throughput_rps)"
+echo "update check-ins req/s per round: $(rounds rollout update checkin-200 rps)| status reports req/s per round: $(rounds rollout status status rps)"
 echo "open-loop p99 ms per round:  baseline $(rounds baseline half checkin-200 p99_ms)| rollout $(rounds rollout half checkin-204 p99_ms)"
 echo
 awk -v r="$roll_rps" -v b="$base_rps" \

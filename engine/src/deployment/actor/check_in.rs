@@ -91,9 +91,15 @@ impl DeploymentState {
         let rec = self
             .record_mut(device)
             .ok_or(EngineError::NotFound("device in deployment"))?;
-        if rec.artifact_id.is_none() {
-            rec.attempts += 1;
+        if rec.artifact_id == Some(artifact.id) {
+            // The same attempt asking again (the device lost the answer, or polls before
+            // it starts): nothing changes, nothing to write.
+            return Ok(CheckInReply {
+                outcome: CheckInOutcome::Deliver(artifact),
+                ack: Ack(None),
+            });
         }
+        rec.attempts += 1;
         rec.phase = Some(phase);
         rec.device_type = Some(device_type.to_owned());
         rec.reported_artifact = Some(artifact_name.to_owned());
