@@ -442,22 +442,23 @@ impl DeploymentService {
                 "devices cannot report the status {status}"
             )));
         }
-        let header = self.header(tenant, id).await?;
-        if header.status != DeploymentStatus::Finished {
-            let device_id = device.to_owned();
-            let sub = substate.clone();
-            if let Some(r) = self
-                .ask(id, |reply| DeploymentMsg::ReportStatus {
-                    device: device_id,
-                    status,
-                    substate: sub,
-                    reply,
-                })
-                .await
-            {
-                return r?.durable().await;
-            }
+        // Running deployment: straight to its actor (which checks the tenant), no store
+        // read on this hot path.
+        let device_id = device.to_owned();
+        let sub = substate.clone();
+        if let Some(r) = self
+            .ask(id, |reply| DeploymentMsg::ReportStatus {
+                tenant: tenant.clone(),
+                device: device_id,
+                status,
+                substate: sub,
+                reply,
+            })
+            .await
+        {
+            return r?.durable().await;
         }
+        let header = self.header(tenant, id).await?;
         // Finished deployment: only a repeat of the final status is accepted.
         let rec = self.stored_record(tenant, &header, device).await?;
         if rec.status == status {
@@ -503,21 +504,20 @@ impl DeploymentService {
         id: Uuid,
         messages: Vec<LogMessage>,
     ) -> Result<()> {
-        let header = self.header(tenant, id).await?;
-        if header.status != DeploymentStatus::Finished {
-            let device_id = device.to_owned();
-            let msgs = messages.clone();
-            if let Some(r) = self
-                .ask(id, |reply| DeploymentMsg::UploadLog {
-                    device: device_id,
-                    messages: msgs,
-                    reply,
-                })
-                .await
-            {
-                return r?.durable().await;
-            }
+        let device_id = device.to_owned();
+        let msgs = messages.clone();
+        if let Some(r) = self
+            .ask(id, |reply| DeploymentMsg::UploadLog {
+                tenant: tenant.clone(),
+                device: device_id,
+                messages: msgs,
+                reply,
+            })
+            .await
+        {
+            return r?.durable().await;
         }
+        let header = self.header(tenant, id).await?;
         let mut rec = self.stored_record(tenant, &header, device).await?;
         rec.log = true;
         Ack(Some(self.store.submit(vec![

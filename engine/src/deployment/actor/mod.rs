@@ -38,6 +38,8 @@ pub enum DeploymentMsg {
     },
     /// A device reports progress.
     ReportStatus {
+        /// The device's tenant (a device of another tenant is not part of it).
+        tenant: TenantId,
         /// Device id.
         device: String,
         /// New status.
@@ -49,6 +51,8 @@ pub enum DeploymentMsg {
     },
     /// A device uploads its deployment log.
     UploadLog {
+        /// The device's tenant.
+        tenant: TenantId,
         /// Device id.
         device: String,
         /// The log.
@@ -204,19 +208,27 @@ impl Actor for DeploymentActor {
                 let _ = reply.send(r);
             }
             DeploymentMsg::ReportStatus {
+                tenant,
                 device,
                 status,
                 substate,
                 reply,
             } => {
-                let _ = reply.send(state.report(&device, status, substate));
+                let r = state
+                    .same_tenant(&tenant)
+                    .and_then(|()| state.report(&device, status, substate));
+                let _ = reply.send(r);
             }
             DeploymentMsg::UploadLog {
+                tenant,
                 device,
                 messages,
                 reply,
             } => {
-                let _ = reply.send(state.upload_log(&device, messages));
+                let r = state
+                    .same_tenant(&tenant)
+                    .and_then(|()| state.upload_log(&device, messages));
+                let _ = reply.send(r);
             }
             DeploymentMsg::Abort { reply } => {
                 let _ = reply.send(state.abort().await);
@@ -299,6 +311,15 @@ impl DeploymentState {
             fleet,
             clock,
         })
+    }
+
+    /// Another tenant's device cannot see this deployment (same answer as an unknown id).
+    fn same_tenant(&self, tenant: &TenantId) -> Result<()> {
+        if *tenant == self.header.tenant {
+            Ok(())
+        } else {
+            Err(EngineError::NotFound("deployment"))
+        }
     }
 
     fn schedule_phase_timer(&self, myself: &ActorRef<DeploymentMsg>) {
