@@ -139,27 +139,6 @@ fn v3_rootfs_meta() -> ArtifactMeta {
     }
 }
 
-const SINGLE_FILE_ARGS: &[&str] = &[
-    "write",
-    "module-image",
-    "-T",
-    "single-file",
-    "-n",
-    "app-1.0",
-    "-t",
-    "dev-a",
-    "-t",
-    "dev-b",
-    "-f",
-    "dest_dir",
-    "-f",
-    "filename",
-    "-f",
-    "permissions",
-    "-f",
-    "hello.txt",
-];
-
 fn single_file_files() -> Vec<UpdateFile> {
     vec![
         file("dest_dir", b"/opt/app\n"),

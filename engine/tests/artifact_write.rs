@@ -38,30 +38,7 @@ fn write(spec: &SingleFileSpec, content: &[u8]) -> Vec<u8> {
 fn assert_reads_like_mender_artifact(spec: &SingleFileSpec, extra_args: &[&str]) {
     let work = Workdir::new();
     work.file("ours.mender", &write(spec, HELLO));
-    let args = [
-        &[
-            "write",
-            "module-image",
-            "-T",
-            "single-file",
-            "-n",
-            "app-1.0",
-            "-t",
-            "dev-a",
-            "-t",
-            "dev-b",
-            "-f",
-            "dest_dir",
-            "-f",
-            "filename",
-            "-f",
-            "permissions",
-            "-f",
-            "hello.txt",
-        ][..],
-        extra_args,
-    ]
-    .concat();
+    let args = [SINGLE_FILE_ARGS, extra_args].concat();
     work.mender_artifact(&args, "theirs.mender");
     let ours = work.mender_read("ours.mender");
     assert_eq!(ours, work.mender_read("theirs.mender"));

@@ -207,3 +207,26 @@ pub fn edit_text(members: &mut [Member], member: &str, old: &str, new: &str) {
     assert!(text.contains(old), "{member} does not contain {old:?}");
     m.data = text.replace(old, new).into_bytes();
 }
+
+/// `mender-artifact` arguments of the single-file module-image most tests build (run it in a
+/// directory holding `dest_dir`, `filename`, `permissions` and `hello.txt`).
+pub const SINGLE_FILE_ARGS: &[&str] = &[
+    "write",
+    "module-image",
+    "-T",
+    "single-file",
+    "-n",
+    "app-1.0",
+    "-t",
+    "dev-a",
+    "-t",
+    "dev-b",
+    "-f",
+    "dest_dir",
+    "-f",
+    "filename",
+    "-f",
+    "permissions",
+    "-f",
+    "hello.txt",
+];
