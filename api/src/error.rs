@@ -128,14 +128,13 @@ pub fn respond<T: Reply>(result: ApiResult<T>) -> Response {
     }
 }
 
-/// Map the rejections warp produces itself (no route matched, bad method, …).
+/// Map the rejections warp produces itself (no route matched, bad method, …), most
+/// specific first.
 pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
     let err = if rejection.is_not_found() {
         ApiError::NotFound("no such route".into())
     } else if let Some(e) = rejection.find::<ApiError>() {
         e.clone()
-    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
-        ApiError::MethodNotAllowed
     } else if let Some(e) = rejection.find::<warp::reject::PayloadTooLarge>() {
         ApiError::TooLarge(e.to_string())
     } else if let Some(e) = rejection.find::<warp::reject::UnsupportedMediaType>() {
@@ -148,6 +147,10 @@ pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
         ApiError::BadRequest(e.to_string())
     } else if let Some(e) = rejection.find::<warp::reject::LengthRequired>() {
         ApiError::BadRequest(e.to_string())
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        // Last: another route with the same path but another method says 405, while the
+        // route that matched the method has the more useful answer.
+        ApiError::MethodNotAllowed
     } else {
         ApiError::Internal(format!("unhandled rejection: {rejection:?}"))
     };

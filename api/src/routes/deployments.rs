@@ -292,7 +292,7 @@ fn link_header(raw: &str, q: &ListQuery, total: u64) -> String {
     if q.page > 1 {
         links.push(format!("{}; rel=\"prev\"", url(q.page - 1)));
     }
-    if q.page * q.per_page < total {
+    if q.page.saturating_mul(q.per_page) < total {
         links.push(format!("{}; rel=\"next\"", url(q.page + 1)));
     }
     links.join(", ")

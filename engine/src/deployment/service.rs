@@ -290,7 +290,8 @@ impl DeploymentService {
             .collect();
         all.sort_by(|a, b| b.created.cmp(&a.created).then(b.id.cmp(&a.id)));
         let total = all.len() as u64;
-        let skip = (q.page.saturating_sub(1) * q.per_page) as usize;
+        let skip = usize::try_from(q.page.saturating_sub(1).saturating_mul(q.per_page))
+            .unwrap_or(usize::MAX);
         let mut page: Vec<DeploymentRecord> = all
             .into_iter()
             .skip(skip)

@@ -1,0 +1,47 @@
+//! Malformed input gets a clear 4xx with the usual error body, changes nothing, and never
+//! takes the server down.
+
+mod common;
+
+use common::{assert_error, json_ok, send, Server};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+#[tokio::test]
+async fn malformed_requests_get_4xx_and_leave_the_server_healthy() {
+    let server = Server::start().await;
+    let user = server.as_user("acme");
+
+    let no_boundary = user
+        .request(Method::POST, "/artifacts")
+        .header("content-type", "multipart/form-data")
+        .body("garbage");
+    assert_error(send(no_boundary).await, StatusCode::BAD_REQUEST).await;
+
+    for body in [
+        json!({"name": "d", "artifact_name": "a", "devices": ["a\u{0}b"]}),
+        json!({"name": "d", "artifact_name": "a", "devices": ["a"], "retries": -1}),
+        json!({"name": "d", "artifact_name": "a", "devices": ["a"], "phases": [{"batch_size": 99_999_999_999u64}]}),
+        json!({"name": "d", "artifact_name": "a", "devices": "a"}),
+    ] {
+        let req = user
+            .request(Method::POST, "/deployments")
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        assert_error(send(req).await, StatusCode::BAD_REQUEST).await;
+    }
+
+    let huge_page = user
+        .get("/deployments?page=99999999999999999&per_page=500")
+        .await;
+    assert_eq!(json_ok(huge_page).await, json!([]));
+    assert_error(
+        user.get("/deployments?created_after=99999999999999999999")
+            .await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+
+    assert_eq!(json_ok(user.get("/deployments").await).await, json!([]));
+    assert_eq!(json_ok(user.get("/artifacts").await).await, json!([]));
+}
