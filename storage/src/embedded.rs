@@ -337,14 +337,6 @@ impl MetaStore for EmbeddedStore {
         )
     }
 
-    async fn last_finished(&self, tenant: &TenantId, device: &str) -> Result<Option<i128>> {
-        let key = keys::tenant_device(tenant, device);
-        Ok(self.tables.last_finished.get(&key)?.and_then(|v| {
-            let bytes: [u8; 16] = v.as_ref().try_into().ok()?;
-            Some(i128::from_be_bytes(bytes))
-        }))
-    }
-
     async fn for_each_last_finished(
         &self,
         visit: &mut (dyn for<'a> FnMut(&'a TenantId, &'a str, i128) + Send),

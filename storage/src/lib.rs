@@ -153,8 +153,6 @@ pub trait MetaStore: Send + Sync + 'static {
         deployment: Uuid,
         device: &str,
     ) -> Result<Option<Vec<LogMessage>>>;
-    /// Creation time (Unix nanoseconds) of the newest deployment the device finished.
-    async fn last_finished(&self, tenant: &TenantId, device: &str) -> Result<Option<i128>>;
     /// Visit every device's "newest finished deployment" time, of every tenant (start-up).
     async fn for_each_last_finished(
         &self,

@@ -140,6 +140,18 @@ impl Index {
         out
     }
 
+    fn oldest(&self, key: DeviceKey) -> Option<Membership> {
+        let inline = self.by_device.get(&key)?;
+        let spill = self.overflow.get(&key).map(Vec::as_slice).unwrap_or(&[]);
+        inline
+            .0
+            .iter()
+            .chain(spill)
+            .filter(|s| **s != EMPTY)
+            .filter_map(|s| self.slots.get(*s as usize).copied().flatten())
+            .min_by_key(|m| (m.created, m.deployment))
+    }
+
     fn slot_in_use(&self, slot: u32) -> bool {
         self.by_device.values().any(|s| s.contains(slot))
             || self.overflow.values().any(|l| l.contains(&slot))
@@ -208,6 +220,14 @@ impl Fleet {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .memberships(key)
+    }
+
+    /// The device's oldest active deployment (the check-in path: no allocation).
+    pub fn oldest(&self, key: DeviceKey) -> Option<Membership> {
+        self.inner
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .oldest(key)
     }
 
     /// Number of devices indexed.
@@ -279,6 +299,7 @@ mod tests {
         }
         let got: Vec<Uuid> = f.memberships(k).iter().map(|m| m.deployment).collect();
         assert_eq!(got, ids);
+        assert_eq!(f.oldest(k).map(|m| m.deployment), Some(ids[0]));
         f.remove(k, ids[0]);
         f.remove(k, ids[3]);
         let got: Vec<Uuid> = f.memberships(k).iter().map(|m| m.deployment).collect();

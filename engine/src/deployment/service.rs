@@ -387,13 +387,9 @@ impl DeploymentService {
         device_type: &str,
         artifact_name: &str,
     ) -> Result<Delivery> {
-        let memberships = self.fleet.memberships(device_key(tenant, device));
-        if memberships.is_empty() {
-            return Ok(Delivery::Nothing);
-        }
         // Memberships older than a deployment the device finished were pruned when it
         // finished, so the oldest one left is the one to serve.
-        let Some(m) = memberships.first() else {
+        let Some(m) = self.fleet.oldest(device_key(tenant, device)) else {
             return Ok(Delivery::Nothing);
         };
         let reply = self
