@@ -106,7 +106,7 @@ fn long_name_bomb_in_a_payload_is_refused_without_inflating_it() {
         let bomb = long_name_bomb(suffix, mib);
         let err = refused(&with_payload(parts.clone(), &name, bomb));
         assert!(
-            matches!(&err, ArtifactError::TarHeadersTooLarge { member, .. } if *member == name),
+            matches!(&err, ArtifactError::TarHeadersTooLarge { member, .. } if member.as_str() == name),
             "{suffix}: {err}"
         );
         assert_eq!(
@@ -162,8 +162,9 @@ fn pax_records_over_the_limit_in_the_header_are_refused() {
     let mut parts = rootfs(&work, "gzip");
     // A valid PAX record (`comment`) of 100 KiB, in front of header-info.
     let value = "c".repeat(100 * 1024);
-    let record = format!("{} comment={value}\n", 100 * 1024 + 17);
-    assert_eq!(record.len(), 100 * 1024 + 17);
+    // The length field counts itself: 6 digits, a space, `comment=`, the value, a newline.
+    let record = format!("{} comment={value}\n", 100 * 1024 + 16);
+    assert_eq!(record.len(), 100 * 1024 + 16);
     let mut tar =
         raw_header(b"././@PaxHeader", tar::EntryType::XHeader, record.len() as u64).to_vec();
     tar.extend(record.as_bytes());
@@ -275,7 +276,7 @@ fn header_fields_over_their_limits_are_refused() {
                     v["artifact_provides"][key] = json!("1");
                 }
             }),
-            "artifact_provides has 130 entries, more than the limit of 128".into(),
+            "artifact_provides has 131 entries, more than the limit of 128".into(),
         ),
         (
             edited(&parts, type_info, |v| {
@@ -424,7 +425,12 @@ fn rootfs_image_must_hold_exactly_one_file() {
                 files.len()
             )
         );
-        assert!(!mender_artifact_accepts(&work, &hostile));
+        // mender-artifact 3.9 refuses two files ("Rootfs: Must provide exactly one update
+        // file") but lets a file-less payload through, although a device then has no image
+        // to write; rollout refuses both.
+        if !files.is_empty() {
+            assert!(!mender_artifact_accepts(&work, &hostile));
+        }
     }
 }
 

@@ -12,6 +12,8 @@ use std::process::{Command, Output};
 
 use sha2::{Digest, Sha256};
 use storage::ArtifactMeta;
+// Not every test binary uses them.
+#[allow(unused_imports)]
 pub use tamper::{members, pack, Member};
 use tempfile::TempDir;
 use time::OffsetDateTime;
