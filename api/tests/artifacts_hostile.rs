@@ -29,10 +29,17 @@ async fn assert_refused(server: &Server, parts: &[Member]) -> String {
     let work = Workdir::new();
     let file = work.file("hostile.mender", &pack(parts));
     let message = api.upload_refused(&file, StatusCode::BAD_REQUEST).await;
-    assert!(message.len() <= SHORT, "a {}-byte error message", message.len());
+    assert!(
+        message.len() <= SHORT,
+        "a {}-byte error message",
+        message.len()
+    );
     assert_eq!(api.artifacts().await, Vec::<Value>::new());
     assert_eq!(api.storage().await["usage"], json!(0));
-    assert!(server.blob_files().is_empty(), "the refused upload left a blob");
+    assert!(
+        server.blob_files().is_empty(),
+        "the refused upload left a blob"
+    );
     message
 }
 

@@ -131,14 +131,22 @@ fn long_payload_file_name_is_quoted_short() {
     tar.extend(end_of_archive());
     let mut parts = with_payload(parts, "data/0000.tar.gz", compress(".gz", &tar));
     let key = format!("data/0000/{}", String::from_utf8(long).unwrap());
-    set_manifest_line(&mut parts, "data/0000/rootfs.ext4", &key, Some(&rootfs_bytes()));
+    set_manifest_line(
+        &mut parts,
+        "data/0000/rootfs.ext4",
+        &key,
+        Some(&rootfs_bytes()),
+    );
     let err = refused(&parts);
     let message = err.to_string();
     assert!(
         message.starts_with("malformed artifact: the payload file name \"nnnn"),
         "{message}"
     );
-    assert!(message.contains("…\" in data/0000.tar.gz is longer than 255 bytes"), "{message}");
+    assert!(
+        message.contains("…\" in data/0000.tar.gz is longer than 255 bytes"),
+        "{message}"
+    );
     assert!(message.len() < 400, "{message}");
 }
 
@@ -165,8 +173,12 @@ fn pax_records_over_the_limit_in_the_header_are_refused() {
     // The length field counts itself: 6 digits, a space, `comment=`, the value, a newline.
     let record = format!("{} comment={value}\n", 100 * 1024 + 16);
     assert_eq!(record.len(), 100 * 1024 + 16);
-    let mut tar =
-        raw_header(b"././@PaxHeader", tar::EntryType::XHeader, record.len() as u64).to_vec();
+    let mut tar = raw_header(
+        b"././@PaxHeader",
+        tar::EntryType::XHeader,
+        record.len() as u64,
+    )
+    .to_vec();
     tar.extend(record.as_bytes());
     tar.extend(padding(record.len() as u64));
     tar.extend(header_tar(&mut parts));
@@ -244,7 +256,9 @@ fn header_fields_over_their_limits_are_refused() {
             "the artifact name has 257 bytes, more than the limit of 256".into(),
         ),
         (
-            edited(&parts, info, |v| v["artifact_provides"]["artifact_name"] = json!("")),
+            edited(&parts, info, |v| {
+                v["artifact_provides"]["artifact_name"] = json!("")
+            }),
             "malformed artifact: the artifact name is empty".into(),
         ),
         (
@@ -266,7 +280,9 @@ fn header_fields_over_their_limits_are_refused() {
             "the payload list of header-info has 65 entries, more than the limit of 64".into(),
         ),
         (
-            edited(&parts, info, |v| v["payloads"][0]["type"] = json!("t".repeat(257))),
+            edited(&parts, info, |v| {
+                v["payloads"][0]["type"] = json!("t".repeat(257))
+            }),
             "the type of payload 0 has 257 bytes, more than the limit of 256".into(),
         ),
         (
@@ -290,7 +306,9 @@ fn header_fields_over_their_limits_are_refused() {
             "a key of artifact_provides has 257 bytes, more than the limit of 256".into(),
         ),
         (
-            edited(&parts, type_info, |v| v["artifact_depends"] = json!({"x": 1})),
+            edited(&parts, type_info, |v| {
+                v["artifact_depends"] = json!({"x": 1})
+            }),
             "malformed artifact: artifact_depends.x must be a string or a list of strings".into(),
         ),
         (
@@ -308,7 +326,10 @@ fn header_fields_over_their_limits_are_refused() {
     ];
     for (parts, expected) in cases {
         let err = refused(&parts);
-        assert!(err.to_string().ends_with(&expected), "{err}\nexpected: {expected}");
+        assert!(
+            err.to_string().ends_with(&expected),
+            "{err}\nexpected: {expected}"
+        );
     }
 }
 
@@ -376,9 +397,18 @@ fn payload_files_outside_their_directory_are_refused_like_mender_artifact_does()
     let parts = rootfs(&work, "gzip");
     let content = rootfs_bytes();
     let cases: [(&[u8], &str); 5] = [
-        (b"../../etc/passwd", "may hold only ASCII letters, digits and the characters . , _ -"),
-        (b"/etc/shadow", "may hold only ASCII letters, digits and the characters . , _ -"),
-        (b"sub/rootfs.ext4", "may hold only ASCII letters, digits and the characters . , _ -"),
+        (
+            b"../../etc/passwd",
+            "may hold only ASCII letters, digits and the characters . , _ -",
+        ),
+        (
+            b"/etc/shadow",
+            "may hold only ASCII letters, digits and the characters . , _ -",
+        ),
+        (
+            b"sub/rootfs.ext4",
+            "may hold only ASCII letters, digits and the characters . , _ -",
+        ),
         (b"..", "is a directory reference"),
         (b"", "is empty"),
     ];

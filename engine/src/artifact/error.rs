@@ -247,7 +247,11 @@ mod tests {
     fn every_error_text_is_bounded_even_when_built_from_a_huge_input() {
         let huge = "n".repeat(1 << 20);
         let err = ArtifactError::NotInManifest(huge.as_str().into());
-        assert!(err.to_string().len() < MAX_ERROR_TEXT_LEN + 64, "{}", err.to_string().len());
+        assert!(
+            err.to_string().len() < MAX_ERROR_TEXT_LEN + 64,
+            "{}",
+            err.to_string().len()
+        );
         let err = ArtifactError::malformed(format!("member {huge} is out of place"));
         assert!(err.to_string().chars().count() <= MAX_ERROR_TEXT_LEN + 32);
         assert!(err.to_string().ends_with('…'));

@@ -183,9 +183,8 @@ fn payload_file(
     bytes: &[u8],
     member: &str,
 ) -> Result<(), ArtifactError> {
-    let unexpected = || {
-        ArtifactError::malformed(format!("unexpected file {} in {member}", quote(name)))
-    };
+    let unexpected =
+        || ArtifactError::malformed(format!("unexpected file {} in {member}", quote(name)));
     let (index, file) = name
         .strip_prefix("headers/")
         .and_then(|rest| rest.split_once('/'))

@@ -17,9 +17,8 @@ impl Manifest {
         let text = std::str::from_utf8(text)
             .map_err(|_| ArtifactError::malformed(format!("{member} is not valid UTF-8")))?;
         for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-            let bad_line = || {
-                ArtifactError::malformed(format!("bad line in {member}: {:?}", quote(line)))
-            };
+            let bad_line =
+                || ArtifactError::malformed(format!("bad line in {member}: {:?}", quote(line)));
             let (checksum, name) = line.split_once(char::is_whitespace).ok_or_else(bad_line)?;
             let name = name.trim_start();
             if checksum.len() != 64 || !checksum.bytes().all(|b| b.is_ascii_hexdigit()) {

@@ -14,7 +14,9 @@
 //! 4. one `data/NNNN.tar[.gz|.xz|.zst]` per payload, holding the payload files flat.
 //!
 //! [`read_artifact`] makes one pass over that stream, hashing payloads as they go by, so an
-//! upload of several gigabytes needs no more memory than a small one. [`write_single_file_artifact`]
+//! upload of several gigabytes needs no more memory than a small one, and everything it
+//! does hold (metadata, tar extension records, decompressor state) is bounded by
+//! [`limits`], so that a hostile upload cannot make it allocate either. [`write_single_file_artifact`]
 //! writes the version 3 module-image artifact that `mender-artifact write module-image -T
 //! single-file` would.
 //!
@@ -74,8 +76,10 @@ impl Compression {
             Compression::None => Box::new(raw),
             Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(raw)),
             Compression::Xz => {
-                let stream =
-                    xz2::stream::Stream::new_auto_decoder(limits::MAX_XZ_MEMORY, xz2::stream::CONCATENATED)?;
+                let stream = xz2::stream::Stream::new_auto_decoder(
+                    limits::MAX_XZ_MEMORY,
+                    xz2::stream::CONCATENATED,
+                )?;
                 Box::new(XzMemoryLimit(xz2::read::XzDecoder::new_stream(raw, stream)))
             }
             Compression::Zstd => {

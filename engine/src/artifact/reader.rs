@@ -15,9 +15,7 @@ use super::header::{self, Header, HeaderPart};
 use super::limits::{MAX_HEADER_SIZE, MAX_MEMBER_SIZE};
 use super::manifest::Manifest;
 use super::rules;
-use super::stream::{
-    classify, classify_tar, entry_name, read_small, ReadStats, Tracked, BLOCK,
-};
+use super::stream::{classify, classify_tar, entry_name, read_small, ReadStats, Tracked, BLOCK};
 use super::Compression;
 
 /// What error messages call the outer tar stream.

@@ -65,7 +65,11 @@ pub(super) fn check_payload_count(count: usize) -> Result<(), ArtifactError> {
 
 /// Checks the number of files seen so far in payload `member`.
 pub(super) fn check_file_count(member: &str, count: usize) -> Result<(), ArtifactError> {
-    check_count(format!("{} (files)", quote(member)), count, MAX_PAYLOAD_FILES)
+    check_count(
+        format!("{} (files)", quote(member)),
+        count,
+        MAX_PAYLOAD_FILES,
+    )
 }
 
 /// Checks everything about the assembled metadata: the identity, every field's limits,
@@ -75,7 +79,11 @@ pub(super) fn check_meta(meta: &ArtifactMeta) -> Result<(), ArtifactError> {
     check_count("the payload list", meta.updates.len(), MAX_PAYLOADS)?;
     for (index, update) in meta.updates.iter().enumerate() {
         let kind = update.type_info.kind.as_deref().unwrap_or_default();
-        check_len(format!("the type of payload {index}"), kind, MAX_PAYLOAD_TYPE_LEN)?;
+        check_len(
+            format!("the type of payload {index}"),
+            kind,
+            MAX_PAYLOAD_TYPE_LEN,
+        )?;
         let files = update.files.len();
         check_count(format!("payload {index} (files)"), files, MAX_PAYLOAD_FILES)?;
         if kind == ROOTFS_IMAGE && files != 1 {
@@ -120,7 +128,9 @@ fn check_depends_value(key: &str, value: &Value) -> Result<(), ArtifactError> {
             check_count(what(), items.len(), MAX_DEPENDS_LIST_LEN)?;
             for item in items {
                 match item {
-                    Value::String(s) => check_len(format!("a string in {}", what()), s, MAX_VALUE_LEN)?,
+                    Value::String(s) => {
+                        check_len(format!("a string in {}", what()), s, MAX_VALUE_LEN)?
+                    }
                     _ => return Err(not_strings(&what())),
                 }
             }
@@ -219,7 +229,11 @@ mod tests {
     fn depends_values_are_strings_or_lists_of_strings() {
         assert!(check_depends_value("k", &Value::from("v")).is_ok());
         assert!(check_depends_value("k", &serde_json::json!(["a", "b"])).is_ok());
-        for bad in [serde_json::json!(1), serde_json::json!({"a": "b"}), serde_json::json!(["a", 1])] {
+        for bad in [
+            serde_json::json!(1),
+            serde_json::json!({"a": "b"}),
+            serde_json::json!(["a", 1]),
+        ] {
             let err = check_depends_value("k", &bad).unwrap_err();
             assert_eq!(
                 err.to_string(),

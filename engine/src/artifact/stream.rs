@@ -56,7 +56,8 @@ impl ReadStats {
     /// [`MAX_TAR_HEADERS_SIZE`] more bytes. Returns where the entry's padding ends.
     pub fn fence_after<R: Read>(&self, entry: &tar::Entry<'_, R>) -> u64 {
         let end = entry_end(entry);
-        self.fence.set(Some(end.saturating_add(MAX_TAR_HEADERS_SIZE)));
+        self.fence
+            .set(Some(end.saturating_add(MAX_TAR_HEADERS_SIZE)));
         end
     }
 
@@ -110,7 +111,9 @@ impl<R: Read> Read for Tracked<R> {
             // Ask for at most one byte past the bound: enough to tell "exactly at the
             // bound" from "over it".
             Some(bound) => {
-                let room = bound.saturating_add(1).saturating_sub(self.stats.bytes.get());
+                let room = bound
+                    .saturating_add(1)
+                    .saturating_sub(self.stats.bytes.get());
                 let len = usize::try_from(room).map_or(buf.len(), |room| buf.len().min(room));
                 &mut buf[..len]
             }

@@ -75,7 +75,10 @@ pub fn raw_header(name: &[u8], kind: tar::EntryType, size: u64) -> [u8; 512] {
     header.set_mode(0o644);
     header.set_mtime(1_700_000_000);
     let field = &mut header.as_old_mut().name;
-    assert!(name.len() <= field.len(), "name too long for the name field");
+    assert!(
+        name.len() <= field.len(),
+        "name too long for the name field"
+    );
     field[..name.len()].copy_from_slice(name);
     header.set_cksum();
     *header.as_bytes()
@@ -203,7 +206,10 @@ pub fn edit_header(members: &mut [Member], edit: impl FnOnce(&mut Vec<Member>)) 
 /// with its manifest line updated.
 pub fn set_header_tar(members: &mut [Member], plain: &[u8]) {
     let name = member_name(members, "header.tar");
-    let suffix = name.strip_prefix("header.tar").unwrap_or_default().to_owned();
+    let suffix = name
+        .strip_prefix("header.tar")
+        .unwrap_or_default()
+        .to_owned();
     let data = compress(&suffix, plain);
     member(members, &name).data = data.clone();
     set_manifest_line(members, &name, &name, Some(&data));
@@ -251,7 +257,10 @@ pub fn edit_header_json(
 /// it replaces, and makes the manifest list exactly those files.
 pub fn replace_payload(members: &mut [Member], files: &[(&[u8], &[u8])]) {
     let name = member_name(members, "data/0000.tar");
-    let suffix = name.strip_prefix("data/0000.tar").unwrap_or_default().to_owned();
+    let suffix = name
+        .strip_prefix("data/0000.tar")
+        .unwrap_or_default()
+        .to_owned();
     member(members, &name).data = data_tar(&suffix, files);
     let manifest = member(members, "manifest");
     let text = String::from_utf8(manifest.data.clone()).unwrap();
@@ -296,7 +305,11 @@ pub fn xz_with_huge_dictionary(mut stream: Vec<u8>) -> Vec<u8> {
 /// `frame` (one zstd frame with a window descriptor) asking for a window of 2^`log` bytes.
 pub fn zstd_with_window_log(mut frame: Vec<u8>, log: u8) -> Vec<u8> {
     let descriptor = frame[4];
-    assert_eq!(descriptor & 0x20, 0, "single-segment frame has no window descriptor");
+    assert_eq!(
+        descriptor & 0x20,
+        0,
+        "single-segment frame has no window descriptor"
+    );
     // Exponent in the high five bits, mantissa 0: a window of 2^(10 + exponent) bytes.
     frame[5] = (log - 10) << 3;
     frame
