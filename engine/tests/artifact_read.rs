@@ -412,7 +412,7 @@ fn flipped_bytes_in_compressed_members_are_rejected() {
         damaged[header + 40] ^= 0x01;
         let err = read_artifact(&damaged[..]).unwrap_err();
         assert!(
-            matches!(&err, ArtifactError::ChecksumMismatch { name, .. } if name.starts_with("header.tar")),
+            matches!(&err, ArtifactError::ChecksumMismatch { name, .. } if name.as_str().starts_with("header.tar")),
             "{err}"
         );
         for offset in [20, 1000, 30_000, 60_000] {

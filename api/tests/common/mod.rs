@@ -220,6 +220,19 @@ impl Server {
         &self.client
     }
 
+    /// The server's peak resident memory so far, in KiB (`VmHWM` in `/proc/PID/status`).
+    pub fn peak_rss_kib(&self) -> u64 {
+        let pid = self.child.as_ref().expect("the server is running").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .expect("reading the server's /proc status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|value| value.trim().strip_suffix("kB"))
+            .and_then(|kib| kib.trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status")
+    }
+
     /// Every regular file under `DATA_DIR/blobs`.
     pub fn blob_files(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();

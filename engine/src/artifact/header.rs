@@ -10,9 +10,11 @@ use serde::Deserialize;
 use serde_json::Value;
 use storage::{ArtifactInfo, ArtifactMeta, TypeInfo, Update, UpdateFile};
 
-use super::error::ArtifactError;
-use super::reader::{entry_name, read_small, ReadStats, Tracked};
-use super::{Compression, MAX_METADATA_SIZE};
+use super::error::{quote, ArtifactError};
+use super::limits::{MAX_HEADER_SIZE, MAX_MEMBER_SIZE};
+use super::rules;
+use super::stream::{entry_name, read_small, ReadStats, Tracked};
+use super::Compression;
 
 /// `header-info`. v2 uses `artifact_name`, `updates` and `device_types_compatible`; v3 uses
 /// `payloads`, `artifact_provides` and `artifact_depends`.
@@ -93,41 +95,44 @@ impl Header {
 }
 
 fn parse_json<T: DeserializeOwned>(bytes: &[u8], name: &str) -> Result<T, ArtifactError> {
-    serde_json::from_slice(bytes).map_err(|source| ArtifactError::Json {
-        name: name.to_owned(),
-        source,
-    })
+    serde_json::from_slice(bytes).map_err(|e| ArtifactError::json(name, &e))
 }
 
 /// Parses a header tar (`member` is its name in the artifact, compressed as `compression`).
 ///
 /// `header-info` must come first; `scripts/*` are skipped; every `headers/NNNN/` must
 /// belong to a payload that header-info lists. The uncompressed tar may not exceed
-/// [`MAX_METADATA_SIZE`].
+/// [`MAX_HEADER_SIZE`], nor any file in it [`MAX_MEMBER_SIZE`].
 pub(super) fn parse(
     bytes: &[u8],
     compression: Compression,
     member: &str,
 ) -> Result<HeaderPart, ArtifactError> {
-    let stats = Rc::new(ReadStats::default());
-    let too_large = || ArtifactError::TooLarge {
-        name: format!("{member} (uncompressed)"),
-        size: stats.bytes.get(),
-        limit: MAX_METADATA_SIZE,
-    };
+    let stats = ReadStats::fenced();
     let fail = |e: io::Error| {
         if stats.over_limit.get() {
-            too_large()
+            ArtifactError::TooLarge {
+                name: format!("{member} (uncompressed)").into(),
+                size: stats.bytes.get(),
+                limit: MAX_HEADER_SIZE,
+            }
+        } else if stats.fenced.get() {
+            ArtifactError::TarHeadersTooLarge {
+                member: member.into(),
+                limit: super::limits::MAX_TAR_HEADERS_SIZE,
+            }
         } else {
-            ArtifactError::malformed(format!("cannot read {member}: {e}"))
+            let error = quote(&e.to_string());
+            ArtifactError::malformed(format!("cannot read {member}: {error}"))
         }
     };
     let decoder = compression.decoder(bytes).map_err(fail)?;
-    let limited = Tracked::new(decoder, Rc::clone(&stats), Some(MAX_METADATA_SIZE));
+    let limited = Tracked::new(decoder, Rc::clone(&stats), Some(MAX_HEADER_SIZE));
     let mut archive = tar::Archive::new(limited);
     let mut part: Option<HeaderPart> = None;
     for entry in archive.entries().map_err(fail)? {
         let mut entry = entry.map_err(fail)?;
+        stats.fence_after(&entry);
         let name = entry_name(&entry)?;
         let kind = entry.header().entry_type();
         if kind.is_dir() {
@@ -135,7 +140,8 @@ pub(super) fn parse(
         }
         if !kind.is_file() {
             return Err(ArtifactError::malformed(format!(
-                "{name} in {member} is not a regular file"
+                "{} in {member} is not a regular file",
+                quote(&name)
             )));
         }
         if name.starts_with("scripts/") {
@@ -143,14 +149,15 @@ pub(super) fn parse(
             continue;
         }
         let size = entry.size();
-        let bytes = read_small(&mut entry, size, &name, fail)?;
+        let bytes = read_small(&mut entry, size, &name, MAX_MEMBER_SIZE, fail)?;
         if let Some(part) = part.as_mut() {
             payload_file(part, &name, &bytes, member)?;
             continue;
         }
         if name != "header-info" {
             return Err(ArtifactError::malformed(format!(
-                "{member} must start with header-info, not {name}"
+                "{member} must start with header-info, not {}",
+                quote(&name)
             )));
         }
         let info: HeaderInfoJson = parse_json(&bytes, "header-info")?;
@@ -159,6 +166,7 @@ pub(super) fn parse(
             .as_ref()
             .or(info.updates.as_ref())
             .map_or(0, Vec::len);
+        rules::check_payload_count(count)?;
         let payloads = (0..count).map(|_| PayloadHeader::default()).collect();
         part = Some(HeaderPart { info, payloads });
     }
@@ -175,7 +183,8 @@ fn payload_file(
     bytes: &[u8],
     member: &str,
 ) -> Result<(), ArtifactError> {
-    let unexpected = || ArtifactError::malformed(format!("unexpected file {name} in {member}"));
+    let unexpected =
+        || ArtifactError::malformed(format!("unexpected file {} in {member}", quote(name)));
     let (index, file) = name
         .strip_prefix("headers/")
         .and_then(|rest| rest.split_once('/'))
@@ -187,7 +196,8 @@ fn payload_file(
     let count = part.payloads.len();
     let payload = part.payloads.get_mut(index).ok_or_else(|| {
         ArtifactError::malformed(format!(
-            "{member} has {name}, but header-info lists {count} payload(s)"
+            "{member} has {}, but header-info lists {count} payload(s)",
+            quote(name)
         ))
     })?;
     let twice = || ArtifactError::malformed(format!("{member} has {name} twice"));
@@ -265,14 +275,7 @@ pub(super) fn validate(
         };
         (name, devices)
     };
-    if name.is_empty() {
-        return Err(ArtifactError::malformed("the artifact name is empty"));
-    }
-    if device_types.is_empty() || device_types.iter().any(String::is_empty) {
-        return Err(ArtifactError::malformed(
-            "the artifact must name at least one device type, and none may be empty",
-        ));
-    }
+    rules::check_identity(&name, &device_types)?;
     if part.payloads.is_empty() {
         return Err(ArtifactError::malformed("header-info lists no payloads"));
     }
@@ -409,8 +412,10 @@ fn check_files_list(
     listed.sort_unstable();
     present.sort_unstable();
     if listed != present {
+        let listed = quote(&format!("{listed:?}"));
+        let present = quote(&format!("{present:?}"));
         return Err(ArtifactError::malformed(format!(
-            "headers/{index:04}/files lists {listed:?}, but {member} holds {present:?}"
+            "headers/{index:04}/files lists {listed}, but {member} holds {present}"
         )));
     }
     Ok(())
@@ -527,7 +532,7 @@ mod tests {
     #[test]
     fn uncompressed_header_size_is_bounded() {
         // Scripts are skipped rather than read, so only the limit on the whole tar stops them.
-        let big = " ".repeat(MAX_METADATA_SIZE as usize);
+        let big = " ".repeat(MAX_HEADER_SIZE as usize);
         let compressed = zstd::encode_all(
             &header_tar(&[
                 ("header-info", INFO),

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::error::ArtifactError;
+use super::error::{quote, ArtifactError};
 
 /// The manifest (and `manifest-augment`): expected checksums, and which ones were met.
 #[derive(Debug, Default)]
@@ -17,7 +17,8 @@ impl Manifest {
         let text = std::str::from_utf8(text)
             .map_err(|_| ArtifactError::malformed(format!("{member} is not valid UTF-8")))?;
         for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-            let bad_line = || ArtifactError::malformed(format!("bad line in {member}: {line:?}"));
+            let bad_line =
+                || ArtifactError::malformed(format!("bad line in {member}: {:?}", quote(line)));
             let (checksum, name) = line.split_once(char::is_whitespace).ok_or_else(bad_line)?;
             let name = name.trim_start();
             if checksum.len() != 64 || !checksum.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -26,7 +27,8 @@ impl Manifest {
             let entry = (checksum.to_ascii_lowercase(), false);
             if self.entries.insert(name.to_owned(), entry).is_some() {
                 return Err(ArtifactError::malformed(format!(
-                    "the manifest lists {name} twice"
+                    "the manifest lists {} twice",
+                    quote(name)
                 )));
             }
         }
@@ -43,18 +45,19 @@ impl Manifest {
         let (expected, seen) = self
             .entries
             .get_mut(name)
-            .ok_or_else(|| ArtifactError::NotInManifest(name.to_owned()))?;
+            .ok_or_else(|| ArtifactError::NotInManifest(quote(name).into()))?;
         if *seen {
             return Err(ArtifactError::malformed(format!(
-                "{name} occurs twice in the artifact"
+                "{} occurs twice in the artifact",
+                quote(name)
             )));
         }
         *seen = true;
         if expected != actual {
             return Err(ArtifactError::ChecksumMismatch {
-                name: name.to_owned(),
-                expected: expected.clone(),
-                actual: actual.to_owned(),
+                name: quote(name).into(),
+                expected: expected.as_str().into(),
+                actual: actual.into(),
             });
         }
         Ok(())
@@ -63,7 +66,7 @@ impl Manifest {
     /// Fails on the first manifest line that matched nothing.
     pub fn all_seen(&self) -> Result<(), ArtifactError> {
         match self.entries.iter().find(|(_, (_, seen))| !seen) {
-            Some((name, _)) => Err(ArtifactError::MissingFromArtifact(name.clone())),
+            Some((name, _)) => Err(ArtifactError::MissingFromArtifact(quote(name).into())),
             None => Ok(()),
         }
     }

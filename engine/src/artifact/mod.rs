@@ -14,7 +14,9 @@
 //! 4. one `data/NNNN.tar[.gz|.xz|.zst]` per payload, holding the payload files flat.
 //!
 //! [`read_artifact`] makes one pass over that stream, hashing payloads as they go by, so an
-//! upload of several gigabytes needs no more memory than a small one. [`write_single_file_artifact`]
+//! upload of several gigabytes needs no more memory than a small one, and everything it
+//! does hold (metadata, tar extension records, decompressor state) is bounded by
+//! [`limits`], so that a hostile upload cannot make it allocate either. [`write_single_file_artifact`]
 //! writes the version 3 module-image artifact that `mender-artifact write module-image -T
 //! single-file` would.
 //!
@@ -23,22 +25,18 @@
 
 mod error;
 mod header;
+pub mod limits;
 mod manifest;
 mod reader;
+mod rules;
+mod stream;
 mod writer;
 
 use std::io::{self, Read};
 
-pub use error::ArtifactError;
+pub use error::{ArtifactError, ErrorText};
 pub use reader::read_artifact;
 pub use writer::{write_single_file_artifact, SingleFileSpec};
-
-/// The largest metadata member rollout holds in memory: `version`, `manifest`, the
-/// compressed `header.tar*`, the uncompressed header tar, and each JSON file inside it.
-///
-/// Real headers are a few kilobytes; the limit is there so that a hostile upload cannot
-/// make the server allocate without bound.
-pub const MAX_METADATA_SIZE: u64 = 16 * 1024 * 1024;
 
 /// How a `header.tar*` or `data/NNNN.tar*` member is compressed, as its name suffix says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,16 +64,52 @@ impl Compression {
         }
     }
 
-    /// A reader that decompresses `raw`.
+    /// A reader that decompresses `raw`, with bounded memory.
     ///
     /// Multi-stream variants are used because Go's readers, which mender-artifact uses,
-    /// accept concatenated gzip and xz streams too.
+    /// accept concatenated gzip and xz streams too. xz and zstd streams say in their header
+    /// how much memory decoding needs (the dictionary, the window); a stream asking for
+    /// more than [`limits::MAX_XZ_MEMORY`] or 2^[`limits::MAX_ZSTD_WINDOW_LOG`] bytes is
+    /// refused instead of allocated.
     fn decoder<'a, R: Read + 'a>(self, raw: R) -> io::Result<Box<dyn Read + 'a>> {
         Ok(match self {
             Compression::None => Box::new(raw),
             Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(raw)),
-            Compression::Xz => Box::new(xz2::read::XzDecoder::new_multi_decoder(raw)),
-            Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(raw)?),
+            Compression::Xz => {
+                let stream = xz2::stream::Stream::new_auto_decoder(
+                    limits::MAX_XZ_MEMORY,
+                    xz2::stream::CONCATENATED,
+                )?;
+                Box::new(XzMemoryLimit(xz2::read::XzDecoder::new_stream(raw, stream)))
+            }
+            Compression::Zstd => {
+                let mut decoder = zstd::stream::read::Decoder::new(raw)?;
+                decoder.window_log_max(limits::MAX_ZSTD_WINDOW_LOG)?;
+                Box::new(decoder)
+            }
+        })
+    }
+}
+
+/// An xz decoder whose "memory limit reached" says which limit, so that the uploader
+/// learns why a valid-looking stream is refused.
+struct XzMemoryLimit<R: Read>(xz2::read::XzDecoder<R>);
+
+impl<R: Read> Read for XzMemoryLimit<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf).map_err(|e| {
+            let over = e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<xz2::stream::Error>())
+                .is_some_and(|inner| matches!(inner, xz2::stream::Error::MemLimit));
+            if over {
+                io::Error::other(format!(
+                    "the xz stream needs more than {} MiB of memory to decompress",
+                    limits::MAX_XZ_MEMORY / (1024 * 1024)
+                ))
+            } else {
+                e
+            }
         })
     }
 }

@@ -1,7 +1,6 @@
 //! Reading an artifact: one pass over the outer tar, checking member order, the manifest's
 //! checksums and the end of the archive, and handing the header to [`super::header`].
 
-use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::io::{self, Read};
 use std::rc::Rc;
@@ -11,19 +10,23 @@ use sha2::{Digest, Sha256};
 use storage::{ArtifactMeta, UpdateFile};
 use time::OffsetDateTime;
 
-use super::error::ArtifactError;
+use super::error::{quote, ArtifactError};
 use super::header::{self, Header, HeaderPart};
+use super::limits::{MAX_HEADER_SIZE, MAX_MEMBER_SIZE};
 use super::manifest::Manifest;
-use super::{Compression, MAX_METADATA_SIZE};
+use super::rules;
+use super::stream::{classify, classify_tar, entry_name, read_small, ReadStats, Tracked, BLOCK};
+use super::Compression;
 
-/// The tar block size: members are padded to it, and the archive ends with two zero blocks.
-const BLOCK: u64 = 512;
+/// What error messages call the outer tar stream.
+const OUTER: &str = "the artifact";
 
 /// Reads a Mender artifact (format version 2 or 3), checks it, and returns its metadata.
 ///
 /// The input is read once, front to back, and never held whole: payload files are hashed
-/// while they stream by, and only metadata members (at most [`MAX_METADATA_SIZE`] each)
-/// are buffered. The artifact is rejected when:
+/// while they stream by, and only metadata is buffered, each piece within the bounds of
+/// [`super::limits`]. No input makes it panic or allocate beyond those bounds, whatever
+/// sizes its headers declare. The artifact is rejected when:
 ///
 /// - `version` is not `{"format":"mender","version":2|3}`;
 /// - members are missing, out of order, unknown, or follow the last payload;
@@ -31,10 +34,11 @@ const BLOCK: u64 = 512;
 ///   payload file has no manifest line, or a manifest line matches nothing;
 /// - the input ends early: a member, a compressed stream, or the tar end-of-archive
 ///   marker is cut short;
-/// - the header is not the JSON the format describes.
-///
-/// One allocation is not bounded here: the `tar` crate buffers each tar extension header
-/// (PAX records, GNU long names) whole, so only the caller's upload size limit bounds it.
+/// - the header is not the JSON the format describes;
+/// - a member, a tar extension record, a header field or the metadata as a whole is over
+///   its limit, or a compressed stream needs more memory than allowed;
+/// - a payload file name is not a plain name mender-artifact accepts, or a rootfs-image
+///   payload does not hold exactly one file.
 ///
 /// `manifest.sig` only sets [`ArtifactMeta::signed`]; the signature is not verified.
 /// State scripts in the header are accepted and ignored.
@@ -42,139 +46,26 @@ const BLOCK: u64 = 512;
 /// On success the input has been read to its end; on error, reading stops where the
 /// problem was found.
 pub fn read_artifact<R: Read>(reader: R) -> Result<ArtifactMeta, ArtifactError> {
-    let stats = Rc::new(ReadStats::default());
+    let stats = ReadStats::fenced();
     let mut archive = tar::Archive::new(Tracked::new(reader, Rc::clone(&stats), None));
     let mut state = ReadState::default();
     let mut last_member_end = 0;
+    let fail = |what: &str, e| classify_tar(OUTER, what, e, &stats, &stats);
     let entries = archive
         .entries()
-        .map_err(|e| classify("read the artifact's tar stream", e, &stats))?;
+        .map_err(|e| fail("read the artifact's tar stream", e))?;
     for entry in entries {
-        let mut entry =
-            entry.map_err(|e| classify("read the next member's tar header", e, &stats))?;
-        last_member_end = (entry.raw_file_position() + entry.size()).next_multiple_of(BLOCK);
+        let mut entry = entry.map_err(|e| fail("read the next member's tar header", e))?;
+        last_member_end = stats.fence_after(&entry);
         state.member(&mut entry, &stats)?;
     }
+    // What follows the archive is checked byte by byte, never buffered.
+    stats.unfence();
     check_end_of_archive(archive.into_inner(), last_member_end, &stats)?;
     state.finish()
 }
 
-/// What a [`Tracked`] reader has seen, shared with whoever needs to know after the reader
-/// has been handed to a decoder or a tar parser.
-#[derive(Debug, Default)]
-pub(super) struct ReadStats {
-    /// Bytes read so far.
-    pub bytes: Cell<u64>,
-    /// The inner reader reported end of input.
-    pub eof: Cell<bool>,
-    /// The inner reader failed (as opposed to the data being bad).
-    pub failed: Cell<bool>,
-    /// More than the limit was read.
-    pub over_limit: Cell<bool>,
-}
-
-/// A reader that counts, notices end of input and failures, and optionally refuses to
-/// yield more than a limit. The tar and decompression crates swallow those distinctions
-/// (a cut tar member just reads short), so this is how errors get their right name.
-pub(super) struct Tracked<R> {
-    inner: R,
-    stats: Rc<ReadStats>,
-    limit: Option<u64>,
-}
-
-impl<R: Read> Tracked<R> {
-    /// Wraps `inner`, recording into `stats`; reading past `limit` bytes fails.
-    pub fn new(inner: R, stats: Rc<ReadStats>, limit: Option<u64>) -> Self {
-        Tracked {
-            inner,
-            stats,
-            limit,
-        }
-    }
-}
-
-impl<R: Read> Read for Tracked<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let buf = match self.limit {
-            // Ask for at most one byte past the limit: enough to tell "exactly at the limit"
-            // from "over it".
-            Some(limit) => {
-                let room = (limit + 1).saturating_sub(self.stats.bytes.get());
-                let room = usize::try_from(room).unwrap_or(usize::MAX);
-                let len = buf.len().min(room);
-                &mut buf[..len]
-            }
-            None => buf,
-        };
-        let n = match self.inner.read(buf) {
-            Ok(n) => n,
-            Err(e) => {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    self.stats.failed.set(true);
-                }
-                return Err(e);
-            }
-        };
-        if n == 0 && !buf.is_empty() {
-            self.stats.eof.set(true);
-        }
-        let total = self.stats.bytes.get() + n as u64;
-        self.stats.bytes.set(total);
-        if self.limit.is_some_and(|limit| total > limit) {
-            self.stats.over_limit.set(true);
-            return Err(io::Error::other("size limit exceeded"));
-        }
-        Ok(n)
-    }
-}
-
-/// Names an I/O error met while trying to `what` (`read data/0000.tar.gz`): a failure of
-/// the input itself, a truncation if the input ended before the archive did, and
-/// otherwise a corrupt stream.
-pub(super) fn classify(what: &str, error: io::Error, input: &ReadStats) -> ArtifactError {
-    if input.failed.get() {
-        ArtifactError::io(what, error)
-    } else if input.eof.get() || error.kind() == io::ErrorKind::UnexpectedEof {
-        ArtifactError::Truncated(format!("the input ends early (cannot {what}: {error})"))
-    } else {
-        ArtifactError::malformed(format!("cannot {what}: {error}"))
-    }
-}
-
-/// Reads a whole metadata member of `size` bytes, refusing anything over
-/// [`MAX_METADATA_SIZE`].
-pub(super) fn read_small(
-    mut reader: impl Read,
-    size: u64,
-    name: &str,
-    on_error: impl Fn(io::Error) -> ArtifactError,
-) -> Result<Vec<u8>, ArtifactError> {
-    if size > MAX_METADATA_SIZE {
-        return Err(ArtifactError::TooLarge {
-            name: name.to_owned(),
-            size,
-            limit: MAX_METADATA_SIZE,
-        });
-    }
-    // `size` is at most MAX_METADATA_SIZE here, so the cast cannot truncate.
-    let mut bytes = Vec::with_capacity(size as usize);
-    reader.read_to_end(&mut bytes).map_err(on_error)?;
-    if (bytes.len() as u64) < size {
-        return Err(ArtifactError::Truncated(format!(
-            "{name} has {} of its {size} bytes",
-            bytes.len()
-        )));
-    }
-    Ok(bytes)
-}
-
-/// The name of a tar entry as UTF-8.
-pub(super) fn entry_name<R: Read>(entry: &tar::Entry<'_, R>) -> Result<String, ArtifactError> {
-    String::from_utf8(entry.path_bytes().into_owned())
-        .map_err(|_| ArtifactError::malformed("a tar entry name is not valid UTF-8"))
-}
-
-/// Hex sha256 of `bytes`.
+/// Lowercase hex sha256 of `bytes`, as the manifest writes it.
 fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
@@ -189,12 +80,11 @@ struct VersionJson {
 /// Checks the `version` member and returns the format version.
 fn parse_version(bytes: &[u8]) -> Result<u32, ArtifactError> {
     let parsed: VersionJson =
-        serde_json::from_slice(bytes).map_err(|source| ArtifactError::Json {
-            name: "version".to_owned(),
-            source,
-        })?;
+        serde_json::from_slice(bytes).map_err(|e| ArtifactError::json("version", &e))?;
     if parsed.format != "mender" {
-        return Err(ArtifactError::UnsupportedFormat(parsed.format));
+        return Err(ArtifactError::UnsupportedFormat(
+            quote(&parsed.format).into(),
+        ));
     }
     match parsed.version {
         2 => Ok(2),
@@ -270,7 +160,8 @@ impl ReadState {
         let name = entry_name(entry)?;
         if !entry.header().entry_type().is_file() {
             return Err(ArtifactError::malformed(format!(
-                "member {name} is not a regular file"
+                "member {} is not a regular file",
+                quote(&name)
             )));
         }
         let kind = MemberKind::of(&name, self.data.len());
@@ -290,7 +181,8 @@ impl ReadState {
             }
             MemberKind::Unknown => {
                 return Err(ArtifactError::malformed(format!(
-                    "unexpected member {name}; the members must be, in order: {ORDER}"
+                    "unexpected member {}; the members must be, in order: {ORDER}",
+                    quote(&name)
                 )))
             }
         };
@@ -304,11 +196,11 @@ impl ReadState {
         let on_error = |e| classify(&format!("read {name}"), e, input);
         match kind {
             MemberKind::Version => {
-                let bytes = read_small(entry, size, &name, on_error)?;
+                let bytes = read_small(entry, size, &name, MAX_MEMBER_SIZE, on_error)?;
                 self.version = Some((parse_version(&bytes)?, sha256_hex(&bytes)));
             }
             MemberKind::Manifest => {
-                let bytes = read_small(entry, size, &name, on_error)?;
+                let bytes = read_small(entry, size, &name, MAX_MEMBER_SIZE, on_error)?;
                 let mut manifest = Manifest::default();
                 manifest.add(&bytes, &name)?;
                 if let Some((_, checksum)) = &self.version {
@@ -319,7 +211,7 @@ impl ReadState {
             // Only its presence matters; the tar reader skips the content.
             MemberKind::Signature => self.signed = true,
             MemberKind::ManifestAugment => {
-                let bytes = read_small(entry, size, &name, on_error)?;
+                let bytes = read_small(entry, size, &name, MAX_MEMBER_SIZE, on_error)?;
                 if let Some(manifest) = &mut self.manifest {
                     manifest.add(&bytes, &name)?;
                 }
@@ -367,7 +259,7 @@ impl ReadState {
         input: &ReadStats,
     ) -> Result<HeaderPart, ArtifactError> {
         let size = entry.size();
-        let bytes = read_small(entry, size, name, |e| {
+        let bytes = read_small(entry, size, name, MAX_HEADER_SIZE, |e| {
             classify(&format!("read {name}"), e, input)
         })?;
         if let Some(manifest) = &mut self.manifest {
@@ -393,40 +285,40 @@ impl ReadState {
         };
         let declared = entry.size();
         let raw_stats = Rc::new(ReadStats::default());
+        let tar_stats = ReadStats::fenced();
         let what = format!("read {name}");
-        let fail = |e| classify(&what, e, input);
+        let fail = |e| classify_tar(name, &what, e, &tar_stats, input);
         let raw = Tracked::new(&mut *entry, Rc::clone(&raw_stats), None);
-        let mut payload = tar::Archive::new(compression.decoder(raw).map_err(fail)?);
+        let decoder = compression.decoder(raw).map_err(fail)?;
+        let mut payload = tar::Archive::new(Tracked::new(decoder, Rc::clone(&tar_stats), None));
         let mut files = Vec::new();
         let mut names = BTreeSet::new();
         for file in payload.entries().map_err(fail)? {
             let mut file = file.map_err(fail)?;
-            let file_name = entry_name(&file)?;
+            tar_stats.fence_after(&file);
             let kind = file.header().entry_type();
             if kind.is_dir() {
                 continue;
             }
+            let file_name = entry_name(&file)?;
+            check_payload_file(&file_name, kind, name)?;
             let key = format!("data/{index:04}/{file_name}");
-            if !kind.is_file() {
-                return Err(ArtifactError::malformed(format!(
-                    "{key} is not a regular file"
-                )));
-            }
             if !names.insert(file_name.clone()) {
                 return Err(ArtifactError::malformed(format!(
                     "{key} occurs twice in {name}"
                 )));
             }
+            rules::check_file_count(name, names.len())?;
             if !manifest.lists(&key) {
-                return Err(ArtifactError::NotInManifest(key));
+                return Err(ArtifactError::NotInManifest(key.into()));
             }
             let size = file.size();
             let mtime = file.header().mtime().map_err(fail)?;
             let (checksum, seen) = hash_stream(&mut file).map_err(fail)?;
             if seen != size {
-                return Err(ArtifactError::Truncated(format!(
-                    "{key} has {seen} of its {size} bytes"
-                )));
+                return Err(ArtifactError::Truncated(
+                    format!("{key} has {seen} of its {size} bytes").into(),
+                ));
             }
             manifest.check(&key, &checksum)?;
             let date = i64::try_from(mtime)
@@ -443,16 +335,17 @@ impl ReadState {
             });
         }
         // Read the compressed stream to its very end: that is where gzip keeps its CRC, and
-        // where a cut stream shows.
+        // where a cut stream shows. The fence still holds: past the end of the tar archive,
+        // a stream may hold padding, not an unbounded bomb.
         let mut decoder = payload.into_inner();
         io::copy(&mut decoder, &mut io::sink()).map_err(fail)?;
         drop(decoder);
         let rest = io::copy(entry, &mut io::sink()).map_err(fail)?;
-        let seen = raw_stats.bytes.get() + rest;
+        let seen = raw_stats.bytes.get().saturating_add(rest);
         if seen < declared {
-            return Err(ArtifactError::Truncated(format!(
-                "{name} has {seen} of its {declared} bytes"
-            )));
+            return Err(ArtifactError::Truncated(
+                format!("{name} has {seen} of its {declared} bytes").into(),
+            ));
         }
         Ok(files)
     }
@@ -477,8 +370,30 @@ impl ReadState {
             )));
         }
         manifest.all_seen()?;
-        header::assemble(version, header, self.augment, self.data, self.signed)
+        let meta = header::assemble(version, header, self.augment, self.data, self.signed)?;
+        rules::check_meta(&meta)?;
+        Ok(meta)
     }
+}
+
+/// Checks that a payload file of member `member` is a regular file under a plain name.
+fn check_payload_file(
+    file_name: &str,
+    kind: tar::EntryType,
+    member: &str,
+) -> Result<(), ArtifactError> {
+    if let Some(problem) = rules::file_name_problem(file_name) {
+        return Err(ArtifactError::malformed(format!(
+            "the payload file name {:?} in {member} {problem}",
+            quote(file_name)
+        )));
+    }
+    if !kind.is_file() {
+        return Err(ArtifactError::malformed(format!(
+            "data file {file_name} in {member} is not a regular file"
+        )));
+    }
+    Ok(())
 }
 
 /// Hashes everything `reader` yields; returns the hex sha256 and the byte count.
@@ -531,7 +446,7 @@ fn check_end_of_archive<R: Read>(
     }
     if trailing < 2 * BLOCK {
         return Err(ArtifactError::Truncated(
-            "the input ends before the tar end-of-archive marker".to_owned(),
+            "the input ends before the tar end-of-archive marker".into(),
         ));
     }
     Ok(())
@@ -564,20 +479,5 @@ mod tests {
             parse_version(b"not json"),
             Err(ArtifactError::Json { .. })
         ));
-    }
-
-    #[test]
-    fn tracked_reader_enforces_its_limit() {
-        let stats = Rc::new(ReadStats::default());
-        let mut exact = Tracked::new(&[1u8; 10][..], Rc::clone(&stats), Some(10));
-        let mut out = Vec::new();
-        exact.read_to_end(&mut out).unwrap();
-        assert_eq!(out.len(), 10);
-        assert!(stats.eof.get());
-
-        let stats = Rc::new(ReadStats::default());
-        let mut over = Tracked::new(&[1u8; 11][..], Rc::clone(&stats), Some(10));
-        assert!(over.read_to_end(&mut Vec::new()).is_err());
-        assert!(stats.over_limit.get());
     }
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use super::error::ArtifactError;
+use super::error::{quote, ArtifactError};
 
 /// The payload type, which is also the name of the update module on the device.
 const PAYLOAD_TYPE: &str = "single-file";
@@ -63,7 +63,7 @@ impl SingleFileSpec {
 
     /// Rejects specs that would make an artifact the device cannot install.
     fn check(&self) -> Result<(), ArtifactError> {
-        let invalid = |message: String| Err(ArtifactError::InvalidSpec(message));
+        let invalid = |message: String| Err(ArtifactError::InvalidSpec(message.into()));
         let bad_text = |s: &str| s.is_empty() || s.chars().any(char::is_control);
         if bad_text(&self.artifact_name) {
             return invalid(format!(
@@ -86,10 +86,9 @@ impl SingleFileSpec {
             ));
         }
         let name = self.filename.as_str();
-        if bad_text(name) || name.contains('/') || name == "." || name == ".." {
-            return invalid(format!(
-                "the file name {name:?} must be a plain file name, without '/'"
-            ));
+        // The reader refuses what mender-artifact refuses; refuse it before writing.
+        if let Some(problem) = super::rules::file_name_problem(name) {
+            return invalid(format!("the file name {:?} {problem}", quote(name)));
         }
         if INSTRUCTION_FILES.contains(&name) {
             return invalid(format!(

@@ -4,12 +4,17 @@
 
 #![allow(dead_code)]
 
+pub mod tamper;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use sha2::{Digest, Sha256};
 use storage::ArtifactMeta;
+// Not every test binary uses them.
+#[allow(unused_imports)]
+pub use tamper::{members, pack, Member};
 use tempfile::TempDir;
 use time::OffsetDateTime;
 
@@ -149,43 +154,6 @@ impl Workdir {
     pub fn read(&self, bytes: &[u8]) -> ArtifactMeta {
         engine::artifact::read_artifact(bytes).unwrap()
     }
-}
-
-/// One member of an artifact's outer tar.
-#[derive(Clone)]
-pub struct Member {
-    pub name: String,
-    pub data: Vec<u8>,
-}
-
-/// The members of an outer tar, in order.
-pub fn members(artifact: &[u8]) -> Vec<Member> {
-    let mut archive = tar::Archive::new(artifact);
-    archive
-        .entries()
-        .unwrap()
-        .map(|e| {
-            let mut e = e.unwrap();
-            let name = e.path().unwrap().to_string_lossy().into_owned();
-            let mut data = Vec::new();
-            std::io::Read::read_to_end(&mut e, &mut data).unwrap();
-            Member { name, data }
-        })
-        .collect()
-}
-
-/// An outer tar holding `members`, in order.
-pub fn pack(members: &[Member]) -> Vec<u8> {
-    let mut builder = tar::Builder::new(Vec::new());
-    for member in members {
-        let mut header = tar::Header::new_ustar();
-        header.set_size(member.data.len() as u64);
-        header.set_mode(0o600);
-        builder
-            .append_data(&mut header, &member.name, &member.data[..])
-            .unwrap();
-    }
-    builder.into_inner().unwrap()
 }
 
 /// Byte offset of member `name`'s content in the outer tar.
