@@ -39,6 +39,7 @@ use crate::state::{AppState, Services, Settings};
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
+    let metrics_token = metrics_token(&args)?;
     let store: Arc<dyn MetaStore> = Arc::new(
         EmbeddedStore::open_with_observer(&args.data_dir.join("meta"), metrics::commit_observer())
             .context("opening the metadata store")?,
@@ -71,7 +72,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             device_link_ttl: args.device_link_ttl,
             operator_link_ttl: args.operator_link_ttl,
             metrics_max_deployments: args.metrics_max_deployments,
-            metrics_token: metrics_token(&args)?,
+            metrics_token,
         },
     });
     let metrics = metrics::install();
@@ -98,18 +99,18 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 /// The `/metrics` token of `--metrics-token-file`, if given.
 fn metrics_token(args: &ServeArgs) -> anyhow::Result<Option<metrics::ScrapeToken>> {
-    let Some(path) = &args.metrics_token_file else {
-        tracing::info!(
-            "no --metrics-token-file: /metrics on the API address answers 401{}",
-            if args.metrics_listen.is_some() {
-                " (use --metrics-listen)"
-            } else {
-                ""
+    match &args.metrics_token_file {
+        Some(path) => Ok(Some(metrics::ScrapeToken::load(path)?)),
+        None => {
+            if args.metrics_listen.is_none() {
+                tracing::warn!(
+                    "neither --metrics-token-file nor --metrics-listen is set: \
+                     /metrics answers 401 and nothing can scrape this server"
+                );
             }
-        );
-        return Ok(None);
-    };
-    Ok(Some(metrics::ScrapeToken::load(path)?))
+            Ok(None)
+        }
+    }
 }
 
 /// With `--metrics-listen`, serve `/metrics` without a token on that address; prints
