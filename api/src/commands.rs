@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use storage::{EmbeddedStore, MetaStore, TenantId};
+use storage::{EmbeddedStore, MetaStore};
 
 use crate::auth::{SigningKey, TokenIssuer};
 use crate::config::{DeviceCommand, TokenCommand};
@@ -18,11 +18,7 @@ pub fn token(cmd: TokenCommand) -> anyhow::Result<()> {
             dir,
         } => (
             dir,
-            issuer_for(&dir.data_dir, tenant, subject)?.user_token(
-                &TenantId(tenant.clone()),
-                subject,
-                *ttl,
-            ),
+            issuer_for(&dir.data_dir, subject)?.user_token(tenant, subject, *ttl),
         ),
         TokenCommand::Device {
             tenant,
@@ -31,18 +27,13 @@ pub fn token(cmd: TokenCommand) -> anyhow::Result<()> {
             dir,
         } => (
             dir,
-            issuer_for(&dir.data_dir, tenant, device)?.device_token(
-                &TenantId(tenant.clone()),
-                device,
-                *ttl,
-            ),
+            issuer_for(&dir.data_dir, device)?.device_token(tenant, device, *ttl),
         ),
         TokenCommand::Tenant { tenant, ttl, dir } => {
-            anyhow::ensure!(!tenant.is_empty(), "--tenant must not be empty");
+            anyhow::ensure!(!tenant.is_default(), "--tenant must not be empty");
             (
                 dir,
-                issuer_for(&dir.data_dir, tenant, "tenant")?
-                    .tenant_token(&TenantId(tenant.clone()), *ttl),
+                issuer_for(&dir.data_dir, "tenant")?.tenant_token(tenant, *ttl),
             )
         }
     };
@@ -51,16 +42,13 @@ pub fn token(cmd: TokenCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The issuer of the data dir's key, after checking that tenant and subject can be stored.
-fn issuer_for(
-    data_dir: &std::path::Path,
-    tenant: &str,
-    subject: &str,
-) -> anyhow::Result<TokenIssuer> {
+/// The issuer of the data dir's key, after checking that the subject can be stored (clap
+/// has checked the tenant with [`storage::TenantId::parse`]).
+fn issuer_for(data_dir: &std::path::Path, subject: &str) -> anyhow::Result<TokenIssuer> {
     anyhow::ensure!(!subject.is_empty(), "the subject must not be empty");
     anyhow::ensure!(
-        storage::keys::is_valid_component(tenant) && storage::keys::is_valid_component(subject),
-        "tenant and subject must not contain NUL bytes"
+        storage::keys::is_valid_component(subject),
+        "the subject must not contain NUL bytes"
     );
     let key = SigningKey::load_or_create(data_dir).context("loading the token key")?;
     Ok(TokenIssuer::new(key))
@@ -88,13 +76,8 @@ pub async fn device(cmd: DeviceCommand) -> anyhow::Result<()> {
                         meta.display()
                     )
                 })?);
-            let record = crate::identity::preauthorize(
-                store.as_ref(),
-                &TenantId(tenant),
-                identity_data,
-                &pem,
-            )
-            .await?;
+            let record =
+                crate::identity::preauthorize(store.as_ref(), &tenant, identity_data, &pem).await?;
             println!("{}", record.id);
             Ok(())
         }

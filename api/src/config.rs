@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use storage::TenantId;
 
 pub use crate::identity::Admission;
 
@@ -47,7 +48,7 @@ pub enum TokenCommand {
     User {
         /// Tenant (empty: the default tenant).
         #[arg(long, default_value = "")]
-        tenant: String,
+        tenant: TenantId,
         /// `sub`: the user id.
         #[arg(long)]
         subject: String,
@@ -62,7 +63,7 @@ pub enum TokenCommand {
     Device {
         /// Tenant (empty: the default tenant).
         #[arg(long, default_value = "")]
-        tenant: String,
+        tenant: TenantId,
         /// `sub`: the device id.
         #[arg(long)]
         device: String,
@@ -78,7 +79,7 @@ pub enum TokenCommand {
     Tenant {
         /// The tenant.
         #[arg(long)]
-        tenant: String,
+        tenant: TenantId,
         /// Validity in seconds; without it the token never expires.
         #[arg(long)]
         ttl: Option<u64>,
@@ -97,7 +98,7 @@ pub enum DeviceCommand {
     Preauthorize {
         /// Tenant (empty: the default tenant).
         #[arg(long, default_value = "")]
-        tenant: String,
+        tenant: TenantId,
         /// Identity data as a JSON object, e.g. `{"mac":"02:00:00:00:00:01"}`.
         #[arg(long)]
         identity: String,
@@ -209,7 +210,7 @@ pub struct ServeArgs {
 
     /// Tenant of the administrator's tokens (empty: the default tenant).
     #[arg(long, env = "ROLLOUT_ADMIN_TENANT", default_value = "")]
-    pub admin_tenant: String,
+    pub admin_tenant: TenantId,
 
     /// Blob store backend.
     #[arg(long, env = "ROLLOUT_BLOB_STORE", value_enum, default_value_t = BlobBackend::Fs)]
@@ -230,4 +231,16 @@ pub struct ServeArgs {
     /// Key prefix inside the bucket.
     #[arg(long, env = "ROLLOUT_S3_ROOT", default_value = "/")]
     pub s3_root: String,
+
+    /// File holding the bearer token that `/metrics` on the API address requires
+    /// (`Authorization: Bearer <token>`; surrounding whitespace ignored). Without it,
+    /// `/metrics` on the API address answers 401.
+    #[arg(long, env = "ROLLOUT_METRICS_TOKEN_FILE")]
+    pub metrics_token_file: Option<PathBuf>,
+
+    /// Serve `/metrics` without a token on this separate address, meant for the scrape
+    /// network only; port 0 picks a free port. The bound address is printed as
+    /// `metrics listening on http://ADDR`.
+    #[arg(long, env = "ROLLOUT_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }

@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use engine::{ArtifactLimits, ArtifactService, Clock, DeploymentService};
-use storage::{BlobConfig, BlobStore, EmbeddedStore, MetaStore, TenantId};
+use storage::{BlobConfig, BlobStore, EmbeddedStore, MetaStore};
 
 use crate::auth::{SigningKey, TokenIssuer, TokenVerifier, VerifyKey};
 use crate::config::{BlobBackend, ServeArgs};
@@ -39,6 +39,7 @@ use crate::state::{AppState, Services, Settings};
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
+    let metrics_token = metrics_token(&args)?;
     let store: Arc<dyn MetaStore> = Arc::new(
         EmbeddedStore::open_with_observer(&args.data_dir.join("meta"), metrics::commit_observer())
             .context("opening the metadata store")?,
@@ -71,9 +72,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             device_link_ttl: args.device_link_ttl,
             operator_link_ttl: args.operator_link_ttl,
             metrics_max_deployments: args.metrics_max_deployments,
+            metrics_token,
         },
     });
     let metrics = metrics::install();
+    metrics::seed_artifact_bytes(state.store.as_ref())
+        .await
+        .context("reading artifact sizes for /metrics")?;
+    let metrics_server = metrics_listener(&args, &state, &metrics).await?;
     let app = routes::app(state, metrics);
     let (listener, addr) = server::bind(args.listen)
         .await
@@ -82,10 +88,52 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     println!("listening on http://{addr}");
     std::io::stdout().flush().ok();
     server::run(listener, app, server::shutdown_signal()).await;
+    if let Some(task) = metrics_server {
+        task.abort();
+    }
     // Everything acknowledged is durable already; stopping the actors releases the store.
     deployments.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The `/metrics` token of `--metrics-token-file`, if given.
+fn metrics_token(args: &ServeArgs) -> anyhow::Result<Option<metrics::ScrapeToken>> {
+    match &args.metrics_token_file {
+        Some(path) => Ok(Some(metrics::ScrapeToken::load(path)?)),
+        None => {
+            if args.metrics_listen.is_none() {
+                tracing::warn!(
+                    "neither --metrics-token-file nor --metrics-listen is set: \
+                     /metrics answers 401 and nothing can scrape this server"
+                );
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// With `--metrics-listen`, serve `/metrics` without a token on that address; prints
+/// `metrics listening on http://ADDR` (before the API's address line, which thus still
+/// says that the server is ready).
+async fn metrics_listener(
+    args: &ServeArgs,
+    state: &AppState,
+    metrics: &Option<metrics_exporter_prometheus::PrometheusHandle>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    let Some(addr) = args.metrics_listen else {
+        return Ok(None);
+    };
+    let (listener, bound) = server::bind(addr)
+        .await
+        .with_context(|| format!("binding --metrics-listen {addr}"))?;
+    println!("metrics listening on http://{bound}");
+    let app = routes::health::metrics_app(state.clone(), metrics.clone());
+    Ok(Some(tokio::spawn(server::run(
+        listener,
+        app,
+        std::future::pending::<()>(),
+    ))))
 }
 
 /// The token verifier and the identity service, from the data dir's signing key and the
@@ -116,7 +164,7 @@ fn identity(
         AdminCredentials::new(
             args.admin_user.clone(),
             &password,
-            TenantId(args.admin_tenant.clone()),
+            args.admin_tenant.clone(),
         )
     });
     if admin.is_none() {

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use http::{Method, StatusCode};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use sha2::Digest as _;
 use storage::embedded::{CommitObserver, CommitStats};
 
 /// Install the global Prometheus recorder (once per process) and return its handle.
@@ -65,6 +66,10 @@ fn describe() {
     describe_counter!(
         "rollout_deployment_actor_restarts_total",
         "Deployment actors restarted by the supervisor after a crash."
+    );
+    describe_gauge!(
+        "rollout_artifact_bytes",
+        "Bytes of artifacts stored per tenant."
     );
 }
 
@@ -213,20 +218,78 @@ pub fn render_rollouts(live: &[engine::Snapshot]) -> String {
     out
 }
 
-/// Prometheus text for stored artifact bytes per tenant.
-pub fn render_artifact_bytes(bytes: &std::collections::BTreeMap<storage::TenantId, u64>) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::from(
-        "# HELP rollout_artifact_bytes Bytes of artifacts stored per tenant.\n# TYPE rollout_artifact_bytes gauge\n",
-    );
-    for (tenant, n) in bytes {
-        let _ = writeln!(
-            out,
-            "rollout_artifact_bytes{{tenant=\"{}\"}} {n}",
-            escape(tenant.as_str())
-        );
+/// Set the artifact bytes gauge of every tenant from the store, once at start-up. From then
+/// on the artifact service keeps it current on every upload and delete, so a scrape never
+/// reads the store.
+pub async fn seed_artifact_bytes(
+    store: &dyn storage::MetaStore,
+) -> Result<(), storage::StoreError> {
+    for (tenant, bytes) in store.artifact_bytes_by_tenant().await? {
+        metrics::gauge!("rollout_artifact_bytes", "tenant" => tenant.as_str().to_owned())
+            .set(bytes as f64);
     }
-    out
+    Ok(())
+}
+
+/// The bearer token `/metrics` on the API listener requires (`--metrics-token-file`).
+///
+/// Only its SHA-256 is kept, and a presented token is hashed and compared in constant
+/// time, so neither the comparison's duration nor the token's length tells an attacker how
+/// close a guess was.
+#[derive(Clone)]
+pub struct ScrapeToken {
+    digest: [u8; 32],
+}
+
+impl std::fmt::Debug for ScrapeToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ScrapeToken(..)")
+    }
+}
+
+/// Why a metrics token file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ScrapeTokenError {
+    /// The file cannot be read.
+    #[error("reading the metrics token file {path}: {source}")]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file holds no usable token.
+    #[error("the metrics token file {0} must hold one token of visible ASCII characters (a trailing newline is fine)")]
+    Invalid(std::path::PathBuf),
+}
+
+impl ScrapeToken {
+    /// The token in `path`, surrounding whitespace ignored (Prometheus' `credentials_file`
+    /// trims it the same way).
+    pub fn load(path: &std::path::Path) -> Result<Self, ScrapeTokenError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ScrapeTokenError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::new(text.trim()).ok_or_else(|| ScrapeTokenError::Invalid(path.to_owned()))
+    }
+
+    /// A token, if it can be sent in an `Authorization` header at all.
+    fn new(token: &str) -> Option<Self> {
+        let usable = !token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic());
+        usable.then(|| ScrapeToken {
+            digest: sha2::Sha256::digest(token.as_bytes()).into(),
+        })
+    }
+
+    /// Whether an `Authorization` header value is `Bearer <this token>`.
+    pub fn admits(&self, authorization: Option<&str>) -> bool {
+        let Some(presented) = authorization.and_then(|h| h.strip_prefix("Bearer ")) else {
+            return false;
+        };
+        let digest: [u8; 32] = sha2::Sha256::digest(presented.trim().as_bytes()).into();
+        aws_lc_rs::constant_time::verify_slices_are_equal(&digest, &self.digest).is_ok()
+    }
 }
 
 /// Prometheus text for the deployment actors' mailbox backlog.
@@ -253,6 +316,25 @@ fn escape(v: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_configured_bearer_token_is_admitted() {
+        let token = ScrapeToken::new("s3cret-Token").unwrap();
+        assert!(token.admits(Some("Bearer s3cret-Token")));
+        for refused in [
+            None,
+            Some(""),
+            Some("Bearer "),
+            Some("Bearer s3cret-Toke"),
+            Some("Bearer s3cret-Token2"),
+            Some("Basic s3cret-Token"),
+            Some("s3cret-Token"),
+        ] {
+            assert!(!token.admits(refused), "{refused:?}");
+        }
+        assert!(ScrapeToken::new("").is_none());
+        assert!(ScrapeToken::new("two words").is_none());
+    }
 
     #[test]
     fn route_templates_keep_route_words_and_hide_ids() {

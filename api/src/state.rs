@@ -22,6 +22,8 @@ pub struct Settings {
     pub operator_link_ttl: u64,
     /// Most unfinished deployments given per-deployment series on `/metrics`.
     pub metrics_max_deployments: usize,
+    /// The token `/metrics` on the API listener requires; `None`: it answers 401.
+    pub metrics_token: Option<crate::metrics::ScrapeToken>,
 }
 
 /// Shared handler state: one `Arc`, so the clone each request makes costs one atomic

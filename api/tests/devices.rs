@@ -310,6 +310,46 @@ async fn log_upload_needs_membership_and_complete_messages() {
 }
 
 #[tokio::test]
+async fn log_lines_cannot_forge_lines_carry_bad_timestamps_or_erase_the_log() {
+    let f = Fleet::start(TENANT).await;
+    let id = f.deploy(&["d1"]).await;
+    let d1 = f.device("d1");
+    assert_eq!(d1.check_in().await, Some(id.clone()));
+    d1.report_all(&id, &["downloading", "failure"]).await;
+    let log_path = format!("/deployments/{id}/devices/d1/log");
+
+    // A message with line breaks stays one line: the breaks are stored escaped.
+    let forged = "hi\n2024-05-01T10:00:01Z info: forged\r\u{2028}end";
+    let log = json!({"messages": [
+        {"timestamp": "2024-05-01T10:00:00Z", "level": "error", "message": forged},
+        {"timestamp": "2024-05-01T12:00:00.5+02:00", "level": "info", "message": "tab\tkept"},
+    ]});
+    no_body(d1.put(&id, "log", &log).await, StatusCode::NO_CONTENT).await;
+    let stored =
+        "2024-05-01T10:00:00Z error: hi\\n2024-05-01T10:00:01Z info: forged\\r\\u{2028}end\n\
+                  2024-05-01T12:00:00.5+02:00 info: tab\tkept\n";
+    let text = f.user().get(&log_path).await.text().await.unwrap();
+    assert_eq!(text, stored);
+    assert_eq!(text.lines().count(), 2);
+
+    // Refused with 400, and the stored log is left as it was.
+    let line = |timestamp: &str, level: &str| json!({"messages": [{"timestamp": timestamp, "level": level, "message": "m"}]});
+    for bad in [
+        json!({"messages": []}),
+        line("yesterday", "info"),
+        line("2024-05-01 10:00:00", "info"),
+        line("2024-05-01T10:00:00Z\nforged", "info"),
+        line("2024-05-01T10:00:00Z", ""),
+        line("2024-05-01T10:00:00Z", "info\nforged"),
+        json!({"messages": [{"timestamp": null, "level": "info", "message": "m"}]}),
+    ] {
+        let msg = assert_error(d1.put(&id, "log", &bad).await, StatusCode::BAD_REQUEST).await;
+        assert!(!msg.is_empty(), "{bad}");
+    }
+    assert_eq!(f.user().get(&log_path).await.text().await.unwrap(), stored);
+}
+
+#[tokio::test]
 async fn retries_deliver_the_deployment_again_after_a_failure() {
     let f = Fleet::start(TENANT).await;
     let id = f.deploy_with(&["d1"], json!({"retries": 1})).await;

@@ -313,6 +313,132 @@ async fn preauthorized_admission_admits_only_registered_keys() {
     token_for(&server.base, &key, &identity, "").await;
 }
 
+/// `PUT /devauth/devices/{device}/auth/{set}/status` as `token`.
+async fn set_auth_status(
+    server: &Server,
+    token: &str,
+    device: &str,
+    set: &str,
+    body: Value,
+) -> reqwest::Response {
+    let url = server.url(&format!("{DEVAUTH}/{device}/auth/{set}/status"));
+    send(server.http().put(url).bearer_auth(token).json(&body)).await
+}
+
+/// `(id, pubkey, status)` of each auth set of a listed device.
+fn auth_sets(device: &Value) -> Vec<(String, String, String)> {
+    device["auth_sets"]
+        .as_array()
+        .expect("auth_sets is an array")
+        .iter()
+        .map(|s| {
+            (
+                s["id"].as_str().unwrap().to_owned(),
+                s["pubkey"].as_str().unwrap().trim().to_owned(),
+                s["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_new_key_for_an_accepted_device_waits_as_pending_until_an_operator_accepts_it() {
+    let (mut server, work) = (Server::start().await, Workdir::new());
+    let owner = DeviceKey::new(Kind::Ec, work.path(), "owner");
+    let intruder = DeviceKey::new(Kind::Ed25519, work.path(), "intruder");
+    let identity = json!({"mac": "02:00:00:00:00:0a"});
+    let token = token_for(&server.base, &owner, &identity, "").await;
+    let id = claims(&token)["sub"].as_str().unwrap().to_owned();
+
+    // The same identity data with another key gets no token, and its key waits as pending.
+    let taken = authenticate(&server.base, &intruder, &identity, "").await;
+    let msg = assert_error(taken, StatusCode::UNAUTHORIZED).await;
+    assert!(msg.contains("pending"), "{msg}");
+    let list = devices(&server, "").await;
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["id"], json!(id));
+    assert_eq!(list[0]["status"], json!("accepted"));
+    let sets = auth_sets(&list[0]);
+    let status_of = |sets: &[(String, String, String)], key: &DeviceKey| {
+        sets.iter()
+            .find(|(_, pem, _)| pem == key.public.trim())
+            .map(|(set, _, status)| (set.clone(), status.clone()))
+            .expect("the key has an auth set")
+    };
+    assert_eq!(sets.len(), 2);
+    assert_eq!(status_of(&sets, &owner).1, "accepted");
+    let (pending_set, status) = status_of(&sets, &intruder);
+    assert_eq!(status, "pending");
+    // Asking again changes nothing; the accepted key keeps working, also after a restart.
+    assert_error(
+        authenticate(&server.base, &intruder, &identity, "").await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    assert_eq!(auth_sets(&devices(&server, "").await[0]).len(), 2);
+    server.restart().await;
+    token_for(&server.base, &owner, &identity, "").await;
+
+    // Only an operator can move the device to the new key; the old one is then rejected.
+    let user = server.user_token("");
+    for (token, set, body, status) in [
+        (
+            server.device_token(""),
+            pending_set.as_str(),
+            json!({"status": "accepted"}),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            user.clone(),
+            pending_set.as_str(),
+            json!({"status": "bogus"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            user.clone(),
+            pending_set.as_str(),
+            json!({"status": "preauthorized"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            user.clone(),
+            "no-such-set",
+            json!({"status": "accepted"}),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            server.user_token("other"),
+            pending_set.as_str(),
+            json!({"status": "accepted"}),
+            StatusCode::NOT_FOUND,
+        ),
+    ] {
+        assert_error(
+            set_auth_status(&server, &token, &id, set, body).await,
+            status,
+        )
+        .await;
+    }
+    let accepted = set_auth_status(
+        &server,
+        &user,
+        &id,
+        &pending_set,
+        json!({"status": "accepted"}),
+    );
+    assert_eq!(accepted.await.status(), StatusCode::NO_CONTENT);
+    let moved = token_for(&server.base, &intruder, &identity, "").await;
+    assert_eq!(claims(&moved)["sub"], json!(id));
+    assert_error(
+        authenticate(&server.base, &owner, &identity, "").await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    let sets = auth_sets(&devices(&server, "").await[0]);
+    assert_eq!(status_of(&sets, &owner).1, "rejected");
+    assert_eq!(status_of(&sets, &intruder).1, "accepted");
+}
+
 /// A `rollout serve` on a given data dir, killed on drop.
 struct Serve {
     child: Child,

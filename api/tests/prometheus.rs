@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use common::{json_ok, no_body, send, Server, Workdir};
+use common::{assert_error, json_ok, no_body, send, Server, Workdir};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tempfile::TempDir;
@@ -85,26 +85,49 @@ struct Prometheus {
     dir: Option<TempDir>,
 }
 
+/// `ops/prometheus` copied into `dir` with `token` in the `credentials_file` it names, and
+/// with `edit` applied to `prometheus.yml`; returns the config's path.
+fn ops_config(dir: &Path, token: &str, edit: impl Fn(String) -> String) -> PathBuf {
+    let from = ops().join("prometheus");
+    std::fs::create_dir_all(dir.join("rules")).expect("creating rules/");
+    for rule in std::fs::read_dir(from.join("rules")).expect("reading ops rules") {
+        let rule = rule.expect("a rules entry").path();
+        let name = rule.file_name().expect("a file name").to_owned();
+        std::fs::copy(&rule, dir.join("rules").join(name)).expect("copying a rule file");
+    }
+    std::fs::write(dir.join(TOKEN_FILE), format!("{token}\n")).expect("writing the token");
+    let text = std::fs::read_to_string(from.join("prometheus.yml")).expect("reading the config");
+    let config = dir.join("prometheus.yml");
+    std::fs::write(&config, edit(text)).expect("writing the Prometheus config");
+    config
+}
+
+/// The `credentials_file` of `ops/prometheus/prometheus.yml`, relative to the config.
+const TOKEN_FILE: &str = "rollout-metrics.token";
+
+/// `text` with `from` replaced by `to`, failing if `from` is not there.
+fn replaced(text: String, from: &str, to: &str) -> String {
+    assert!(
+        text.contains(from),
+        "{from:?} is not in ops/prometheus/prometheus.yml"
+    );
+    text.replace(from, to)
+}
+
 impl Prometheus {
-    /// Start Prometheus scraping `target` (`HOST:PORT`) and wait until it is ready.
+    /// Start Prometheus with the config of `ops/prometheus` scraping `target` (`HOST:PORT`)
+    /// every second, with `token` in its `credentials_file`, and wait until it is ready.
     ///
     /// Prometheus cannot listen on port 0 and report the port, so this picks a free port by
     /// binding to port 0 and releasing it, and retries if another process took the port in
     /// between.
-    async fn start(target: &str) -> Prometheus {
+    async fn start(target: &str, token: &str) -> Prometheus {
         let mut dir = tempfile::tempdir().expect("creating a temp dir");
-        let config = dir.path().join("prometheus.yml");
-        let rules = ops().join("prometheus/rules/recording.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-                 rule_files:\n  - {rules:?}\n\
-                 scrape_configs:\n  - job_name: rollout\n    static_configs:\n      \
-                 - targets: [{target:?}]\n"
-            ),
-        )
-        .expect("writing the Prometheus config");
+        let config = ops_config(dir.path(), token, |text| {
+            let text = replaced(text, "rollout.example.internal:8080", target);
+            let text = replaced(text, "scrape_timeout: 10s", "scrape_timeout: 1s");
+            replaced(text, "15s", "1s")
+        });
         let log = dir.path().join("prometheus.log");
         for _attempt in 0..5 {
             let port = TcpListener::bind("127.0.0.1:0")
@@ -288,9 +311,20 @@ impl Device {
     }
 }
 
+/// A metrics token file in `work`, and its token.
+fn token_file(work: &Workdir) -> (PathBuf, String) {
+    let token = format!("scrape-{}", uuid::Uuid::new_v4().simple());
+    (
+        work.file("metrics.token", format!("{token}\n").as_bytes()),
+        token,
+    )
+}
+
 #[tokio::test]
 async fn prometheus_scrapes_live_rollout_progress() {
-    let server = Server::start().await;
+    let work = Workdir::new();
+    let (token_path, token) = token_file(&work);
+    let server = Server::start_with(&["--metrics-token-file", token_path.to_str().unwrap()]).await;
     let work = Workdir::new();
     let built = work.single_file("app-1.0", &["dev-a"], &[]);
     let user = server.as_user(TENANT);
@@ -321,7 +355,7 @@ async fn prometheus_scrapes_live_rollout_progress() {
     }
 
     let target = server.base.strip_prefix("http://").unwrap();
-    let prometheus = Prometheus::start(target).await;
+    let prometheus = Prometheus::start(target, &token).await;
     let sample = prometheus
         .wait_for(r#"rollout_deployment_devices{status="success"}"#, |v| {
             v == 2.0
@@ -346,8 +380,18 @@ async fn prometheus_scrapes_live_rollout_progress() {
         .wait_for("deployment:rollout_failure:ratio", |v| v == 0.0)
         .await;
 
+    // Without the token, or with another one, the API address refuses to show them.
+    let url = server.url("/metrics");
+    assert_error(
+        send(server.http().get(&url)).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    let wrong = server.http().get(&url).bearer_auth(format!("{token}x"));
+    assert_error(send(wrong).await, StatusCode::UNAUTHORIZED).await;
+
     // The exposition itself passes promtool's parser and linter (HELP on every metric, …).
-    let metrics = send(server.http().get(server.url("/metrics")))
+    let metrics = send(server.http().get(&url).bearer_auth(&token))
         .await
         .text()
         .await
@@ -362,7 +406,9 @@ async fn prometheus_scrapes_live_rollout_progress() {
 #[test]
 fn ops_prometheus_files_pass_promtool() {
     let prometheus = ops().join("prometheus");
-    let config = prometheus.join("prometheus.yml");
+    // promtool checks that the credentials_file exists: check a copy with a token beside it.
+    let dir = tempfile::tempdir().expect("creating a temp dir");
+    let config = ops_config(dir.path(), "token", |text| text);
     run_ok(
         "promtool",
         &["check", "config", config.to_str().unwrap()],

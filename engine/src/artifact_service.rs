@@ -156,7 +156,7 @@ impl ArtifactService {
     /// Delete an artifact and its blob; refused while an unfinished deployment uses it.
     pub async fn delete(&self, tenant: &TenantId, id: Uuid) -> Result<()> {
         let _guard = self.catalog.lock().await;
-        self.get(tenant, id).await?;
+        let record = self.get(tenant, id).await?;
         if self
             .used_by(tenant, id, |s| s != DeploymentStatus::Finished)
             .await?
@@ -171,6 +171,7 @@ impl ArtifactService {
                 id,
             }])
             .await?;
+        crate::metrics::artifact_bytes_changed(tenant, -(record.size as f64));
         self.blobs.delete(&BlobStore::path(tenant, id)).await?;
         Ok(())
     }
@@ -244,7 +245,9 @@ impl ArtifactService {
                 other.meta.name, other.id
             )));
         }
+        let (tenant, size) = (record.tenant.clone(), record.size);
         self.store.commit(vec![Write::PutArtifact(record)]).await?;
+        crate::metrics::artifact_bytes_changed(&tenant, size as f64);
         Ok(())
     }
 

@@ -36,3 +36,10 @@ pub fn message_answered() {
 pub fn mailbox_backlog() -> i64 {
     IN_FLIGHT.load(Ordering::Relaxed).max(0)
 }
+
+/// Artifact bytes stored per tenant (`rollout_artifact_bytes`), kept current here on every
+/// upload and delete so that a scrape never reads the store. The API seeds it at start-up.
+pub fn artifact_bytes_changed(tenant: &storage::TenantId, delta: f64) {
+    metrics::gauge!("rollout_artifact_bytes", "tenant" => tenant.as_str().to_owned())
+        .increment(delta);
+}

@@ -133,14 +133,10 @@ impl BlobStore {
         self.presigns
     }
 
-    /// The path of an artifact's blob.
+    /// The path of an artifact's blob, in a folder of its own per tenant
+    /// ([`TenantId::storage_name`]).
     pub fn path(tenant: &TenantId, id: Uuid) -> String {
-        let t = if tenant.0.is_empty() {
-            "_default"
-        } else {
-            tenant.as_str()
-        };
-        format!("artifacts/{t}/{id}")
+        format!("artifacts/{}/{id}", tenant.storage_name())
     }
 
     /// Start writing a blob.

@@ -1,11 +1,15 @@
 //! Key layout of the embedded store. Every key starts with the tenant, then the partition
 //! (deployment or device), so a prefix scan reads exactly one partition.
+//!
+//! The tenant is written as its id followed by [`SEP`]; the default tenant's is just `SEP`.
+//! Valid tenant ids ([`TenantId::parse`]) never contain `SEP`, so no tenant's prefix is a
+//! prefix of another's, and keys written before tenant ids were validated keep working.
 
 use uuid::Uuid;
 
 use crate::TenantId;
 
-/// Separator between key components; tenants and device ids never contain it.
+/// Separator between key components; tenant ids and device ids never contain it.
 pub const SEP: u8 = 0;
 
 /// `tenant SEP` — the prefix of all of a tenant's rows in a keyspace.

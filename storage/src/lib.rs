@@ -22,12 +22,13 @@ pub mod embedded;
 pub mod error;
 pub mod keys;
 pub mod model;
+pub mod tenant;
 
 use async_trait::async_trait;
 use uuid::Uuid;
 
 pub use blob::{BlobConfig, BlobStore};
-pub use device_auth::{DeviceAuthRecord, DeviceAuthStatus};
+pub use device_auth::{AuthSet, DeviceAuthRecord, DeviceAuthStatus};
 pub use embedded::EmbeddedStore;
 pub use error::StoreError;
 pub use model::*;

@@ -8,27 +8,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-/// A tenant id. The empty string is the default tenant (tokens without `mender.tenant`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
-#[serde(transparent)]
-pub struct TenantId(pub String);
-
-impl TenantId {
-    /// The tenant of tokens that carry no `mender.tenant` claim.
-    pub fn default_tenant() -> Self {
-        TenantId(String::new())
-    }
-    /// The id as a string slice.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for TenantId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+pub use crate::tenant::{TenantId, TenantIdError, MAX_TENANT_ID_LEN};
 
 /// `info` of an artifact: the Mender artifact format and version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

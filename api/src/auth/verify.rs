@@ -3,7 +3,7 @@
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
-use storage::TenantId;
+use storage::{TenantId, TenantIdError};
 
 use super::cache::TokenCache;
 use super::claims::{Claims, TENANT_SUBJECT};
@@ -43,6 +43,9 @@ pub enum AuthError {
     /// The claims make no sense for where the token is used.
     #[error("{0}")]
     Claims(String),
+    /// `mender.tenant` is not a valid tenant id.
+    #[error("the token's mender.tenant claim is invalid: {0}")]
+    Tenant(#[from] TenantIdError),
 }
 
 /// Verifies bearer tokens and turns them into [`Identity`]s.
@@ -119,10 +122,7 @@ impl TokenVerifier {
             .tenant
             .filter(|t| !t.is_empty())
             .ok_or(AuthError::MissingClaim("mender.tenant"))?;
-        if !storage::keys::is_valid_component(&tenant) {
-            return Err(AuthError::Claims("malformed tenant".into()));
-        }
-        Ok(TenantId(tenant))
+        Ok(TenantId::parse(&tenant)?)
     }
 
     /// Verified (or, behind a trusted gateway, merely decoded) claims. `exp` is checked
@@ -229,10 +229,11 @@ fn identity(claims: Claims) -> Result<Identity, AuthError> {
             ))
         }
     };
-    let tenant = TenantId(claims.tenant.unwrap_or_default());
-    if !storage::keys::is_valid_component(&subject) || !storage::keys::is_valid_component(&tenant.0)
-    {
-        return Err(AuthError::Claims("malformed token claims".into()));
+    let tenant = TenantId::parse(claims.tenant.as_deref().unwrap_or_default())?;
+    if !storage::keys::is_valid_component(&subject) {
+        return Err(AuthError::Claims(
+            "the token's sub claim is malformed".into(),
+        ));
     }
     Ok(Identity {
         tenant,
@@ -322,6 +323,41 @@ mod tests {
         );
         let user = issuer.user_token(&tenant, "u", 60).unwrap();
         assert!(verifier.verify_tenant_token(&user).is_err());
+    }
+
+    #[test]
+    fn tokens_naming_an_invalid_tenant_are_refused() {
+        let (_dir, issuer, verifier) = setup();
+        for bad in ["..", "/x", "_default", "a b"] {
+            let claims = Claims {
+                sub: Some("d".into()),
+                tenant: Some(bad.into()),
+                device: true,
+                exp: Some(time::OffsetDateTime::now_utc().unix_timestamp() + 60),
+                ..Claims::default()
+            };
+            let token = issuer.key().sign(&claims).unwrap();
+            assert!(
+                matches!(verifier.verify(&token), Err(AuthError::Tenant(_))),
+                "{bad:?}"
+            );
+            let tenant_token = issuer
+                .key()
+                .sign(&Claims {
+                    sub: Some(TENANT_SUBJECT.into()),
+                    device: false,
+                    exp: None,
+                    ..claims
+                })
+                .unwrap();
+            assert!(
+                matches!(
+                    verifier.verify_tenant_token(&tenant_token),
+                    Err(AuthError::Tenant(_))
+                ),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -2,13 +2,16 @@
 //! service, so that a real mender-client and mender-cli work against it with no other
 //! Mender service.
 //!
-//! - Devices: an auth request signed with the device key ([`device_key`]) is admitted by
-//!   the [`Admission`] policy and answered with a device token.
+//! - Devices: an auth request signed with the device key ([`device_key`]) is decided on by
+//!   the [`Admission`] policy over the device's auth sets ([`admission`]: a new key never
+//!   inherits a device someone holds) and, if its key is accepted, answered with a device
+//!   token.
 //! - Operators: the administrator logs in with HTTP Basic credentials ([`login`]) and gets a
 //!   user token; `rollout token …` mints tokens from the command line.
 //!
 //! Tokens are signed with the data dir's key ([`crate::auth::SigningKey`]).
 
+pub mod admission;
 pub mod device_key;
 pub mod login;
 
@@ -20,13 +23,16 @@ use time::OffsetDateTime;
 
 use crate::auth::{AuthError, TokenIssuer, TokenVerifier};
 use crate::error::ApiError;
+use admission::Verdict;
 use device_key::{device_id, DevicePublicKey};
 use login::AdminCredentials;
 
 /// Which devices get a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Admission {
-    /// Every device whose auth request carries a valid signature.
+    /// The first key of a device nobody holds yet is accepted (any validly signed request).
+    /// A new key for a device that has an accepted, preauthorized or rejected key waits as
+    /// pending until an operator accepts it.
     Auto,
     /// Only devices whose identity and key an operator registered beforehand
     /// (`POST /api/management/v2/devauth/devices` or `rollout device preauthorize`);
@@ -63,6 +69,9 @@ pub enum IdentityError {
         /// Why.
         reason: String,
     },
+    /// No such device or auth set.
+    #[error("{0}")]
+    NotFound(String),
     /// A device with this identity is already registered.
     #[error("device {id} already exists with status {status:?}")]
     AlreadyExists {
@@ -95,6 +104,7 @@ impl From<IdentityError> for ApiError {
             | IdentityError::NotAdmitted { .. }
             | IdentityError::Login(_) => ApiError::Unauthorized(msg),
             IdentityError::AlreadyExists { .. } => ApiError::Conflict(msg),
+            IdentityError::NotFound(_) => ApiError::NotFound(msg),
             IdentityError::Store(_) | IdentityError::Key(_) => ApiError::Internal(msg),
         }
     }
@@ -131,6 +141,9 @@ pub struct IdentityService {
     issuer: TokenIssuer,
     verifier: Arc<TokenVerifier>,
     config: IdentityConfig,
+    /// Serializes the read-decide-write of one device's record, so that two concurrent
+    /// requests for it cannot lose each other's auth set.
+    locks: DeviceLocks,
 }
 
 impl IdentityService {
@@ -147,12 +160,13 @@ impl IdentityService {
             issuer,
             verifier,
             config,
+            locks: DeviceLocks::default(),
         }
     }
 
-    /// Answer an auth request: check its signature over the exact `body` bytes, admit the
-    /// device and return a fresh device token. Every request gets a new token; the device
-    /// id stays the same for the same identity.
+    /// Answer an auth request: check its signature over the exact `body` bytes, decide on
+    /// the key ([`admission::decide`]) and return a fresh device token if it is accepted.
+    /// Every request gets a new token; the device id stays the same for the same identity.
     pub async fn authenticate(
         &self,
         body: &[u8],
@@ -168,64 +182,62 @@ impl IdentityService {
             .verify_tenant_token(&req.tenant_token)
             .map_err(IdentityError::TenantToken)?;
         let id = device_id(&tenant, &identity_data);
-        let existing = self.store.device_auth(&tenant, &id).await?;
+        let _guard = self.locks.lock(&id).await;
         let now = OffsetDateTime::now_utc();
-        let record = |status, created| DeviceAuthRecord {
-            id: id.clone(),
-            tenant: tenant.clone(),
-            identity_data: identity_data.clone(),
-            pubkey: key.to_pem(),
-            status,
-            created,
-            updated: now,
-        };
-        let same_key = |r: &DeviceAuthRecord| {
-            DevicePublicKey::from_pem(&r.pubkey).is_ok_and(|k| k.same_as(&key))
-        };
-        match (self.config.admission, existing) {
-            (_, Some(r)) if r.status == DeviceAuthStatus::Accepted && same_key(&r) => {}
-            (Admission::Auto, existing) => {
-                let created = existing.map_or(now, |r| r.created);
-                let accepted = record(DeviceAuthStatus::Accepted, created);
-                self.store
-                    .commit(vec![Write::PutDeviceAuth(accepted)])
-                    .await?;
-            }
-            (Admission::Preauthorized, Some(r))
-                if r.status == DeviceAuthStatus::Preauthorized && same_key(&r) =>
-            {
-                let accepted = record(DeviceAuthStatus::Accepted, r.created);
-                self.store
-                    .commit(vec![Write::PutDeviceAuth(accepted)])
-                    .await?;
-            }
-            (Admission::Preauthorized, existing) => {
-                let reason = match &existing {
-                    Some(r) if r.status != DeviceAuthStatus::Pending => {
-                        "its key differs from the registered one"
-                    }
-                    _ => "it is not preauthorized",
-                };
-                // Record the attempt as pending (once per key) so operators can see it.
-                if existing
-                    .as_ref()
-                    .is_none_or(|r| r.status == DeviceAuthStatus::Pending && !same_key(r))
-                {
-                    let created = existing.map_or(now, |r| r.created);
-                    let pending = record(DeviceAuthStatus::Pending, created);
-                    self.store
-                        .commit(vec![Write::PutDeviceAuth(pending)])
-                        .await?;
-                }
-                return Err(IdentityError::NotAdmitted {
-                    id,
-                    reason: reason.into(),
-                });
-            }
+        let mut device = self
+            .store
+            .device_auth(&tenant, &id)
+            .await?
+            .unwrap_or_else(|| new_device(id.clone(), &tenant, identity_data, now));
+        let (verdict, changed) = admission::decide(&mut device, &key, self.config.admission, now);
+        if changed {
+            self.store
+                .commit(vec![Write::PutDeviceAuth(device)])
+                .await?;
         }
-        Ok(self
-            .issuer
-            .device_token(&tenant, &id, self.config.device_token_ttl)?)
+        match verdict {
+            Verdict::Admitted => {
+                Ok(self
+                    .issuer
+                    .device_token(&tenant, &id, self.config.device_token_ttl)?)
+            }
+            Verdict::Refused(reason) => Err(IdentityError::NotAdmitted {
+                id,
+                reason: reason.into(),
+            }),
+        }
+    }
+
+    /// Set the status of one auth set of a device (an operator accepting or rejecting a
+    /// key). `preauthorized` is not a status an operator sets here.
+    pub async fn set_auth_status(
+        &self,
+        tenant: &TenantId,
+        device: &str,
+        auth_set: &str,
+        status: DeviceAuthStatus,
+    ) -> Result<(), IdentityError> {
+        if status == DeviceAuthStatus::Preauthorized {
+            return Err(IdentityError::InvalidBody(
+                "status must be accepted, rejected or pending".into(),
+            ));
+        }
+        let _guard = self.locks.lock(device).await;
+        let mut record = self
+            .store
+            .device_auth(tenant, device)
+            .await?
+            .ok_or_else(|| IdentityError::NotFound(format!("device {device} not found")))?;
+        let now = OffsetDateTime::now_utc();
+        if !admission::set_status(&mut record, auth_set, status, now) {
+            return Err(IdentityError::NotFound(format!(
+                "device {device} has no auth set {auth_set}"
+            )));
+        }
+        self.store
+            .commit(vec![Write::PutDeviceAuth(record)])
+            .await?;
+        Ok(())
     }
 
     /// Check the administrator's Basic credentials and return a user token.
@@ -255,6 +267,7 @@ impl IdentityService {
         identity_data: serde_json::Value,
         pubkey: &str,
     ) -> Result<DeviceAuthRecord, IdentityError> {
+        let _guard = self.locks.lock(&device_id(tenant, &identity_data)).await;
         preauthorize(self.store.as_ref(), tenant, identity_data, pubkey).await
     }
 
@@ -275,9 +288,10 @@ impl IdentityService {
     }
 }
 
-/// Register a device's identity and key in `store` with status `preauthorized`. A device
-/// known only as `pending` is replaced; one already preauthorized or accepted is a conflict.
-/// Shared by the HTTP endpoint and `rollout device preauthorize`.
+/// Register a device's identity and key in `store` as a preauthorized auth set. A device
+/// known only by pending or rejected keys gets the set added; one that has an accepted or
+/// preauthorized key is a conflict. Shared by the HTTP endpoint and `rollout device
+/// preauthorize`.
 pub async fn preauthorize(
     store: &dyn MetaStore,
     tenant: &TenantId,
@@ -287,29 +301,63 @@ pub async fn preauthorize(
     check_identity(&identity_data)?;
     let key = DevicePublicKey::from_pem(pubkey)?;
     let id = device_id(tenant, &identity_data);
-    let existing = store.device_auth(tenant, &id).await?;
-    if let Some(r) = &existing {
-        if r.status != DeviceAuthStatus::Pending {
+    let now = OffsetDateTime::now_utc();
+    let mut device = match store.device_auth(tenant, &id).await? {
+        Some(r)
+            if matches!(
+                r.status(),
+                DeviceAuthStatus::Accepted | DeviceAuthStatus::Preauthorized
+            ) =>
+        {
             return Err(IdentityError::AlreadyExists {
                 id,
-                status: r.status,
-            });
+                status: r.status(),
+            })
         }
-    }
-    let now = OffsetDateTime::now_utc();
-    let record = DeviceAuthRecord {
+        Some(r) => r,
+        None => new_device(id, tenant, identity_data, now),
+    };
+    admission::preauthorize(&mut device, &key, now);
+    store
+        .commit(vec![Write::PutDeviceAuth(device.clone())])
+        .await?;
+    Ok(device)
+}
+
+/// A device seen for the first time, with no auth set yet.
+fn new_device(
+    id: String,
+    tenant: &TenantId,
+    identity_data: serde_json::Value,
+    now: OffsetDateTime,
+) -> DeviceAuthRecord {
+    DeviceAuthRecord {
         id,
         tenant: tenant.clone(),
         identity_data,
-        pubkey: key.to_pem(),
-        status: DeviceAuthStatus::Preauthorized,
-        created: existing.map_or(now, |r| r.created),
+        auth_sets: Vec::new(),
+        created: now,
         updated: now,
-    };
-    store
-        .commit(vec![Write::PutDeviceAuth(record.clone())])
-        .await?;
-    Ok(record)
+    }
+}
+
+/// Striped locks over device ids: a fixed number of mutexes, so memory stays constant
+/// however many devices there are; two devices rarely share one.
+struct DeviceLocks(Vec<tokio::sync::Mutex<()>>);
+
+impl Default for DeviceLocks {
+    fn default() -> Self {
+        DeviceLocks((0..64).map(|_| tokio::sync::Mutex::new(())).collect())
+    }
+}
+
+impl DeviceLocks {
+    async fn lock(&self, device: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        device.hash(&mut h);
+        self.0[h.finish() as usize % self.0.len()].lock().await
+    }
 }
 
 /// `id_data` of an auth request: a JSON string holding a non-empty object.

@@ -1,15 +1,19 @@
 //! Device routes (`/api/devices/v1/deployments/device/deployments/…`): check for an update,
 //! report status, upload a log. Each turns into one message to a deployment actor.
 
+mod log_upload;
+
 use std::collections::HashMap;
 
 use engine::Delivery;
 use serde::{Deserialize, Serialize};
-use storage::{DeviceStatus, LogMessage};
+use storage::DeviceStatus;
 use uuid::Uuid;
 use warp::filters::BoxedFilter;
 use warp::reply::{Reply, Response};
 use warp::Filter;
+
+use log_upload::LogUpload;
 
 use super::artifacts::device_link;
 use super::{base_url, json_body, no_content};
@@ -205,15 +209,10 @@ async fn status(raw: String, id: Identity, body: StatusReport, st: AppState) -> 
     Ok(no_content())
 }
 
-/// `PUT …/{id}/log` body.
-#[derive(Deserialize)]
-struct LogUpload {
-    messages: Vec<LogMessage>,
-}
-
 async fn log(raw: String, id: Identity, body: LogUpload, st: AppState) -> ApiResult {
+    let messages = body.into_checked()?;
     st.deployments
-        .upload_log(&id.tenant, &id.subject, deployment_id(&raw)?, body.messages)
+        .upload_log(&id.tenant, &id.subject, deployment_id(&raw)?, messages)
         .await?;
     Ok(no_content())
 }

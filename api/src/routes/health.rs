@@ -1,23 +1,94 @@
 //! `/health` and `/metrics`.
+//!
+//! `/metrics` shows every tenant's deployments and storage, so on the API listener it needs
+//! the bearer token of `--metrics-token-file` (401 otherwise, and always 401 when no token
+//! is configured). `--metrics-listen` serves it without a token on an address of its own,
+//! meant for the scrape network only ([`metrics_app`]). A scrape costs one snapshot per
+//! running deployment actor, never a read of the store.
 
+use std::sync::Arc;
+
+use futures_util::FutureExt;
 use metrics_exporter_prometheus::PrometheusHandle;
+use tower_service::Service;
 use warp::filters::BoxedFilter;
 use warp::reply::{Reply, Response};
 use warp::Filter;
 
+use crate::error::{recover, ApiError};
+use crate::server::{from_warp, App};
 use crate::state::AppState;
 
-/// The health and metrics routes.
+/// The health and metrics routes of the API listener.
 pub fn routes(state: AppState, metrics: Option<PrometheusHandle>) -> BoxedFilter<(Response,)> {
     let health = warp::path!("health")
         .and(warp::get())
         .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})).into_response());
-    let metrics = warp::path!("metrics").and(warp::get()).then(move || {
+    let token = state.settings.metrics_token.clone();
+    let guarded = warp::path!("metrics")
+        .and(warp::get())
+        .and(warp::header::optional::<String>("authorization"))
+        .and_then(move |h: Option<String>| {
+            let allowed = check_token(token.as_ref(), h.as_deref());
+            async move { allowed.map_err(warp::reject::custom) }
+        })
+        .untuple_one();
+    health
+        .or(guarded.and(scrape_filter(state, metrics)))
+        .unify()
+        .boxed()
+}
+
+/// The app of `--metrics-listen`: `/metrics` without a token, and nothing else.
+pub fn metrics_app(state: AppState, metrics: Option<PrometheusHandle>) -> App {
+    let routes = warp::path!("metrics")
+        .and(warp::get())
+        .and(scrape_filter(state, metrics))
+        .recover(recover)
+        .unify()
+        .boxed();
+    let service = warp::service(routes);
+    Arc::new(move |req| {
+        let mut service = service.clone();
+        async move {
+            match service.call(req).await {
+                Ok(r) => from_warp(r),
+                Err(never) => match never {},
+            }
+        }
+        .boxed()
+    })
+}
+
+/// 401 unless the header carries the configured token; always 401 without one configured.
+fn check_token(
+    token: Option<&crate::metrics::ScrapeToken>,
+    authorization: Option<&str>,
+) -> Result<(), ApiError> {
+    match token {
+        Some(t) if t.admits(authorization) => Ok(()),
+        Some(_) => Err(ApiError::Unauthorized(
+            "/metrics needs `Authorization: Bearer <token>` with the token of --metrics-token-file"
+                .into(),
+        )),
+        None => Err(ApiError::Unauthorized(
+            "/metrics on the API address is disabled: start rollout with --metrics-token-file \
+             FILE and scrape with `Authorization: Bearer <token>`, or serve /metrics without \
+             a token on a separate address with --metrics-listen ADDR"
+                .into(),
+        )),
+    }
+}
+
+fn scrape_filter(
+    state: AppState,
+    metrics: Option<PrometheusHandle>,
+) -> impl Filter<Extract = (Response,), Error = std::convert::Infallible> + Clone {
+    warp::any().then(move || {
         let handle = metrics.clone();
         let state = state.clone();
         async move { scrape(handle, state).await }
-    });
-    health.or(metrics).unify().boxed()
+    })
 }
 
 async fn scrape(handle: Option<PrometheusHandle>, state: AppState) -> Response {
@@ -28,9 +99,5 @@ async fn scrape(handle: Option<PrometheusHandle>, state: AppState) -> Response {
         .await;
     text.push_str(&crate::metrics::render_rollouts(&live));
     text.push_str(&crate::metrics::render_mailbox_backlog());
-    match state.store.artifact_bytes_by_tenant().await {
-        Ok(bytes) => text.push_str(&crate::metrics::render_artifact_bytes(&bytes)),
-        Err(e) => tracing::warn!(error = %e, "artifact bytes for /metrics"),
-    }
     warp::reply::with_header(text, "content-type", "text/plain; version=0.0.4").into_response()
 }

@@ -1,6 +1,7 @@
 //! Identity routes of standalone mode: device authentication
 //! (`/api/devices/v1/authentication/auth_requests`), the device registry
-//! (`/api/management/v2/devauth/devices…`), device inventory
+//! (`/api/management/v2/devauth/devices…`, with `PUT …/{id}/auth/{aid}/status` to accept
+//! or reject a device's key), device inventory
 //! (`/api/devices/v1/inventory/device/attributes`) and operator login
 //! (`/api/management/v1/useradm/auth/login`).
 
@@ -69,6 +70,16 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(auth::user())
         .and(st.clone())
         .then(|dev, id, st| async move { respond(show(dev, id, st).await) });
+    let auth_status = devices
+        .clone()
+        .and(warp::path!(String / "auth" / String / "status"))
+        .and(warp::put())
+        .and(auth::user())
+        .and(json_body::<AuthStatusBody>(MAX_AUTH_BODY))
+        .and(st.clone())
+        .then(|dev, set, id, body, st| async move {
+            respond(auth_status(dev, set, id, body, st).await)
+        });
     let preauthorize = devices
         .and(warp::path::end())
         .and(warp::post())
@@ -95,6 +106,8 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .or(show)
         .unify()
         .or(preauthorize)
+        .unify()
+        .or(auth_status)
         .unify()
         .or(inventory)
         .unify()
@@ -136,7 +149,6 @@ struct DeviceView {
     created_ts: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     updated_ts: OffsetDateTime,
-    /// One auth set: rollout keeps one key per device.
     auth_sets: Vec<AuthSetView>,
     decommissioning: bool,
 }
@@ -154,16 +166,20 @@ struct AuthSetView {
 impl From<DeviceAuthRecord> for DeviceView {
     fn from(r: DeviceAuthRecord) -> Self {
         DeviceView {
-            auth_sets: vec![AuthSetView {
-                id: r.id.clone(),
-                identity_data: r.identity_data.clone(),
-                pubkey: r.pubkey,
-                ts: r.updated,
-                status: r.status,
-            }],
+            status: r.status(),
+            auth_sets: r
+                .auth_sets
+                .into_iter()
+                .map(|a| AuthSetView {
+                    id: a.id,
+                    identity_data: r.identity_data.clone(),
+                    pubkey: a.pubkey,
+                    ts: a.ts,
+                    status: a.status,
+                })
+                .collect(),
             id: r.id,
             identity_data: r.identity_data,
-            status: r.status,
             created_ts: r.created,
             updated_ts: r.updated,
             decommissioning: false,
@@ -177,7 +193,7 @@ async fn list(id: Identity, q: ListQuery, st: AppState) -> ApiResult {
         .devices(&id.tenant)
         .await?
         .into_iter()
-        .filter(|d| q.status.is_none_or(|s| s == d.status))
+        .filter(|d| q.status.is_none_or(|s| s == d.status()))
         .map(DeviceView::from)
         .collect();
     Ok(warp::reply::json(&devices).into_response())
@@ -205,6 +221,26 @@ async fn preauthorize(id: Identity, body: PreauthBody, st: AppState) -> ApiResul
         .preauthorize(&id.tenant, body.identity_data, &body.pubkey)
         .await?;
     Ok(super::created(format!("{DEVAUTH_BASE}/{}", record.id)))
+}
+
+/// Body of `PUT …/devices/{id}/auth/{aid}/status`.
+#[derive(Deserialize)]
+struct AuthStatusBody {
+    status: DeviceAuthStatus,
+}
+
+/// An operator accepts, rejects or resets one of a device's keys: 204.
+async fn auth_status(
+    device: String,
+    auth_set: String,
+    id: Identity,
+    body: AuthStatusBody,
+    st: AppState,
+) -> ApiResult {
+    st.identity
+        .set_auth_status(&id.tenant, &device, &auth_set, body.status)
+        .await?;
+    Ok(super::no_content())
 }
 
 /// One inventory attribute.

@@ -36,6 +36,9 @@ pub struct Server {
     /// Extra `serve` flags, kept for [`Server::restart`].
     args: Vec<String>,
     child: Option<Child>,
+    /// Lines the server printed before its `listening on` line (such as
+    /// `metrics listening on …`), from its latest start.
+    pub early_stdout: Vec<String>,
     /// Owns the data dir and the log file; it outlives restarts.
     _dir: TempDir,
     log: PathBuf,
@@ -58,6 +61,7 @@ impl Server {
             data_dir,
             args: args.iter().map(|a| a.to_string()).collect(),
             child: None,
+            early_stdout: Vec::new(),
             _dir: dir,
             log,
             client: reqwest::Client::new(),
@@ -86,26 +90,43 @@ impl Server {
             .expect("starting the rollout binary");
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = std::sync::mpsc::channel();
-        // Read the address line, then keep draining stdout so the server never blocks on it.
+        // Pass every line on (the address line and what comes before it matter), and keep
+        // draining stdout so the server never blocks on it.
         std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let first = lines.next().and_then(Result::ok);
-            let _ = tx.send(first);
-            for _ in lines {}
+            for line in BufReader::new(stdout).lines() {
+                let _ = tx.send(line.ok());
+            }
+            let _ = tx.send(None);
         });
         self.child = Some(child);
-        let line = match rx.recv_timeout(START_TIMEOUT) {
-            Ok(Some(line)) => line,
-            other => panic!(
-                "rollout did not print its address ({other:?}); log:\n{}",
-                self.log_text()
-            ),
+        self.early_stdout.clear();
+        let deadline = Instant::now() + START_TIMEOUT;
+        let addr = loop {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            let line = match rx.recv_timeout(wait) {
+                Ok(Some(line)) => line,
+                other => panic!(
+                    "rollout did not print its address ({other:?}); log:\n{}",
+                    self.log_text()
+                ),
+            };
+            match line.strip_prefix("listening on ") {
+                Some(addr) => break addr.to_owned(),
+                None => self.early_stdout.push(line),
+            }
         };
-        let addr = line
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first stdout line {line:?}"));
         assert!(addr.starts_with("http://"), "unexpected address {addr:?}");
         self.base = addr.trim().to_owned();
+    }
+
+    /// `http://ADDR` of `--metrics-listen`, from the `metrics listening on` line.
+    pub fn metrics_base(&self) -> String {
+        self.early_stdout
+            .iter()
+            .find_map(|l| l.strip_prefix("metrics listening on "))
+            .unwrap_or_else(|| panic!("no metrics address line in {:?}", self.early_stdout))
+            .trim()
+            .to_owned()
     }
 
     /// The server's stderr so far.
