@@ -22,6 +22,8 @@ pub struct Settings {
     pub operator_link_ttl: u64,
     /// Most unfinished deployments given per-deployment series on `/metrics`.
     pub metrics_max_deployments: usize,
+    /// How long a handler waits for the next piece of a request body before answering 408.
+    pub body_read_timeout: std::time::Duration,
 }
 
 /// Shared handler state: one `Arc`, so the clone each request makes costs one atomic
