@@ -19,8 +19,8 @@ use http::{HeaderValue, Request};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -66,9 +66,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) {
     let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // HTTP/1 only, on hyper's own builder: hyper-util's auto builder first waits for the
+    // bytes that tell HTTP/1 from HTTP/2, with no timeout, so a silent client would escape
+    // the header read timeout.
+    let mut builder = http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -107,8 +109,7 @@ pub async fn run(
                 handle(app.clone(), activity.handling(), req)
             })
         };
-        let conn = builder.serve_connection_with_upgrades(io, service);
-        let conn = graceful.watch(conn.into_owned());
+        let conn = graceful.watch(builder.serve_connection(io, service));
         let idle_timeout = limits.idle_timeout;
         tokio::spawn(async move {
             let _slot = slot;
@@ -191,8 +192,8 @@ impl AcceptBackoff {
 }
 
 /// Raise the soft limit on open files to the hard limit, and warn when it is still too
-/// low for `max_connections` (each connection takes a descriptor, and a download or an
-/// upload another).
+/// low for `max_connections` (each connection takes a descriptor, and the store, downloads
+/// and uploads take more).
 pub fn raise_open_files_limit(max_connections: usize) {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => {
@@ -210,7 +211,7 @@ pub fn raise_open_files_limit(max_connections: usize) {
 }
 
 /// Descriptors the server needs besides its connections: the store's files, logs, the
-/// listener.
+/// listener, and the blobs of downloads and uploads in progress.
 const RESERVED_FILES: u64 = 256;
 
 /// Run one request through the app with its request id in scope, and put the id on the

@@ -45,6 +45,7 @@ fn cpu_time(pid: u32) -> Duration {
 
 fn assert_peak_rss(server: &Server) {
     let peak = proc_status(server.pid(), "VmHWM");
+    eprintln!("peak RSS {peak} KiB");
     assert!(
         peak <= MAX_RSS_KIB,
         "peak RSS {peak} KiB is over {MAX_RSS_KIB} KiB"
@@ -119,17 +120,21 @@ async fn stalled_uploads_do_not_starve_downloads_threads_or_memory() {
     assert!(threads < 100, "{threads} threads with {STALLED_UPLOADS} stalled uploads");
 
     // Uploads past the slots are refused as busy; those holding a slot end with 408 once
-    // their body stalls for the read timeout.
+    // their body stalls for the read timeout (uploads that arrive after that find free
+    // slots, and stall in turn).
     let mut statuses = std::collections::BTreeMap::<Option<u16>, usize>::new();
     for stream in &mut stalled {
         let status = status_within(stream, Duration::from_secs(20)).await;
         *statuses.entry(status).or_default() += 1;
     }
-    let expected = [
-        (Some(408), UPLOAD_SLOTS),
-        (Some(503), STALLED_UPLOADS - UPLOAD_SLOTS),
-    ];
-    assert_eq!(statuses, expected.into_iter().collect());
+    let timed_out = statuses.remove(&Some(408)).unwrap_or(0);
+    let busy = statuses.remove(&Some(503)).unwrap_or(0);
+    assert!(statuses.is_empty(), "other answers: {statuses:?}");
+    assert!(
+        (UPLOAD_SLOTS..=3 * UPLOAD_SLOTS).contains(&timed_out),
+        "{timed_out} uploads timed out, {busy} were refused as busy"
+    );
+    assert_eq!(timed_out + busy, STALLED_UPLOADS);
     assert!(server.as_user("attacker").artifacts().await.is_empty());
     assert_peak_rss(&server);
 }

@@ -56,23 +56,53 @@ async fn unterminated_part_headers_are_refused_with_the_bound_in_the_message() {
 }
 
 #[tokio::test]
-async fn generate_refuses_a_file_over_the_size_limit_as_it_arrives() {
-    let server = Server::start_with(&["--max-artifact-size", "100000"]).await;
+async fn generate_stops_writing_a_file_at_the_size_limit() {
+    const LIMIT: u64 = 100_000;
+    let server = Server::start_with(&["--max-artifact-size", &LIMIT.to_string()]).await;
     let token = server.user_token(TENANT);
-    let mut start = text_parts(&[
+    let mut body = text_parts(&[
         ("name", "app-1.0"),
         ("device_types_compatible", "dev-a"),
         ("type", "single_file"),
         ("args", r#"{"dest_dir": "/etc/app"}"#),
     ]);
-    start.extend(file_part_head("file", "app.conf").bytes());
-    start.extend(vec![b'c'; 300_000]);
-    // The client announces 10 MB and sends 300 kB: the answer must not wait for the rest.
+    body.extend(file_part_head("file", "app.conf").bytes());
+    let sent_first = body.len() + 3 * LIMIT as usize;
+    body.extend(vec![b'c'; 5_000_000]);
+    body.extend(format!("\r\n--{BOUNDARY}--\r\n").bytes());
     let mut upload = server
-        .start_upload(&token, "/artifacts/generate", 10_000_000, &start)
+        .start_upload(&token, "/artifacts/generate", body.len(), &body[..sent_first])
         .await;
+    // Three times the limit has been sent: the server's temporary files never hold more
+    // than the limit.
+    let mut largest = 0;
+    for _ in 0..20 {
+        largest = largest.max(largest_temp_file(server.pid()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(largest <= LIMIT, "a temporary file of {largest} bytes");
+    upload.write_all(&body[sent_first..]).await.unwrap();
     assert_eq!(status_within(&mut upload, PROMPT).await, Some(413));
     assert!(server.as_user(TENANT).artifacts().await.is_empty());
+}
+
+/// The size of the largest deleted file under the temporary directory that `pid` holds
+/// open (what `tempfile::tempfile()` creates).
+fn largest_temp_file(pid: u32) -> u64 {
+    let tmp = std::env::temp_dir();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
+    fds.flatten()
+        .filter(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|target| {
+                target.starts_with(&tmp) && target.to_string_lossy().ends_with("(deleted)")
+            })
+        })
+        .filter_map(|fd| std::fs::metadata(fd.path()).ok())
+        .map(|m| m.len())
+        .max()
+        .unwrap_or(0)
 }
 
 #[tokio::test]
