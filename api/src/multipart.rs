@@ -205,14 +205,17 @@ impl Form {
     pub fn part_stream(
         &mut self,
     ) -> impl Stream<Item = std::io::Result<Bytes>> + Unpin + Send + '_ {
-        Box::pin(futures_util::stream::unfold(Some(self), |form| async move {
-            let form = form?;
-            match form.chunk().await {
-                Ok(Some(data)) => Some((Ok(data), Some(form))),
-                Ok(None) => None,
-                Err(e) => Some((Err(e.into_io()), None)),
-            }
-        }))
+        Box::pin(futures_util::stream::unfold(
+            Some(self),
+            |form| async move {
+                let form = form?;
+                match form.chunk().await {
+                    Ok(Some(data)) => Some((Ok(data), Some(form))),
+                    Ok(None) => None,
+                    Err(e) => Some((Err(e.into_io()), None)),
+                }
+            },
+        ))
     }
 }
 
@@ -302,8 +305,8 @@ mod tests {
             Some(f) => format!("form-data; name=\"{name}\"; filename=\"{f}\""),
             None => format!("form-data; name=\"{name}\""),
         };
-        let mut out = format!("--{BOUNDARY}\r\nContent-Disposition: {disposition}\r\n\r\n")
-            .into_bytes();
+        let mut out =
+            format!("--{BOUNDARY}\r\nContent-Disposition: {disposition}\r\n\r\n").into_bytes();
         out.extend_from_slice(data);
         out.extend_from_slice(b"\r\n");
         out
@@ -347,7 +350,12 @@ mod tests {
     async fn unterminated_part_headers_are_refused_after_a_bounded_read() {
         let pulled = Arc::new(AtomicUsize::new(0));
         let mut body = part("description", None, b"fine");
-        body.extend(format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"artifact\"\r\nX-Filler: ").bytes());
+        body.extend(
+            format!(
+                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"artifact\"\r\nX-Filler: "
+            )
+            .bytes(),
+        );
         body.extend(vec![b'a'; 4 * 1024 * 1024]);
         let mut form = Form::new(BOUNDARY, chunked(body, 4096, pulled.clone()));
         let first = form.next_part().await.unwrap().unwrap();
@@ -366,7 +374,11 @@ mod tests {
         body.extend(end());
         for chunk in [1, 700, 64 * 1024, 1024 * 1024] {
             let small = chunk == 1;
-            let body = if small { body[..200_000].to_vec() } else { body.clone() };
+            let body = if small {
+                body[..200_000].to_vec()
+            } else {
+                body.clone()
+            };
             let mut form = Form::new(BOUNDARY, chunked(body, chunk, Arc::default()));
             let parts = read_all(&mut form).await;
             if small {

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::raw::{file_part_head, status_within, closed_within, text_parts};
+use common::raw::{closed_within, file_part_head, status_within, text_parts};
 use common::{send, Server, Workdir};
 use reqwest::StatusCode;
 use tokio::io::AsyncWriteExt;
@@ -30,14 +30,21 @@ fn proc_status(pid: u32, field: &str) -> u64 {
 
 /// Open file descriptors of `pid`.
 fn open_files(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
 }
 
 /// CPU time `pid` has used (user + system).
 fn cpu_time(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     // Fields after the command name, which is in parentheses and may hold spaces.
-    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
     let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
     // CLK_TCK is 100 on every Linux this runs on.
     Duration::from_millis(ticks * 10)
@@ -117,7 +124,10 @@ async fn stalled_uploads_do_not_starve_downloads_threads_or_memory() {
     // The parsers of stalled uploads do not pile up as threads: one per upload slot
     // (plus the runtime's own).
     let threads = proc_status(server.pid(), "Threads");
-    assert!(threads < 100, "{threads} threads with {STALLED_UPLOADS} stalled uploads");
+    assert!(
+        threads < 100,
+        "{threads} threads with {STALLED_UPLOADS} stalled uploads"
+    );
 
     // Uploads past the slots are refused as busy; those holding a slot end with 408 once
     // their body stalls for the read timeout (uploads that arrive after that find free
@@ -174,7 +184,9 @@ async fn silent_and_half_sent_connections_are_bounded_and_closed() {
     let started = Instant::now();
     for stream in &mut flood {
         assert!(
-            closed_within(stream, Duration::from_secs(20)).await.is_some(),
+            closed_within(stream, Duration::from_secs(20))
+                .await
+                .is_some(),
             "a silent connection was not closed after {:?}",
             started.elapsed()
         );
@@ -193,7 +205,9 @@ async fn a_kept_alive_connection_is_closed_once_idle() {
         .await
         .unwrap();
     assert_eq!(status_within(&mut stream, ANSWER_TIME).await, Some(200));
-    assert!(closed_within(&mut stream, Duration::from_secs(5)).await.is_some());
+    assert!(closed_within(&mut stream, Duration::from_secs(5))
+        .await
+        .is_some());
 }
 
 #[tokio::test]
@@ -248,7 +262,10 @@ async fn running_out_of_file_descriptors_neither_spins_nor_floods_the_log() {
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     let cpu = cpu_time(pid) - cpu_before;
-    assert!(cpu < Duration::from_millis(1000), "{cpu:?} of CPU in 3 s of EMFILE");
+    assert!(
+        cpu < Duration::from_millis(1000),
+        "{cpu:?} of CPU in 3 s of EMFILE"
+    );
     let warnings = server.log_text().matches("accept failed").count();
     assert!(
         (1..=10).contains(&warnings),

@@ -35,10 +35,8 @@ async fn unterminated_part_headers_are_refused_with_the_bound_in_the_message() {
     let server = Server::start().await;
     let mut body = text_parts(&[("description", "d")]);
     body.extend(
-        format!(
-            "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"artifact\"\r\nX-Filler: "
-        )
-        .bytes(),
+        format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"artifact\"\r\nX-Filler: ")
+            .bytes(),
     );
     body.extend(std::iter::repeat_n(b'a', 1024 * 1024));
     body.extend(format!("\r\n--{BOUNDARY}--\r\n").bytes());
@@ -71,7 +69,12 @@ async fn generate_stops_writing_a_file_at_the_size_limit() {
     body.extend(vec![b'c'; 5_000_000]);
     body.extend(format!("\r\n--{BOUNDARY}--\r\n").bytes());
     let mut upload = server
-        .start_upload(&token, "/artifacts/generate", body.len(), &body[..sent_first])
+        .start_upload(
+            &token,
+            "/artifacts/generate",
+            body.len(),
+            &body[..sent_first],
+        )
         .await;
     // Three times the limit has been sent: the server's temporary files never hold more
     // than the limit.
@@ -158,9 +161,7 @@ async fn the_partial_file_of_an_upload_cut_by_a_kill_9_is_removed_at_start_up() 
     let token = server.user_token(TENANT);
     let work = Workdir::new();
     let payload = work.random_file("big.ext4", 4 * 1024 * 1024);
-    let artifact = work
-        .rootfs_with("big", &["dev-a"], &payload, &[])
-        .bytes();
+    let artifact = work.rootfs_with("big", &["dev-a"], &payload, &[]).bytes();
     let body = multipart(
         &[("description", "")],
         Some(("artifact", "big.mender", &artifact)),
@@ -213,4 +214,38 @@ fn stored_blobs(server: &Server) -> Vec<PathBuf> {
         .into_iter()
         .filter(|p| !is_partial(p))
         .collect()
+}
+
+#[tokio::test]
+async fn an_upload_whose_client_goes_away_leaves_no_partial_file() {
+    let server = Server::start().await;
+    let token = server.user_token(TENANT);
+    let work = Workdir::new();
+    let payload = work.random_file("big.ext4", 4 * 1024 * 1024);
+    let artifact = work.rootfs_with("big", &["dev-a"], &payload, &[]).bytes();
+    let body = multipart(
+        &[("description", "")],
+        Some(("artifact", "big.mender", &artifact)),
+    );
+    let upload = server
+        .start_upload(&token, "/artifacts", body.len(), &body[..body.len() / 2])
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while partial_files(&server).is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the upload never reached the blob store"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(upload);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !server.blob_files().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "files left behind: {:?}",
+            server.blob_files()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -225,22 +225,27 @@ impl ArtifactService {
         check_description(&req.description)?;
         let slot = self.upload_slot()?;
         let max = self.limits.max_upload;
-        let too_large = || format!("the file is larger than the maximum upload size of {max} bytes");
+        let too_large =
+            || format!("the file is larger than the maximum upload size of {max} bytes");
         let file = worker::spool(file, max, too_large, &slot).await?;
         let spec = req.spec.clone();
-        let built = worker::spawn("artifact-writer", &slot, move || -> Result<std::fs::File> {
-            let size = file
-                .metadata()
-                .map_err(|e| EngineError::Internal(e.to_string()))?
-                .len();
-            let mut out = tempfile::tempfile()
-                .map_err(|e| EngineError::Internal(format!("temporary file: {e}")))?;
-            write_single_file_artifact(&mut out, &spec, file, size)?;
-            use std::io::Seek;
-            out.rewind()
-                .map_err(|e| EngineError::Internal(e.to_string()))?;
-            Ok(out)
-        })?
+        let built = worker::spawn(
+            "artifact-writer",
+            &slot,
+            move || -> Result<std::fs::File> {
+                let size = file
+                    .metadata()
+                    .map_err(|e| EngineError::Internal(e.to_string()))?
+                    .len();
+                let mut out = tempfile::tempfile()
+                    .map_err(|e| EngineError::Internal(format!("temporary file: {e}")))?;
+                write_single_file_artifact(&mut out, &spec, file, size)?;
+                use std::io::Seek;
+                out.rewind()
+                    .map_err(|e| EngineError::Internal(e.to_string()))?;
+                Ok(out)
+            },
+        )?
         .join()
         .await??;
         let stream = worker::file_stream(built, &slot)?;

@@ -258,7 +258,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("blobs");
         let store = BlobStore::new(&BlobConfig::Fs { root: root.clone() }).unwrap();
-        store.put("artifacts/t/kept", Bytes::from_static(b"done")).await.unwrap();
+        store
+            .put("artifacts/t/kept", Bytes::from_static(b"done"))
+            .await
+            .unwrap();
         // What a process killed mid-upload leaves: an open writer's staged file.
         let mut writer = store.writer("artifacts/t/cut").await.unwrap();
         writer.write(Bytes::from(vec![7u8; 1000])).await.unwrap();

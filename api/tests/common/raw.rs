@@ -76,8 +76,14 @@ impl Server {
              Content-Length: {content_length}\r\n\r\n",
             self.authority()
         );
-        stream.write_all(head.as_bytes()).await.expect("sending the head");
-        stream.write_all(body_start).await.expect("sending the body");
+        stream
+            .write_all(head.as_bytes())
+            .await
+            .expect("sending the head");
+        stream
+            .write_all(body_start)
+            .await
+            .expect("sending the body");
         stream
     }
 }

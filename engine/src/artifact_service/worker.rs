@@ -97,14 +97,18 @@ where
     S: Stream<Item = std::io::Result<Bytes>> + Unpin,
 {
     let (tx, rx) = mpsc::channel::<Bytes>(8);
-    let writer = spawn("upload-spool", slot, move || -> std::io::Result<std::fs::File> {
-        let mut file = tempfile::tempfile()?;
-        std::io::copy(&mut ChannelReader::new(rx), &mut file)?;
-        file.flush()?;
-        use std::io::Seek;
-        file.rewind()?;
-        Ok(file)
-    })?;
+    let writer = spawn(
+        "upload-spool",
+        slot,
+        move || -> std::io::Result<std::fs::File> {
+            let mut file = tempfile::tempfile()?;
+            std::io::copy(&mut ChannelReader::new(rx), &mut file)?;
+            file.flush()?;
+            use std::io::Seek;
+            file.rewind()?;
+            Ok(file)
+        },
+    )?;
     let mut received = 0u64;
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(super::body_error)?;
