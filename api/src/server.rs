@@ -197,12 +197,15 @@ impl AcceptBackoff {
 pub fn raise_open_files_limit(max_connections: usize) {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => {
-            let wanted = 2 * max_connections as u64 + RESERVED_FILES;
+            let wanted = max_connections as u64 + RESERVED_FILES;
             if limit < wanted {
                 tracing::warn!(
                     open_files_limit = limit,
                     max_connections,
-                    "the open files limit (RLIMIT_NOFILE) is below 2 × --max-connections +                      {RESERVED_FILES}: under load, accepts and file opens will fail; raise the                      limit or lower --max-connections"
+                    reserved = RESERVED_FILES,
+                    "the open files limit (RLIMIT_NOFILE) is below --max-connections plus the \
+                     files the server keeps open: under load, accepts and file opens will \
+                     fail; raise the limit or lower --max-connections"
                 );
             }
         }
