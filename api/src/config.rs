@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use storage::TenantId;
 
@@ -243,4 +244,33 @@ pub struct ServeArgs {
     /// `metrics listening on http://ADDR`.
     #[arg(long, env = "ROLLOUT_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+
+    /// Connections served at once; at the bound, new clients wait in the listen backlog.
+    #[arg(long, env = "ROLLOUT_MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    pub max_connections: usize,
+
+    /// Seconds a client may take to send a request's headers (also the longest wait for
+    /// the next request on a kept-alive connection).
+    #[arg(long, env = "ROLLOUT_HEADER_READ_TIMEOUT", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout: u64,
+
+    /// Seconds a connection may stay without any byte moving while no request is being
+    /// handled (e.g. a client that stopped reading a download) before it is closed.
+    #[arg(long, env = "ROLLOUT_IDLE_TIMEOUT", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout: u64,
+
+    /// Seconds a request body may stall (no data arriving) before the request is answered
+    /// 408 Request Timeout.
+    #[arg(long, env = "ROLLOUT_BODY_READ_TIMEOUT", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_read_timeout: u64,
+
+    /// Artifact uploads and generations in progress at once; past it they are answered
+    /// 503 with Retry-After.
+    #[arg(long, env = "ROLLOUT_MAX_CONCURRENT_UPLOADS", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    pub max_concurrent_uploads: usize,
 }

@@ -11,6 +11,9 @@ use warp::reply::{Reply, Response};
 
 use crate::request_id::RequestId;
 
+/// Seconds a client told 503 should wait before trying again.
+const RETRY_AFTER_SECS: u32 = 5;
+
 /// An error answer.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
@@ -29,6 +32,9 @@ pub enum ApiError {
     /// 405.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// 408: the client stopped sending its request body.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// 409.
     #[error("{0}")]
     Conflict(String),
@@ -47,6 +53,9 @@ pub enum ApiError {
     /// 422.
     #[error("{0}")]
     Unprocessable(String),
+    /// 503 with `Retry-After`: the server is at a bound on concurrent work.
+    #[error("{0}")]
+    Unavailable(String),
     /// 500. The message is logged, not shown.
     #[error("internal error: {0}")]
     Internal(String),
@@ -61,12 +70,14 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -81,9 +92,21 @@ impl From<EngineError> for ApiError {
             EngineError::Conflict(m) => ApiError::Conflict(m),
             EngineError::Unprocessable(m) => ApiError::Unprocessable(m),
             EngineError::TooLarge(m) => ApiError::TooLarge(m),
+            EngineError::Busy(m) => ApiError::Unavailable(m),
+            EngineError::TimedOut(m) => ApiError::RequestTimeout(m),
             e @ (EngineError::Store(_) | EngineError::Internal(_)) => {
                 ApiError::Internal(e.to_string())
             }
+        }
+    }
+}
+
+impl From<crate::multipart::MultipartError> for ApiError {
+    fn from(e: crate::multipart::MultipartError) -> Self {
+        use crate::multipart::MultipartError;
+        match e {
+            e @ MultipartError::TimedOut(_) => ApiError::RequestTimeout(e.to_string()),
+            e => ApiError::BadRequest(e.to_string()),
         }
     }
 }
@@ -113,7 +136,15 @@ impl Reply for ApiError {
             error: &message,
             request_id: RequestId::current(),
         };
-        warp::reply::with_status(warp::reply::json(&body), self.status()).into_response()
+        let mut response =
+            warp::reply::with_status(warp::reply::json(&body), self.status()).into_response();
+        if let ApiError::Unavailable(_) = self {
+            response.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from(RETRY_AFTER_SECS),
+            );
+        }
+        response
     }
 }
 

@@ -15,6 +15,7 @@ pub mod error;
 pub mod files;
 pub mod identity;
 pub mod metrics;
+pub mod multipart;
 pub mod request_id;
 pub mod routes;
 pub mod server;
@@ -23,6 +24,7 @@ pub mod state;
 
 use std::io::Write as _;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use engine::{ArtifactLimits, ArtifactService, Clock, DeploymentService};
@@ -45,6 +47,18 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .context("opening the metadata store")?,
     );
     let blobs = BlobStore::new(&blob_config(&args)?).context("opening the blob store")?;
+    // The store lock is held: no other server uploads into these blobs.
+    let partial = blobs
+        .remove_partial_uploads()
+        .await
+        .context("removing partial uploads")?;
+    if partial.files > 0 {
+        tracing::info!(
+            files = partial.files,
+            bytes = partial.bytes,
+            "removed the partial files of uploads interrupted by a crash"
+        );
+    }
     let signer = LinkSigner::load_or_create(&args.data_dir).context("loading the download key")?;
     let artifacts = Arc::new(ArtifactService::new(
         store.clone(),
@@ -52,6 +66,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ArtifactLimits {
             max_upload: args.max_artifact_size,
             tenant_storage: args.storage_limit,
+            max_concurrent_uploads: args.max_concurrent_uploads,
         },
     ));
     let deployments = DeploymentService::start(store.clone(), Clock::new())
@@ -73,6 +88,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             operator_link_ttl: args.operator_link_ttl,
             metrics_max_deployments: args.metrics_max_deployments,
             metrics_token,
+            body_read_timeout: Duration::from_secs(args.body_read_timeout),
         },
     });
     let metrics = metrics::install();
@@ -81,13 +97,19 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("reading artifact sizes for /metrics")?;
     let metrics_server = metrics_listener(&args, &state, &metrics).await?;
     let app = routes::app(state, metrics);
+    server::raise_open_files_limit(args.max_connections);
+    let connection_limits = server::ConnectionLimits {
+        max_connections: args.max_connections,
+        header_read_timeout: Duration::from_secs(args.header_read_timeout),
+        idle_timeout: Duration::from_secs(args.idle_timeout),
+    };
     let (listener, addr) = server::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(%addr, data_dir = %args.data_dir.display(), "rollout started");
     println!("listening on http://{addr}");
     std::io::stdout().flush().ok();
-    server::run(listener, app, server::shutdown_signal()).await;
+    server::run(listener, app, connection_limits, server::shutdown_signal()).await;
     if let Some(task) = metrics_server {
         task.abort();
     }

@@ -24,6 +24,8 @@ pub struct Settings {
     pub metrics_max_deployments: usize,
     /// The token `/metrics` on the API listener requires; `None`: it answers 401.
     pub metrics_token: Option<crate::metrics::ScrapeToken>,
+    /// How long a handler waits for the next piece of a request body before answering 408.
+    pub body_read_timeout: std::time::Duration,
 }
 
 /// Shared handler state: one `Arc`, so the clone each request makes costs one atomic

@@ -1,8 +1,10 @@
 //! The artifact service: upload (stream-parsed while it is written to the blob store),
 //! listing, editing, deleting, releases, storage accounting and generation.
 
+mod ledger;
+mod worker;
+
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -12,10 +14,11 @@ use storage::{
     ArtifactMeta, ArtifactRecord, BlobStore, DeploymentStatus, MetaStore, TenantId, Write,
 };
 use time::OffsetDateTime;
-use tokio::sync::{mpsc, Mutex};
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, Mutex, Semaphore};
 use uuid::Uuid;
 
+use self::ledger::{Ledger, Reservation};
+use self::worker::{ChannelReader, Slot};
 use crate::artifact::{read_artifact, write_single_file_artifact, ArtifactError, SingleFileSpec};
 use crate::error::{EngineError, Result};
 
@@ -29,6 +32,9 @@ pub struct ArtifactLimits {
     pub max_upload: u64,
     /// Storage limit per tenant in bytes; 0 means none.
     pub tenant_storage: u64,
+    /// Uploads and generations in progress at once. Each holds a few threads and, until it
+    /// ends, temporary and blob storage; past the bound uploads are refused as busy.
+    pub max_concurrent_uploads: usize,
 }
 
 /// `GET /limits/storage`.
@@ -64,8 +70,13 @@ pub struct ArtifactService {
     blobs: BlobStore,
     limits: ArtifactLimits,
     /// Serializes "check for a conflicting artifact, then store" so two concurrent uploads
-    /// of the same release cannot both pass the check. Uploads stream outside of it.
+    /// of the same release cannot both pass the check, and keeps the storage ledger in step
+    /// with the recorded artifacts. Uploads stream outside of it.
     catalog: Mutex<()>,
+    /// Bytes each tenant has stored and reserved, for the storage limit.
+    ledger: Ledger,
+    /// Upload slots: `max_concurrent_uploads` permits.
+    uploads: Arc<Semaphore>,
 }
 
 impl ArtifactService {
@@ -76,6 +87,8 @@ impl ArtifactService {
             blobs,
             limits,
             catalog: Mutex::new(()),
+            ledger: Ledger::new(limits.tenant_storage),
+            uploads: Arc::new(Semaphore::new(limits.max_concurrent_uploads)),
         }
     }
 
@@ -115,16 +128,9 @@ impl ArtifactService {
 
     /// The tenant's storage limit and usage.
     pub async fn usage(&self, tenant: &TenantId) -> Result<StorageUsage> {
-        let usage = self
-            .store
-            .artifacts(tenant)
-            .await?
-            .iter()
-            .map(|a| a.size)
-            .sum();
         Ok(StorageUsage {
             limit: self.limits.tenant_storage,
-            usage,
+            usage: self.stored_bytes(tenant).await?,
         })
     }
 
@@ -135,11 +141,7 @@ impl ArtifactService {
         id: Uuid,
         description: String,
     ) -> Result<()> {
-        if description.chars().count() > MAX_DESCRIPTION {
-            return Err(EngineError::Invalid(format!(
-                "description is longer than {MAX_DESCRIPTION} characters"
-            )));
-        }
+        check_description(&description)?;
         let _guard = self.catalog.lock().await;
         let mut a = self.get(tenant, id).await?;
         if self.used_by(tenant, id, |_| true).await? {
@@ -156,7 +158,7 @@ impl ArtifactService {
     /// Delete an artifact and its blob; refused while an unfinished deployment uses it.
     pub async fn delete(&self, tenant: &TenantId, id: Uuid) -> Result<()> {
         let _guard = self.catalog.lock().await;
-        let record = self.get(tenant, id).await?;
+        let artifact = self.get(tenant, id).await?;
         if self
             .used_by(tenant, id, |s| s != DeploymentStatus::Finished)
             .await?
@@ -171,7 +173,8 @@ impl ArtifactService {
                 id,
             }])
             .await?;
-        crate::metrics::artifact_bytes_changed(tenant, -(record.size as f64));
+        self.ledger.removed(tenant, artifact.size);
+        crate::metrics::artifact_bytes_changed(tenant, -(artifact.size as f64));
         self.blobs.delete(&BlobStore::path(tenant, id)).await?;
         Ok(())
     }
@@ -191,9 +194,10 @@ impl ArtifactService {
     }
 
     /// Store a new artifact from its byte stream. The bytes go to the blob store and, at the
-    /// same time, through the artifact parser on a blocking thread; nothing is kept in
+    /// same time, through the artifact parser on a thread of its own; nothing is kept in
     /// memory beyond one chunk per side. A parse failure, a conflict or a size limit
-    /// removes the blob again and stores nothing.
+    /// removes the blob again and stores nothing. Refused with [`EngineError::Busy`] while
+    /// `max_concurrent_uploads` uploads are in progress.
     pub async fn upload<S>(
         &self,
         tenant: &TenantId,
@@ -203,16 +207,81 @@ impl ArtifactService {
     where
         S: Stream<Item = std::io::Result<Bytes>> + Unpin,
     {
-        if description.chars().count() > MAX_DESCRIPTION {
-            return Err(EngineError::Invalid(format!(
-                "description is longer than {MAX_DESCRIPTION} characters"
-            )));
-        }
+        check_description(&description)?;
+        let slot = self.upload_slot()?;
+        self.store_upload(&slot, tenant, description, body).await
+    }
+
+    /// Build a single-file artifact from `file` and store it like an upload. The file is
+    /// refused as soon as it passes the maximum upload size, before it is written further.
+    pub async fn generate<S>(
+        &self,
+        tenant: &TenantId,
+        req: GenerateRequest,
+        file: S,
+    ) -> Result<ArtifactRecord>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Unpin,
+    {
+        check_description(&req.description)?;
+        let slot = self.upload_slot()?;
+        let max = self.limits.max_upload;
+        let too_large =
+            || format!("the file is larger than the maximum upload size of {max} bytes");
+        let file = worker::spool(file, max, too_large, &slot).await?;
+        let spec = req.spec.clone();
+        let built = worker::spawn(
+            "artifact-writer",
+            &slot,
+            move || -> Result<std::fs::File> {
+                let size = file
+                    .metadata()
+                    .map_err(|e| EngineError::Internal(e.to_string()))?
+                    .len();
+                let mut out = tempfile::tempfile()
+                    .map_err(|e| EngineError::Internal(format!("temporary file: {e}")))?;
+                write_single_file_artifact(&mut out, &spec, file, size)?;
+                use std::io::Seek;
+                out.rewind()
+                    .map_err(|e| EngineError::Internal(e.to_string()))?;
+                Ok(out)
+            },
+        )?
+        .join()
+        .await??;
+        let stream = worker::file_stream(built, &slot)?;
+        self.store_upload(&slot, tenant, req.description, stream)
+            .await
+    }
+
+    /// One of the `max_concurrent_uploads` upload slots, or [`EngineError::Busy`].
+    fn upload_slot(&self) -> Result<Slot> {
+        let permit = self.uploads.clone().try_acquire_owned().map_err(|_| {
+            EngineError::Busy(format!(
+                "{} uploads are in progress already; try again later",
+                self.limits.max_concurrent_uploads
+            ))
+        })?;
+        Ok(Arc::new(permit))
+    }
+
+    async fn store_upload<S>(
+        &self,
+        slot: &Slot,
+        tenant: &TenantId,
+        description: String,
+        body: S,
+    ) -> Result<ArtifactRecord>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Unpin,
+    {
         let id = Uuid::new_v4();
         let path = BlobStore::path(tenant, id);
-        let budget = self.upload_budget(tenant).await?;
+        let mut reservation = self.reserve(tenant).await?;
         let mut writer = self.blobs.writer(&path).await?;
-        let streamed = stream_and_parse(body, &mut writer, budget).await;
+        let streamed = self
+            .stream_and_parse(body, &mut writer, &mut reservation, slot)
+            .await;
         let meta = match streamed {
             Ok(meta) => meta,
             Err(e) => {
@@ -229,14 +298,38 @@ impl ArtifactService {
             size,
             modified: OffsetDateTime::now_utc(),
         };
-        if let Err(e) = self.store_new(record.clone()).await {
+        if let Err(e) = self.store_new(record.clone(), reservation).await {
             self.blobs.delete(&path).await?;
             return Err(e);
         }
         Ok(record)
     }
 
-    async fn store_new(&self, record: ArtifactRecord) -> Result<()> {
+    /// Open the tenant's account for one more upload, with its stored bytes read under the
+    /// catalog lock so that no artifact is recorded or deleted in between.
+    async fn reserve(&self, tenant: &TenantId) -> Result<Reservation<'_>> {
+        let _guard = self.catalog.lock().await;
+        let stored = if self.ledger.limited() {
+            self.stored_bytes(tenant).await?
+        } else {
+            0
+        };
+        Ok(self.ledger.open(tenant, stored))
+    }
+
+    async fn stored_bytes(&self, tenant: &TenantId) -> Result<u64> {
+        Ok(self
+            .store
+            .artifacts(tenant)
+            .await?
+            .iter()
+            .map(|a| a.size)
+            .sum())
+    }
+
+    /// Record the artifact and turn its reservation into stored bytes, in one step under the
+    /// catalog lock.
+    async fn store_new(&self, record: ArtifactRecord, reservation: Reservation<'_>) -> Result<()> {
         let _guard = self.catalog.lock().await;
         let existing = self.store.artifacts(&record.tenant).await?;
         if let Some(other) = existing.iter().find(|a| conflicts(&a.meta, &record.meta)) {
@@ -247,60 +340,76 @@ impl ArtifactService {
         }
         let (tenant, size) = (record.tenant.clone(), record.size);
         self.store.commit(vec![Write::PutArtifact(record)]).await?;
+        reservation.settle(size);
         crate::metrics::artifact_bytes_changed(&tenant, size as f64);
         Ok(())
     }
 
-    async fn upload_budget(&self, tenant: &TenantId) -> Result<Budget> {
-        let mut budget = Budget {
-            bytes: self.limits.max_upload,
-            reason: format!(
-                "the artifact is larger than the maximum upload size of {} bytes",
-                self.limits.max_upload
-            ),
-        };
-        let StorageUsage { limit, usage } = self.usage(tenant).await?;
-        if limit > 0 && limit.saturating_sub(usage) < budget.bytes {
-            budget = Budget {
-                bytes: limit.saturating_sub(usage),
-                reason: format!(
-                    "the artifact would exceed the tenant's storage limit of {limit} bytes ({usage} in use)"
-                ),
-            };
-        }
-        Ok(budget)
-    }
-
-    /// Build a single-file artifact and store it like an upload.
-    pub async fn generate(
+    /// Feed `body` to the blob writer and, in parallel, to the parser, reserving every chunk
+    /// against the tenant's storage limit before it is written.
+    async fn stream_and_parse<S>(
         &self,
-        tenant: &TenantId,
-        req: GenerateRequest,
-        file: std::fs::File,
-    ) -> Result<ArtifactRecord> {
-        let spec = req.spec.clone();
-        let built = tokio::task::spawn_blocking(move || -> Result<std::fs::File> {
-            let size = file
-                .metadata()
-                .map_err(|e| EngineError::Internal(e.to_string()))?
-                .len();
-            let mut out = tempfile_in_tmp()?;
-            write_single_file_artifact(&mut out, &spec, file, size)?;
-            use std::io::Seek;
-            out.rewind()
-                .map_err(|e| EngineError::Internal(e.to_string()))?;
-            Ok(out)
-        })
-        .await
-        .map_err(|e| EngineError::Internal(e.to_string()))??;
-        let stream = file_stream(built);
-        self.upload(tenant, req.description, stream).await
+        mut body: S,
+        writer: &mut storage::blob::BlobWriter,
+        reservation: &mut Reservation<'_>,
+        slot: &Slot,
+    ) -> Result<ArtifactMeta>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Unpin,
+    {
+        let max = self.limits.max_upload;
+        let (tx, rx) = mpsc::channel::<Bytes>(8);
+        let mut tx = Some(tx);
+        let mut parser = Some(worker::spawn("artifact-parser", slot, move || {
+            read_artifact(ChannelReader::new(rx))
+        })?);
+        let mut parsed = None;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(body_error)?;
+            let len = chunk.len() as u64;
+            if writer.written() + len > max {
+                return Err(EngineError::TooLarge(format!(
+                    "the artifact is larger than the maximum upload size of {max} bytes"
+                )));
+            }
+            reservation
+                .grow(len)
+                .map_err(|e| EngineError::TooLarge(e.to_string()))?;
+            writer.write(chunk.clone()).await?;
+            if let Some(sender) = &tx {
+                if sender.send(chunk).await.is_err() {
+                    // The parser stopped reading: it either failed (stop now) or reached the
+                    // end of the archive (keep storing the padding after it).
+                    tx = None;
+                    parsed = Some(join_parser(parser.take()).await?);
+                }
+            }
+        }
+        drop(tx);
+        match parsed {
+            Some(meta) => Ok(meta),
+            None => join_parser(parser.take()).await,
+        }
     }
 }
 
-struct Budget {
-    bytes: u64,
-    reason: String,
+fn check_description(description: &str) -> Result<()> {
+    if description.chars().count() > MAX_DESCRIPTION {
+        return Err(EngineError::Invalid(format!(
+            "description is longer than {MAX_DESCRIPTION} characters"
+        )));
+    }
+    Ok(())
+}
+
+/// What a failed read of the client's body means: a body that stopped arriving
+/// (`TimedOut`, set by the HTTP layer's read timeout) or a broken one.
+fn body_error(e: std::io::Error) -> EngineError {
+    if e.kind() == std::io::ErrorKind::TimedOut {
+        EngineError::TimedOut(format!("reading the upload: {e}"))
+    } else {
+        EngineError::Invalid(format!("reading the upload failed: {e}"))
+    }
 }
 
 /// Two artifacts conflict when they share a name and a device type.
@@ -311,110 +420,9 @@ fn conflicts(a: &ArtifactMeta, b: &ArtifactMeta) -> bool {
             .any(|t| b.device_types_compatible.contains(t))
 }
 
-/// Feed `body` to the blob writer and, in parallel, to the parser.
-async fn stream_and_parse<S>(
-    mut body: S,
-    writer: &mut storage::blob::BlobWriter,
-    budget: Budget,
-) -> Result<ArtifactMeta>
-where
-    S: Stream<Item = std::io::Result<Bytes>> + Unpin,
-{
-    let (tx, rx) = mpsc::channel::<Bytes>(8);
-    let mut tx = Some(tx);
-    let mut parser: Option<JoinHandle<Result<ArtifactMeta, ArtifactError>>> =
-        Some(tokio::task::spawn_blocking(move || {
-            read_artifact(ChannelReader::new(rx))
-        }));
-    let mut parsed = None;
-    while let Some(chunk) = body.next().await {
-        let chunk =
-            chunk.map_err(|e| EngineError::Invalid(format!("reading the upload failed: {e}")))?;
-        if writer.written() + chunk.len() as u64 > budget.bytes {
-            return Err(EngineError::TooLarge(budget.reason));
-        }
-        writer.write(chunk.clone()).await?;
-        if let Some(sender) = &tx {
-            if sender.send(chunk).await.is_err() {
-                // The parser stopped reading: it either failed (stop now) or reached the
-                // end of the archive (keep storing the padding after it).
-                tx = None;
-                parsed = Some(join_parser(parser.take()).await?);
-            }
-        }
-    }
-    drop(tx);
-    match parsed {
-        Some(meta) => Ok(meta),
-        None => join_parser(parser.take()).await,
-    }
-}
-
 async fn join_parser(
-    parser: Option<JoinHandle<Result<ArtifactMeta, ArtifactError>>>,
+    parser: Option<worker::Job<Result<ArtifactMeta, ArtifactError>>>,
 ) -> Result<ArtifactMeta> {
-    let handle = parser.ok_or_else(|| EngineError::Internal("parser joined twice".into()))?;
-    let result = handle
-        .await
-        .map_err(|e| EngineError::Internal(format!("artifact parser crashed: {e}")))?;
-    Ok(result?)
-}
-
-/// A blocking [`Read`] over chunks arriving on a channel; EOF when the sender is dropped.
-struct ChannelReader {
-    rx: mpsc::Receiver<Bytes>,
-    current: Bytes,
-}
-
-impl ChannelReader {
-    fn new(rx: mpsc::Receiver<Bytes>) -> Self {
-        ChannelReader {
-            rx,
-            current: Bytes::new(),
-        }
-    }
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.current.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(chunk) => self.current = chunk,
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current.split_to(n));
-        Ok(n)
-    }
-}
-
-fn tempfile_in_tmp() -> Result<std::fs::File> {
-    tempfile::tempfile().map_err(|e| EngineError::Internal(format!("temporary file: {e}")))
-}
-
-/// Stream a file in 256 KiB chunks from a blocking thread.
-pub fn file_stream(
-    mut file: std::fs::File,
-) -> impl Stream<Item = std::io::Result<Bytes>> + Unpin + Send + 'static {
-    let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(4);
-    tokio::task::spawn_blocking(move || loop {
-        let mut buf = vec![0u8; 256 * 1024];
-        match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                buf.truncate(n);
-                if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
-                    break;
-                }
-            }
-            Err(e) => {
-                let _ = tx.blocking_send(Err(e));
-                break;
-            }
-        }
-    });
-    Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    }))
+    let job = parser.ok_or_else(|| EngineError::Internal("parser joined twice".into()))?;
+    Ok(job.join().await??)
 }

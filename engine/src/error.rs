@@ -25,6 +25,12 @@ pub enum EngineError {
     /// The upload is larger than allowed.
     #[error("{0}")]
     TooLarge(String),
+    /// The server is at a bound on concurrent work; the same request later may succeed.
+    #[error("{0}")]
+    Busy(String),
+    /// The client stopped sending the request body.
+    #[error("{0}")]
+    TimedOut(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),

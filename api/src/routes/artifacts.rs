@@ -2,23 +2,21 @@
 //! generate, releases and storage limits.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 
-use bytes::Bytes;
 use engine::{GenerateRequest, SingleFileSpec};
-use futures_util::{Stream, StreamExt, TryStreamExt};
+use futures_util::{Stream, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use storage::{ArtifactInfo, ArtifactRecord, Update};
 use time::OffsetDateTime;
 use uuid::Uuid;
 use warp::filters::BoxedFilter;
-use warp::multipart::{FormData, Part};
 use warp::reply::{Reply, Response};
 use warp::{Buf, Filter};
 
 use super::{base_url, created, json_body, management, no_content, MANAGEMENT_BASE};
 use crate::auth::{self, Identity};
 use crate::error::{respond, ApiError, ApiResult};
+use crate::multipart::{Form, PartHead};
 use crate::signing::LinkSigner;
 use crate::state::AppState;
 
@@ -114,10 +112,22 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-fn multipart() -> impl Filter<Extract = (FormData,), Error = warp::Rejection> + Clone {
-    // No length limit here: warp's limit needs Content-Length, and mender-cli sends chunked
-    // bodies. The artifact service enforces the size while it streams.
-    warp::multipart::form().max_length(None)
+/// The request body as a multipart [`Form`]. No length limit here: mender-cli sends chunked
+/// bodies, and the artifact service enforces the size while it streams.
+fn multipart() -> impl Filter<Extract = (Form,), Error = warp::Rejection> + Clone {
+    warp::header::optional::<String>("content-type")
+        .and(warp::body::stream())
+        .and_then(form_of)
+}
+
+async fn form_of<S, B>(content_type: Option<String>, body: S) -> Result<Form, warp::Rejection>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send + 'static,
+    B: Buf,
+{
+    let body = body.map_ok(|mut data| data.copy_to_bytes(data.remaining()));
+    Form::from_content_type(content_type.as_deref(), body)
+        .map_err(|e| warp::reject::custom(ApiError::from(e)))
 }
 
 /// The Artifact JSON of the API.
@@ -293,19 +303,11 @@ async fn limits(id: Identity, st: AppState) -> ApiResult {
     Ok(warp::reply::json(&usage).into_response())
 }
 
-fn part_stream(part: Part) -> impl Stream<Item = std::io::Result<Bytes>> + Unpin {
-    part.stream()
-        .map_ok(|mut buf| buf.copy_to_bytes(buf.remaining()))
-        .map_err(std::io::Error::other)
-        .boxed()
-}
-
-async fn read_field(part: Part) -> ApiResult<String> {
-    let name = part.name().to_owned();
+/// Read the current part as text of at most [`MAX_FIELD`] bytes.
+async fn read_field(form: &mut Form, head: &PartHead) -> ApiResult<String> {
+    let name = &head.name;
     let mut out = Vec::new();
-    let mut s = part_stream(part);
-    while let Some(chunk) = s.next().await {
-        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("form field {name}: {e}")))?;
+    while let Some(chunk) = form.chunk().await? {
         if out.len() + chunk.len() > MAX_FIELD {
             return Err(ApiError::BadRequest(format!(
                 "form field {name} is longer than {MAX_FIELD} bytes"
@@ -317,13 +319,7 @@ async fn read_field(part: Part) -> ApiResult<String> {
         .map_err(|_| ApiError::BadRequest(format!("form field {name} is not UTF-8")))
 }
 
-async fn next_part(form: &mut FormData) -> ApiResult<Option<Part>> {
-    form.try_next()
-        .await
-        .map_err(|e| ApiError::BadRequest(format!("malformed multipart body: {e}")))
-}
-
-async fn upload(id: Identity, mut form: FormData, st: AppState) -> ApiResult {
+async fn upload(id: Identity, mut form: Form, st: AppState) -> ApiResult {
     let result = upload_form(&id, &mut form, &st).await;
     if result.is_err() {
         drain(&mut form).await;
@@ -331,23 +327,23 @@ async fn upload(id: Identity, mut form: FormData, st: AppState) -> ApiResult {
     result
 }
 
-async fn upload_form(id: &Identity, form: &mut FormData, st: &AppState) -> ApiResult {
+async fn upload_form(id: &Identity, form: &mut Form, st: &AppState) -> ApiResult {
     let mut description = String::new();
-    while let Some(part) = next_part(form).await? {
-        match part.name() {
+    while let Some(head) = form.next_part().await? {
+        match head.name.as_str() {
             "artifact" => {
                 let record = st
                     .artifacts
-                    .upload(&id.tenant, description, part_stream(part))
+                    .upload(&id.tenant, description, form.part_stream())
                     .await?;
                 return Ok(created(format!(
                     "{MANAGEMENT_BASE}/artifacts/{}",
                     record.id
                 )));
             }
-            "description" => description = read_field(part).await?,
+            "description" => description = read_field(form, &head).await?,
             _ => {
-                read_field(part).await?;
+                read_field(form, &head).await?;
             }
         }
     }
@@ -421,7 +417,7 @@ impl GenerateForm {
     }
 }
 
-async fn generate(id: Identity, mut form: FormData, st: AppState) -> ApiResult {
+async fn generate(id: Identity, mut form: Form, st: AppState) -> ApiResult {
     let result = generate_form(&id, &mut form, &st).await;
     if result.is_err() {
         drain(&mut form).await;
@@ -434,39 +430,36 @@ async fn generate(id: Identity, mut form: FormData, st: AppState) -> ApiResult {
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Read and discard what is left of a refused multipart upload (for at most
-/// [`DRAIN_TIMEOUT`]). Closing a connection with unread request bytes makes the kernel send
-/// a TCP reset, which destroys the 400/409/413 answer before the client reads it: clients
-/// then see "connection reset" instead of the reason.
-async fn drain(form: &mut FormData) {
-    let discard = async {
-        while let Ok(Some(part)) = form.try_next().await {
-            let mut s = part.stream();
-            while let Some(Ok(_)) = s.next().await {}
-        }
-    };
+/// [`DRAIN_TIMEOUT`], and not past a malformed or stalled body). Closing a connection with
+/// unread request bytes makes the kernel send a TCP reset, which destroys the 400/409/413
+/// answer before the client reads it: clients then see "connection reset" instead of the
+/// reason.
+async fn drain(form: &mut Form) {
+    let discard = async { while let Ok(Some(_)) = form.next_part().await {} };
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, discard).await;
 }
 
-async fn generate_form(id: &Identity, form: &mut FormData, st: &AppState) -> ApiResult {
+async fn generate_form(id: &Identity, form: &mut Form, st: &AppState) -> ApiResult {
     let mut fields = GenerateForm::default();
-    while let Some(part) = next_part(form).await? {
-        match part.name() {
+    while let Some(head) = form.next_part().await? {
+        match head.name.as_str() {
             "file" => {
-                let uploaded = part.filename().map(str::to_owned);
-                let req = std::mem::take(&mut fields).into_request(uploaded)?;
-                let file = spool(part_stream(part)).await?;
-                let record = st.artifacts.generate(&id.tenant, req, file).await?;
+                let req = std::mem::take(&mut fields).into_request(head.filename.clone())?;
+                let record = st
+                    .artifacts
+                    .generate(&id.tenant, req, form.part_stream())
+                    .await?;
                 return Ok(created(format!(
                     "{MANAGEMENT_BASE}/artifacts/{}",
                     record.id
                 )));
             }
-            "name" => fields.name = read_field(part).await?,
-            "description" => fields.description = read_field(part).await?,
-            "type" => fields.kind = read_field(part).await?,
-            "args" => fields.args = Some(read_field(part).await?),
+            "name" => fields.name = read_field(form, &head).await?,
+            "description" => fields.description = read_field(form, &head).await?,
+            "type" => fields.kind = read_field(form, &head).await?,
+            "args" => fields.args = Some(read_field(form, &head).await?),
             "device_types_compatible" => {
-                let v = read_field(part).await?;
+                let v = read_field(form, &head).await?;
                 fields.device_types.extend(
                     v.split(',')
                         .map(str::trim)
@@ -475,27 +468,9 @@ async fn generate_form(id: &Identity, form: &mut FormData, st: &AppState) -> Api
                 );
             }
             _ => {
-                read_field(part).await?;
+                read_field(form, &head).await?;
             }
         }
     }
     Err(ApiError::BadRequest("the form has no \"file\" part".into()))
-}
-
-/// Copy an upload into an anonymous temporary file (bounded memory).
-async fn spool(
-    mut s: impl Stream<Item = std::io::Result<Bytes>> + Unpin,
-) -> ApiResult<std::fs::File> {
-    let mut file = tempfile::tempfile().map_err(|e| ApiError::Internal(e.to_string()))?;
-    while let Some(chunk) = s.next().await {
-        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("reading the file: {e}")))?;
-        file = tokio::task::spawn_blocking(move || file.write_all(&chunk).map(|_| file))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-    }
-    use std::io::Seek;
-    file.rewind()
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(file)
 }

@@ -27,6 +27,7 @@ use warp::reply::{Reply, Response};
 use warp::{Buf, Filter};
 
 use crate::error::{recover, ApiError};
+use crate::server::body::{is_body_timeout, TimedBody};
 use crate::server::{from_warp, App};
 use crate::state::AppState;
 
@@ -39,6 +40,7 @@ pub const MANAGEMENT_BASE: &str = "/api/management/v1/deployments";
 pub fn app(state: AppState, metrics: Option<PrometheusHandle>) -> App {
     let routes = warp_routes(state.clone(), metrics);
     let service = warp::service(routes);
+    let body_read_timeout = state.settings.body_read_timeout;
     Arc::new(move |mut req| {
         req.extensions_mut().insert(state.auth.clone());
         if download::matches(&req) {
@@ -46,6 +48,7 @@ pub fn app(state: AppState, metrics: Option<PrometheusHandle>) -> App {
             return async move { download::serve(&state, req).await }.boxed();
         }
         let mut service = service.clone();
+        let req = req.map(|body| TimedBody::new(body, body_read_timeout));
         async move {
             let response = match service.call(req).await {
                 Ok(r) => r,
@@ -141,8 +144,13 @@ where
 {
     let mut buf = BytesMut::new();
     while let Some(chunk) = body.next().await {
-        let mut chunk =
-            chunk.map_err(|e| ApiError::BadRequest(format!("reading the body failed: {e}")))?;
+        let mut chunk = chunk.map_err(|e| {
+            if is_body_timeout(&e) {
+                ApiError::RequestTimeout(e.to_string())
+            } else {
+                ApiError::BadRequest(format!("reading the body failed: {e}"))
+            }
+        })?;
         if (buf.len() + chunk.remaining()) as u64 > limit {
             return Err(ApiError::TooLarge(format!(
                 "the request body is larger than {limit} bytes"

@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use tempfile::TempDir;
 
 pub mod fleet;
+pub mod raw;
 mod tools;
 pub use tools::*;
 
@@ -127,6 +128,11 @@ impl Server {
             .unwrap_or_else(|| panic!("no metrics address line in {:?}", self.early_stdout))
             .trim()
             .to_owned()
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server is running").id()
     }
 
     /// The server's stderr so far.
