@@ -98,11 +98,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let metrics_server = metrics_listener(&args, &state, &metrics).await?;
     let app = routes::app(state, metrics);
     server::raise_open_files_limit(args.max_connections);
-    let connection_limits = server::ConnectionLimits {
-        max_connections: args.max_connections,
-        header_read_timeout: Duration::from_secs(args.header_read_timeout),
-        idle_timeout: Duration::from_secs(args.idle_timeout),
-    };
+    let connection_limits = connection_limits(&args);
     let (listener, addr) = server::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -154,8 +150,18 @@ async fn metrics_listener(
     Ok(Some(tokio::spawn(server::run(
         listener,
         app,
+        connection_limits(args),
         std::future::pending::<()>(),
     ))))
+}
+
+/// The connection bounds of `--max-connections` and the timeouts, for every listener.
+fn connection_limits(args: &ServeArgs) -> server::ConnectionLimits {
+    server::ConnectionLimits {
+        max_connections: args.max_connections,
+        header_read_timeout: Duration::from_secs(args.header_read_timeout),
+        idle_timeout: Duration::from_secs(args.idle_timeout),
+    }
 }
 
 /// The token verifier and the identity service, from the data dir's signing key and the
