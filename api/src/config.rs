@@ -230,4 +230,11 @@ pub struct ServeArgs {
     /// Key prefix inside the bucket.
     #[arg(long, env = "ROLLOUT_S3_ROOT", default_value = "/")]
     pub s3_root: String,
+
+    /// CHAOS DRILLS ONLY, never in production: every this many milliseconds, make the actor
+    /// of a random running deployment panic, so that supervision is exercised under real
+    /// load (the supervisor restarts it from the store; drills are not charged to the
+    /// deployment's restart budget). Hidden from `--help`.
+    #[arg(long, env = "ROLLOUT_CHAOS_CRASH_EVERY_MS", hide = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub chaos_crash_every: Option<u64>,
 }

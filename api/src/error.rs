@@ -50,6 +50,15 @@ pub enum ApiError {
     /// 500. The message is logged, not shown.
     #[error("internal error: {0}")]
     Internal(String),
+    /// 503 with `Retry-After`: nothing was refused, the request can be repeated after that
+    /// many seconds.
+    #[error("{message}")]
+    Unavailable {
+        /// What is going on.
+        message: String,
+        /// Seconds to wait (at least 1).
+        retry_after: u64,
+    },
 }
 
 impl ApiError {
@@ -68,6 +77,7 @@ impl ApiError {
             ApiError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -81,6 +91,10 @@ impl From<EngineError> for ApiError {
             EngineError::Conflict(m) => ApiError::Conflict(m),
             EngineError::Unprocessable(m) => ApiError::Unprocessable(m),
             EngineError::TooLarge(m) => ApiError::TooLarge(m),
+            e @ EngineError::Unavailable { retry_after, .. } => ApiError::Unavailable {
+                message: e.to_string(),
+                retry_after: retry_after.as_secs().max(1),
+            },
             e @ (EngineError::Store(_) | EngineError::Internal(_)) => {
                 ApiError::Internal(e.to_string())
             }
@@ -113,7 +127,14 @@ impl Reply for ApiError {
             error: &message,
             request_id: RequestId::current(),
         };
-        warp::reply::with_status(warp::reply::json(&body), self.status()).into_response()
+        let mut response =
+            warp::reply::with_status(warp::reply::json(&body), self.status()).into_response();
+        if let ApiError::Unavailable { retry_after, .. } = self {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, retry_after.into());
+        }
+        response
     }
 }
 
@@ -158,3 +179,32 @@ pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
 }
 
 impl warp::reject::Reject for ApiError {}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn an_unavailable_deployment_is_503_with_retry_after() {
+        let e = EngineError::Unavailable {
+            reason: "deployment x is being restarted".into(),
+            retry_after: Duration::from_secs(2),
+        };
+        let response = ApiError::from(e).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[http::header::RETRY_AFTER], "2");
+
+        let soon = EngineError::Unavailable {
+            reason: "busy".into(),
+            retry_after: Duration::from_millis(10),
+        };
+        let response = ApiError::from(soon).into_response();
+        assert_eq!(
+            response.headers()[http::header::RETRY_AFTER],
+            "1",
+            "whole seconds, never 0"
+        );
+    }
+}

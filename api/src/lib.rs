@@ -73,6 +73,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             metrics_max_deployments: args.metrics_max_deployments,
         },
     });
+    // `--chaos-crash-every` (chaos drills only): crash random deployment actors until exit.
+    if let Some(ms) = args.chaos_crash_every {
+        deployments.start_chaos_drill(std::time::Duration::from_millis(ms));
+    }
     let metrics = metrics::install();
     let app = routes::app(state, metrics);
     let (listener, addr) = server::bind(args.listen)

@@ -1,5 +1,7 @@
 //! The engine's error type. The API maps each variant to one HTTP status, in one place.
 
+use std::time::Duration;
+
 use storage::StoreError;
 
 use crate::artifact::ArtifactError;
@@ -25,6 +27,17 @@ pub enum EngineError {
     /// The upload is larger than allowed.
     #[error("{0}")]
     TooLarge(String),
+    /// The deployment cannot answer now: its actor is being restarted after a crash, or is
+    /// too busy to answer in time. Nothing was refused; the same request can be sent again
+    /// after `retry_after` (devices do: mender-client retries a failed status report, and
+    /// checks in again at its next poll).
+    #[error("{reason}; try again in {} s", retry_after.as_secs())]
+    Unavailable {
+        /// What the deployment is doing.
+        reason: String,
+        /// When to try again.
+        retry_after: Duration,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -3,6 +3,7 @@
 //! deployments straight from the store.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef, RpcReplyPort};
@@ -17,11 +18,53 @@ use super::clock::Clock;
 use super::fleet::{device_key, Fleet};
 use super::plan::{self, NewDeployment};
 use super::stats::Statistics;
-use super::supervisor::{Registry, Supervisor, SupervisorArgs, SupervisorMsg};
+use super::supervisor::{Registry, Slot, Supervisor, SupervisorArgs, SupervisorMsg};
 use crate::error::{EngineError, Result};
 
 /// Device ids per stored chunk of a deployment's device list.
 const DEVICE_LIST_CHUNK: usize = 10_000;
+
+/// How long a caller waits for a crashed deployment actor to be back before it is told to
+/// try again later. A restart loads the deployment from the store: milliseconds for
+/// thousands of devices, seconds for millions.
+pub const RESTART_WAIT: Duration = Duration::from_secs(5);
+/// When to try again after [`RESTART_WAIT`] ran out.
+const RESTART_RETRY_AFTER: Duration = Duration::from_secs(2);
+/// How long a running deployment actor may take to answer one message. Past it, its mailbox
+/// is backed up far beyond normal load, and callers are told to come back later (the
+/// message itself stays queued and is still handled).
+pub const ASK_TIMEOUT: Duration = Duration::from_secs(30);
+/// When to try again after [`ASK_TIMEOUT`] ran out.
+const BUSY_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// What an injected crash stands for (see [`DeploymentService::crash`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Crash {
+    /// A bug in the actor: charged to the deployment's restart budget, so that enough of
+    /// them in a burst end the deployment.
+    Fault,
+    /// A chaos drill (`rollout serve --chaos-crash-every`): restarted like any crash, never
+    /// charged, so drills cannot end the deployments they exercise.
+    Drill,
+}
+
+/// Counts one message in the actors' mailbox backlog for as long as it lives, so that a
+/// caller that gives up (a client that disconnects drops the request's future) still takes
+/// its message off the gauge.
+struct InFlight;
+
+impl InFlight {
+    fn new() -> Self {
+        crate::metrics::message_sent();
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        crate::metrics::message_answered();
+    }
+}
 
 /// `GET /deployments` filters.
 #[derive(Debug, Clone, Default)]
@@ -117,13 +160,46 @@ impl DeploymentService {
             .await;
     }
 
-    /// Fault injection: crash a deployment's actor (the supervisor restarts it from the
-    /// store). For supervision tests and chaos drills.
+    /// Fault injection: make a deployment's actor panic (the supervisor restarts it from
+    /// the store); false when it has no running actor. For supervision tests and chaos
+    /// drills only.
     #[doc(hidden)]
-    pub fn crash(&self, id: Uuid) -> bool {
-        self.registry
-            .get(id)
-            .is_some_and(|a| a.send_message(DeploymentMsg::Crash).is_ok())
+    pub fn crash(&self, id: Uuid, kind: Crash) -> bool {
+        let Some(actor) = self.registry.get(id) else {
+            return false;
+        };
+        if kind == Crash::Drill {
+            self.registry.mark_drill(id);
+        }
+        actor.send_message(DeploymentMsg::Crash).is_ok()
+    }
+
+    /// Chaos drill: from now until the runtime ends, make the actor of a random running
+    /// deployment panic every `every` (as [`Crash::Drill`], so never charged to a restart
+    /// budget). For drills only (`rollout serve --chaos-crash-every`), never in production.
+    #[doc(hidden)]
+    pub fn start_chaos_drill(&self, every: Duration) {
+        tracing::warn!(
+            every_ms = every.as_millis() as u64,
+            "CHAOS DRILL: deployment actors will be crashed at random; never do this in production"
+        );
+        let svc = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let running = svc.registry.ids();
+                if running.is_empty() {
+                    continue;
+                }
+                // A v4 uuid is 122 random bits: enough to pick one, without a random crate.
+                let pick = (Uuid::new_v4().as_u128() % running.len() as u128) as usize;
+                if svc.crash(running[pick], Crash::Drill) {
+                    tracing::info!(deployment = %running[pick], "chaos drill: crashed its actor");
+                }
+            }
+        });
     }
 
     /// Number of running deployment actors.
@@ -135,8 +211,9 @@ impl DeploymentService {
     pub async fn live(&self, limit: usize) -> Vec<Snapshot> {
         let mut out = Vec::new();
         for id in self.registry.ids() {
-            if let Some(s) = self
-                .ask(id, |reply| DeploymentMsg::Snapshot { reply })
+            // A deployment being restarted is left out rather than waited for.
+            if let Ok(Some(s)) = self
+                .ask(id, |reply| DeploymentMsg::Snapshot { reply }, Duration::ZERO)
                 .await
             {
                 out.push(s);
@@ -161,19 +238,54 @@ impl DeploymentService {
         }
     }
 
-    /// Ask a running deployment's actor; `None` if it is not running (finished).
+    /// Ask a deployment's actor. `Ok(None)` when the deployment has no actor because it
+    /// has finished (or does not exist): the caller answers from the store. For an
+    /// unfinished deployment whose actor is being restarted, or died with the message in
+    /// its mailbox, it waits up to `wait` for the new actor and asks that one;
+    /// [`EngineError::Unavailable`] when that does not come in time or the actor does not
+    /// answer within [`ASK_TIMEOUT`]. Never `None` for an unfinished deployment: answering
+    /// such a request from the store would read a state the actor may be changing.
     async fn ask<T: Send + 'static>(
         &self,
         id: Uuid,
-        build: impl FnOnce(RpcReplyPort<T>) -> DeploymentMsg,
-    ) -> Option<T> {
-        let actor = self.registry.get(id)?;
-        crate::metrics::message_sent();
-        let answer = actor.call(build, None).await;
-        crate::metrics::message_answered();
-        match answer {
-            Ok(CallResult::Success(v)) => Some(v),
-            _ => None,
+        build: impl Fn(RpcReplyPort<T>) -> DeploymentMsg,
+        wait: Duration,
+    ) -> Result<Option<T>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut changes = None;
+        loop {
+            match self.registry.slot(id) {
+                None => return Ok(None),
+                Some(Slot::Running(actor)) => {
+                    let _in_flight = InFlight::new();
+                    match actor.call(&build, Some(ASK_TIMEOUT)).await {
+                        Ok(CallResult::Success(v)) => return Ok(Some(v)),
+                        Ok(CallResult::Timeout) => {
+                            return Err(EngineError::Unavailable {
+                                reason: format!("deployment {id} is too busy to answer"),
+                                retry_after: BUSY_RETRY_AFTER,
+                            })
+                        }
+                        // The actor stopped before answering: it crashed (the supervisor
+                        // restarts it) or finished (the registry drops it). Either way the
+                        // registry is about to change.
+                        Ok(CallResult::SenderError) | Err(_) => {}
+                    }
+                }
+                Some(Slot::Starting) => {}
+            }
+            let Some(rx) = changes.as_mut() else {
+                // Subscribe, then look again: a change made in between is not missed.
+                changes = Some(self.registry.subscribe());
+                continue;
+            };
+            let changed = tokio::time::timeout_at(deadline, rx.changed()).await;
+            if !matches!(changed, Ok(Ok(()))) {
+                return Err(EngineError::Unavailable {
+                    reason: format!("deployment {id} is being restarted"),
+                    retry_after: RESTART_RETRY_AFTER,
+                });
+            }
         }
     }
 
@@ -231,13 +343,16 @@ impl DeploymentService {
 
     /// One deployment with live status, phase counts and statistics.
     pub async fn get(&self, tenant: &TenantId, id: Uuid) -> Result<Snapshot> {
-        let header = self.header(tenant, id).await?;
+        // Read first: the actor does not check the tenant of a snapshot request.
+        self.header(tenant, id).await?;
         if let Some(s) = self
-            .ask(id, |reply| DeploymentMsg::Snapshot { reply })
-            .await
+            .ask(id, |reply| DeploymentMsg::Snapshot { reply }, RESTART_WAIT)
+            .await?
         {
             return Ok(s);
         }
+        // Again: the deployment may have finished while the request waited.
+        let header = self.header(tenant, id).await?;
         let stats = self.stored_statistics(tenant, &header).await?;
         Ok(Snapshot { header, stats })
     }
@@ -297,15 +412,16 @@ impl DeploymentService {
             .skip(skip)
             .take(q.per_page as usize)
             .collect();
-        // Running deployments: the actor's header has the live phase counts.
+        // Running deployments: the actor's header has the live phase counts. One being
+        // restarted keeps its stored header rather than hold up the whole list.
         for d in page
             .iter_mut()
             .filter(|d| d.status != DeploymentStatus::Finished)
         {
-            if let Some(s) = self
-                .ask(d.id, |reply| DeploymentMsg::Snapshot { reply })
-                .await
-            {
+            let snapshot = self
+                .ask(d.id, |reply| DeploymentMsg::Snapshot { reply }, Duration::ZERO)
+                .await;
+            if let Ok(Some(s)) = snapshot {
                 *d = s.header;
             }
         }
@@ -319,7 +435,10 @@ impl DeploymentService {
         id: Uuid,
     ) -> Result<Vec<DeviceDeploymentRecord>> {
         let header = self.header(tenant, id).await?;
-        if let Some(v) = self.ask(id, |reply| DeploymentMsg::Devices { reply }).await {
+        let records = self
+            .ask(id, |reply| DeploymentMsg::Devices { reply }, RESTART_WAIT)
+            .await?;
+        if let Some(v) = records {
             return v;
         }
         let mut records = self.store.device_records(tenant, id).await?;
@@ -353,7 +472,10 @@ impl DeploymentService {
     pub async fn abort(&self, tenant: &TenantId, id: Uuid) -> Result<()> {
         let header = self.header(tenant, id).await?;
         if header.status != DeploymentStatus::Finished {
-            if let Some(r) = self.ask(id, |reply| DeploymentMsg::Abort { reply }).await {
+            let aborted = self
+                .ask(id, |reply| DeploymentMsg::Abort { reply }, RESTART_WAIT)
+                .await?;
+            if let Some(r) = aborted {
                 return r?.durable().await;
             }
         }
@@ -365,14 +487,17 @@ impl DeploymentService {
     /// Decommission a device in every deployment it still takes part in.
     pub async fn decommission(&self, tenant: &TenantId, device: &str) -> Result<()> {
         for m in self.fleet.memberships(device_key(tenant, device)) {
-            let device = device.to_owned();
-            if let Some(ack) = self
-                .ask(m.deployment, |reply| DeploymentMsg::Decommission {
-                    device,
-                    reply,
-                })
-                .await
-            {
+            let ack = self
+                .ask(
+                    m.deployment,
+                    |reply| DeploymentMsg::Decommission {
+                        device: device.to_owned(),
+                        reply,
+                    },
+                    RESTART_WAIT,
+                )
+                .await?;
+            if let Some(ack) = ack {
                 ack.durable().await?;
             }
         }
@@ -393,13 +518,17 @@ impl DeploymentService {
             return Ok(Delivery::Nothing);
         };
         let reply = self
-            .ask(m.deployment, |reply| DeploymentMsg::CheckIn {
-                device: device.to_owned(),
-                device_type: device_type.to_owned(),
-                artifact_name: artifact_name.to_owned(),
-                reply,
-            })
-            .await;
+            .ask(
+                m.deployment,
+                |reply| DeploymentMsg::CheckIn {
+                    device: device.to_owned(),
+                    device_type: device_type.to_owned(),
+                    artifact_name: artifact_name.to_owned(),
+                    reply,
+                },
+                RESTART_WAIT,
+            )
+            .await?;
         let Some(reply) = reply else {
             return Ok(Delivery::Nothing);
         };
@@ -441,18 +570,20 @@ impl DeploymentService {
         }
         // Running deployment: straight to its actor (which checks the tenant), no store
         // read on this hot path.
-        let device_id = device.to_owned();
-        let sub = substate.clone();
-        if let Some(r) = self
-            .ask(id, |reply| DeploymentMsg::ReportStatus {
-                tenant: tenant.clone(),
-                device: device_id,
-                status,
-                substate: sub,
-                reply,
-            })
-            .await
-        {
+        let reported = self
+            .ask(
+                id,
+                |reply| DeploymentMsg::ReportStatus {
+                    tenant: tenant.clone(),
+                    device: device.to_owned(),
+                    status,
+                    substate: substate.clone(),
+                    reply,
+                },
+                RESTART_WAIT,
+            )
+            .await?;
+        if let Some(r) = reported {
             return r?.durable().await;
         }
         let header = self.header(tenant, id).await?;
@@ -501,17 +632,19 @@ impl DeploymentService {
         id: Uuid,
         messages: Vec<LogMessage>,
     ) -> Result<()> {
-        let device_id = device.to_owned();
-        let msgs = messages.clone();
-        if let Some(r) = self
-            .ask(id, |reply| DeploymentMsg::UploadLog {
-                tenant: tenant.clone(),
-                device: device_id,
-                messages: msgs,
-                reply,
-            })
-            .await
-        {
+        let uploaded = self
+            .ask(
+                id,
+                |reply| DeploymentMsg::UploadLog {
+                    tenant: tenant.clone(),
+                    device: device.to_owned(),
+                    messages: messages.clone(),
+                    reply,
+                },
+                RESTART_WAIT,
+            )
+            .await?;
+        if let Some(r) = uploaded {
             return r?.durable().await;
         }
         let header = self.header(tenant, id).await?;
