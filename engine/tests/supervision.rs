@@ -229,6 +229,16 @@ async fn a_failing_store_during_a_restart_does_not_stop_the_supervisor() {
     // The store heals; the supervisor's next try restarts the actor.
     f.store.fail_commits(false);
     tokio::time::advance(Duration::from_secs(60)).await;
+    for _ in 0..500 {
+        if f.svc.running() == 1 {
+            break;
+        }
+        // Real time for the store's commit thread; paused time stays where it is.
+        tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(10)))
+            .await
+            .unwrap();
+    }
+    assert_eq!(f.svc.running(), 1, "restarted once the store works");
     f.report("d00", id, DeviceStatus::Downloading)
         .await
         .expect("restarted once the store works");
