@@ -27,7 +27,10 @@ async fn run_device(device: Device, deployment: String) -> Vec<String> {
             let body = json!({"status": stage, "substate": substate});
             let status = device.put(&deployment, "status", &body).await.status();
             if status != StatusCode::NO_CONTENT {
-                unexpected.push(format!("{}: {stage} ({substate}) answered {status}", device.id));
+                unexpected.push(format!(
+                    "{}: {stage} ({substate}) answered {status}",
+                    device.id
+                ));
             }
         }
         let log = json!({"messages": [
@@ -35,7 +38,10 @@ async fn run_device(device: Device, deployment: String) -> Vec<String> {
         ]});
         let status = device.put(&deployment, "log", &log).await.status();
         if status != StatusCode::NO_CONTENT {
-            unexpected.push(format!("{}: log after {stage} answered {status}", device.id));
+            unexpected.push(format!(
+                "{}: log after {stage} answered {status}",
+                device.id
+            ));
         }
     }
     unexpected
@@ -64,11 +70,23 @@ async fn devices_are_never_refused_while_their_deployment_actor_restarts() {
     }
     let log = server.log_text();
     let crashes = log.matches("chaos drill: crashed its actor").count();
-    assert!(unexpected.is_empty(), "{unexpected:#?}\n({crashes} crashes)");
-    assert!(crashes >= 5, "only {crashes} crashes: the drill did not run");
+    assert!(
+        unexpected.is_empty(),
+        "{unexpected:#?}\n({crashes} crashes)"
+    );
+    assert!(
+        crashes >= 5,
+        "only {crashes} crashes: the drill did not run"
+    );
 
     let stats = statistics(&server.as_user(TENANT), &id).await;
     assert_eq!(stats["success"], json!(DEVICES), "{stats}");
-    let d = common::json_ok(server.as_user(TENANT).get(&format!("/deployments/{id}")).await).await;
+    let d = common::json_ok(
+        server
+            .as_user(TENANT)
+            .get(&format!("/deployments/{id}"))
+            .await,
+    )
+    .await;
     assert_eq!(d["status"], json!("finished"));
 }

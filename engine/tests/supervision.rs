@@ -244,7 +244,11 @@ async fn a_failing_store_during_a_restart_does_not_stop_the_supervisor() {
         .expect("restarted once the store works");
     assert_eq!(f.svc.running(), 1);
     let other = f.deploy(f.new_deployment(vec!["x".into()])).await;
-    assert_eq!(f.check_in("x").await, Some(other), "the supervisor still starts actors");
+    assert_eq!(
+        f.check_in("x").await,
+        Some(other),
+        "the supervisor still starts actors"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -111,7 +111,11 @@ impl Report {
             );
         }
         for k in self.kinds.values().filter(|k| !k.statuses.is_empty()) {
-            let codes: Vec<String> = k.statuses.iter().map(|(c, n)| format!("{c}: {n}")).collect();
+            let codes: Vec<String> = k
+                .statuses
+                .iter()
+                .map(|(c, n)| format!("{c}: {n}"))
+                .collect();
             let _ = writeln!(
                 s,
                 "{:<14} answers that were not a success: {} ({} retried after 503)",

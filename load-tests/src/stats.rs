@@ -168,11 +168,7 @@ impl Recorder {
                 }
                 let h = k.latency_us.lock().unwrap_or_else(|p| p.into_inner());
                 let ms = |us: u64| us as f64 / 1000.0;
-                let statuses = k
-                    .statuses
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone();
+                let statuses = k.statuses.lock().unwrap_or_else(|p| p.into_inner()).clone();
                 Some(KindSummary {
                     kind: kind.name(),
                     count,
@@ -250,7 +246,11 @@ mod tests {
         assert!((s[0].p50_ms - 50.0).abs() < 0.1, "{}", s[0].p50_ms);
         assert!((s[0].p99_ms - 99.0).abs() < 0.1, "{}", s[0].p99_ms);
         assert_eq!((s[1].kind, s[1].errors), ("status", 1));
-        assert_eq!(s[1].statuses, BTreeMap::from([(409, 2)]), "only failures count");
+        assert_eq!(
+            s[1].statuses,
+            BTreeMap::from([(409, 2)]),
+            "only failures count"
+        );
         assert_eq!(s[1].retried, 1);
         assert!(s[0].statuses.is_empty());
         assert_eq!((r.total(), r.errors()), (101, 1));

@@ -98,9 +98,24 @@ fn a_rollout_survives_deployment_actors_crashing_at_random() {
     assert_eq!(report["fleet"]["finished"], DEVICES, "{report:#}");
     assert_eq!(report["fleet"]["stopped"], 0, "{report:#}");
     let stats = &report["deployment"]["statistics"];
-    assert_eq!(stats["ok"], true, "the statistics match the devices: {report:#}");
+    assert_eq!(
+        stats["ok"], true,
+        "the statistics match the devices: {report:#}"
+    );
     assert_eq!(report["deployment"]["status"], "finished", "{report:#}");
 
+    let unavailable: u64 = report["kinds"]
+        .as_object()
+        .map(|m| {
+            m.values()
+                .map(|k| k["statuses"]["503"].as_u64().unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0);
+    eprintln!(
+        "{DEVICES} devices in {:.1} s, {crashes} actor crashes, {unavailable} answers 503 (retried)",
+        report["elapsed_secs"].as_f64().unwrap_or(0.0)
+    );
     let id = report["deployment"]["id"].as_str().expect("deployment id");
     let (statistics, counted) = statistics_and_records(&server, &dir, id);
     assert_eq!(statistics, counted, "statistics equal the device records");
@@ -121,7 +136,10 @@ fn statistics_and_records(
         .expect("minting a user token");
     assert!(token.status.success(), "rollout token user failed");
     let token = String::from_utf8_lossy(&token.stdout).trim().to_owned();
-    let base = format!("{}/api/management/v1/deployments/deployments/{id}", server.base);
+    let base = format!(
+        "{}/api/management/v1/deployments/deployments/{id}",
+        server.base
+    );
     let rt = tokio::runtime::Runtime::new().expect("a runtime");
     rt.block_on(async {
         let http = reqwest::Client::new();

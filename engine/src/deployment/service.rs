@@ -213,7 +213,11 @@ impl DeploymentService {
         for id in self.registry.ids() {
             // A deployment being restarted is left out rather than waited for.
             if let Ok(Some(s)) = self
-                .ask(id, |reply| DeploymentMsg::Snapshot { reply }, Duration::ZERO)
+                .ask(
+                    id,
+                    |reply| DeploymentMsg::Snapshot { reply },
+                    Duration::ZERO,
+                )
                 .await
             {
                 out.push(s);
@@ -419,7 +423,11 @@ impl DeploymentService {
             .filter(|d| d.status != DeploymentStatus::Finished)
         {
             let snapshot = self
-                .ask(d.id, |reply| DeploymentMsg::Snapshot { reply }, Duration::ZERO)
+                .ask(
+                    d.id,
+                    |reply| DeploymentMsg::Snapshot { reply },
+                    Duration::ZERO,
+                )
                 .await;
             if let Ok(Some(s)) = snapshot {
                 *d = s.header;

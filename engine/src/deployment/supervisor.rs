@@ -134,10 +134,7 @@ impl SupervisorState {
         // them, so the new actor loads everything that was acknowledged. Without it the new
         // actor could miss them, so a failed barrier is a failed restart.
         let restarted = match self.args.store.commit(Vec::new()).await {
-            Ok(()) => {
-                self.start(myself, tenant.clone(), id, Indexing::Keep)
-                    .await
-            }
+            Ok(()) => self.start(myself, tenant.clone(), id, Indexing::Keep).await,
             Err(e) => Err(e.into()),
         };
         match restarted {

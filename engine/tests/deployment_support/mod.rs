@@ -18,9 +18,9 @@ use storage::{
     DeviceDeploymentRecord, DeviceStatus, Durable, EmbeddedStore, LogMessage, MetaStore,
     StoreError, TenantId, Write,
 };
-use tokio::sync::watch;
 use tempfile::TempDir;
 use time::OffsetDateTime;
+use tokio::sync::watch;
 use uuid::Uuid;
 
 /// The release every test deploys.
@@ -283,7 +283,11 @@ impl MetaStore for FaultyStore {
         }
         self.inner.submit(writes)
     }
-    async fn artifact(&self, tenant: &TenantId, id: Uuid) -> storage::Result<Option<ArtifactRecord>> {
+    async fn artifact(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+    ) -> storage::Result<Option<ArtifactRecord>> {
         self.inner.artifact(tenant, id).await
     }
     async fn artifacts(&self, tenant: &TenantId) -> storage::Result<Vec<ArtifactRecord>> {
@@ -292,7 +296,11 @@ impl MetaStore for FaultyStore {
     async fn artifact_bytes_by_tenant(&self) -> storage::Result<BTreeMap<TenantId, u64>> {
         self.inner.artifact_bytes_by_tenant().await
     }
-    async fn deployment(&self, tenant: &TenantId, id: Uuid) -> storage::Result<Option<DeploymentRecord>> {
+    async fn deployment(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+    ) -> storage::Result<Option<DeploymentRecord>> {
         self.inner.deployment(tenant, id).await
     }
     async fn deployments(&self, tenant: &TenantId) -> storage::Result<Vec<DeploymentRecord>> {
@@ -301,7 +309,11 @@ impl MetaStore for FaultyStore {
     async fn unfinished_deployments(&self) -> storage::Result<Vec<DeploymentRecord>> {
         self.inner.unfinished_deployments().await
     }
-    async fn device_list(&self, tenant: &TenantId, deployment: Uuid) -> storage::Result<Vec<String>> {
+    async fn device_list(
+        &self,
+        tenant: &TenantId,
+        deployment: Uuid,
+    ) -> storage::Result<Vec<String>> {
         let mut held = self.hold_device_lists.subscribe();
         let _ = held.wait_for(|on| !*on).await;
         self.inner.device_list(tenant, deployment).await
@@ -312,7 +324,9 @@ impl MetaStore for FaultyStore {
         deployment: Uuid,
         chunk: u32,
     ) -> storage::Result<Option<Vec<String>>> {
-        self.inner.device_list_chunk(tenant, deployment, chunk).await
+        self.inner
+            .device_list_chunk(tenant, deployment, chunk)
+            .await
     }
     async fn device_records(
         &self,

@@ -216,7 +216,11 @@ async fn upload_log(
         ("info", "rollout-load: installing the update"),
         ("error", cause.as_str()),
     ];
-    match put_retrying(shared, Kind::Log, || shared.api.log(token, deployment, &messages)).await {
+    match put_retrying(shared, Kind::Log, || {
+        shared.api.log(token, deployment, &messages)
+    })
+    .await
+    {
         Put::Answered(StatusCode::CONFLICT) => Some(SessionEnd::Finish(Outcome::Stopped)),
         Put::Over => Some(SessionEnd::Stop),
         // A refused log does not stop the client from reporting the failure.

@@ -105,4 +105,3 @@ pub fn start_server(dir: &Path, extra: &[&str]) -> Server {
     }
     server
 }
-

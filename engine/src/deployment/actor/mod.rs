@@ -434,8 +434,7 @@ impl DeploymentState {
         let rec = self
             .record_mut(device)
             .ok_or(EngineError::NotFound("device in deployment"))?;
-        let reported =
-            device::report(rec, status, substate, retries, now).map_err(report_error)?;
+        let reported = device::report(rec, status, substate, retries, now).map_err(report_error)?;
         let mut writes = match reported {
             Reported::Unchanged => return Ok(Ack(None)),
             Reported::Substate | Reported::Moved(_) => vec![self.put_by_id(device)],
