@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::rpc::CallResult;
-use ractor::{Actor, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorRef};
 use storage::{
     ArtifactRecord, DeploymentRecord, DeploymentStatus, DeviceDeploymentRecord, DeviceStatus,
     LogMessage, MetaStore, TenantId, Write,
@@ -18,53 +18,17 @@ use super::clock::Clock;
 use super::fleet::{device_key, Fleet};
 use super::plan::{self, NewDeployment};
 use super::stats::Statistics;
-use super::supervisor::{Registry, Slot, Supervisor, SupervisorArgs, SupervisorMsg};
+use super::supervisor::{Registry, Supervisor, SupervisorArgs, SupervisorMsg};
 use crate::error::{EngineError, Result};
+
+mod ask;
+mod drill;
+
+pub use ask::{ASK_TIMEOUT, RESTART_WAIT};
+pub use drill::Crash;
 
 /// Device ids per stored chunk of a deployment's device list.
 const DEVICE_LIST_CHUNK: usize = 10_000;
-
-/// How long a caller waits for a crashed deployment actor to be back before it is told to
-/// try again later. A restart loads the deployment from the store: milliseconds for
-/// thousands of devices, seconds for millions.
-pub const RESTART_WAIT: Duration = Duration::from_secs(5);
-/// When to try again after [`RESTART_WAIT`] ran out.
-const RESTART_RETRY_AFTER: Duration = Duration::from_secs(2);
-/// How long a running deployment actor may take to answer one message. Past it, its mailbox
-/// is backed up far beyond normal load, and callers are told to come back later (the
-/// message itself stays queued and is still handled).
-pub const ASK_TIMEOUT: Duration = Duration::from_secs(30);
-/// When to try again after [`ASK_TIMEOUT`] ran out.
-const BUSY_RETRY_AFTER: Duration = Duration::from_secs(5);
-
-/// What an injected crash stands for (see [`DeploymentService::crash`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Crash {
-    /// A bug in the actor: charged to the deployment's restart budget, so that enough of
-    /// them in a burst end the deployment.
-    Fault,
-    /// A chaos drill (`rollout serve --chaos-crash-every`): restarted like any crash, never
-    /// charged, so drills cannot end the deployments they exercise.
-    Drill,
-}
-
-/// Counts one message in the actors' mailbox backlog for as long as it lives, so that a
-/// caller that gives up (a client that disconnects drops the request's future) still takes
-/// its message off the gauge.
-struct InFlight;
-
-impl InFlight {
-    fn new() -> Self {
-        crate::metrics::message_sent();
-        InFlight
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        crate::metrics::message_answered();
-    }
-}
 
 /// `GET /deployments` filters.
 #[derive(Debug, Clone, Default)]
@@ -160,48 +124,6 @@ impl DeploymentService {
             .await;
     }
 
-    /// Fault injection: make a deployment's actor panic (the supervisor restarts it from
-    /// the store); false when it has no running actor. For supervision tests and chaos
-    /// drills only.
-    #[doc(hidden)]
-    pub fn crash(&self, id: Uuid, kind: Crash) -> bool {
-        let Some(actor) = self.registry.get(id) else {
-            return false;
-        };
-        if kind == Crash::Drill {
-            self.registry.mark_drill(id);
-        }
-        actor.send_message(DeploymentMsg::Crash).is_ok()
-    }
-
-    /// Chaos drill: from now until the runtime ends, make the actor of a random running
-    /// deployment panic every `every` (as [`Crash::Drill`], so never charged to a restart
-    /// budget). For drills only (`rollout serve --chaos-crash-every`), never in production.
-    #[doc(hidden)]
-    pub fn start_chaos_drill(&self, every: Duration) {
-        tracing::warn!(
-            every_ms = every.as_millis() as u64,
-            "CHAOS DRILL: deployment actors will be crashed at random; never do this in production"
-        );
-        let svc = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let running = svc.registry.ids();
-                if running.is_empty() {
-                    continue;
-                }
-                // A v4 uuid is 122 random bits: enough to pick one, without a random crate.
-                let pick = (Uuid::new_v4().as_u128() % running.len() as u128) as usize;
-                if svc.crash(running[pick], Crash::Drill) {
-                    tracing::info!(deployment = %running[pick], "chaos drill: crashed its actor");
-                }
-            }
-        });
-    }
-
     /// Number of running deployment actors.
     pub fn running(&self) -> usize {
         self.registry.len()
@@ -239,57 +161,6 @@ impl DeploymentService {
             _ => Err(EngineError::Internal(
                 "the supervisor is not running".into(),
             )),
-        }
-    }
-
-    /// Ask a deployment's actor. `Ok(None)` when the deployment has no actor because it
-    /// has finished (or does not exist): the caller answers from the store. For an
-    /// unfinished deployment whose actor is being restarted, or died with the message in
-    /// its mailbox, it waits up to `wait` for the new actor and asks that one;
-    /// [`EngineError::Unavailable`] when that does not come in time or the actor does not
-    /// answer within [`ASK_TIMEOUT`]. Never `None` for an unfinished deployment: answering
-    /// such a request from the store would read a state the actor may be changing.
-    async fn ask<T: Send + 'static>(
-        &self,
-        id: Uuid,
-        build: impl Fn(RpcReplyPort<T>) -> DeploymentMsg,
-        wait: Duration,
-    ) -> Result<Option<T>> {
-        let deadline = tokio::time::Instant::now() + wait;
-        let mut changes = None;
-        loop {
-            match self.registry.slot(id) {
-                None => return Ok(None),
-                Some(Slot::Running(actor)) => {
-                    let _in_flight = InFlight::new();
-                    match actor.call(&build, Some(ASK_TIMEOUT)).await {
-                        Ok(CallResult::Success(v)) => return Ok(Some(v)),
-                        Ok(CallResult::Timeout) => {
-                            return Err(EngineError::Unavailable {
-                                reason: format!("deployment {id} is too busy to answer"),
-                                retry_after: BUSY_RETRY_AFTER,
-                            })
-                        }
-                        // The actor stopped before answering: it crashed (the supervisor
-                        // restarts it) or finished (the registry drops it). Either way the
-                        // registry is about to change.
-                        Ok(CallResult::SenderError) | Err(_) => {}
-                    }
-                }
-                Some(Slot::Starting) => {}
-            }
-            let Some(rx) = changes.as_mut() else {
-                // Subscribe, then look again: a change made in between is not missed.
-                changes = Some(self.registry.subscribe());
-                continue;
-            };
-            let changed = tokio::time::timeout_at(deadline, rx.changed()).await;
-            if !matches!(changed, Ok(Ok(()))) {
-                return Err(EngineError::Unavailable {
-                    reason: format!("deployment {id} is being restarted"),
-                    retry_after: RESTART_RETRY_AFTER,
-                });
-            }
         }
     }
 
