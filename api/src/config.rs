@@ -273,4 +273,11 @@ pub struct ServeArgs {
     #[arg(long, env = "ROLLOUT_MAX_CONCURRENT_UPLOADS", default_value_t = 16,
           value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
     pub max_concurrent_uploads: usize,
+
+    /// CHAOS DRILLS ONLY, never in production: every this many milliseconds, make the actor
+    /// of a random running deployment panic, so that supervision is exercised under real
+    /// load (the supervisor restarts it from the store; drills are not charged to the
+    /// deployment's restart budget). Hidden from `--help`.
+    #[arg(long, env = "ROLLOUT_CHAOS_CRASH_EVERY_MS", hide = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub chaos_crash_every: Option<u64>,
 }

@@ -12,7 +12,7 @@ use warp::reply::{Reply, Response};
 use crate::request_id::RequestId;
 
 /// Seconds a client told 503 should wait before trying again.
-const RETRY_AFTER_SECS: u32 = 5;
+const RETRY_AFTER_SECS: u64 = 5;
 
 /// An error answer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -53,12 +53,19 @@ pub enum ApiError {
     /// 422.
     #[error("{0}")]
     Unprocessable(String),
-    /// 503 with `Retry-After`: the server is at a bound on concurrent work.
-    #[error("{0}")]
-    Unavailable(String),
     /// 500. The message is logged, not shown.
     #[error("internal error: {0}")]
     Internal(String),
+    /// 503 with `Retry-After`: the server is at a bound on concurrent work or a deployment
+    /// is restarting; nothing was refused, the request can be repeated after that many
+    /// seconds.
+    #[error("{message}")]
+    Unavailable {
+        /// What is going on.
+        message: String,
+        /// Seconds to wait (at least 1).
+        retry_after: u64,
+    },
 }
 
 impl ApiError {
@@ -77,8 +84,8 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -92,8 +99,15 @@ impl From<EngineError> for ApiError {
             EngineError::Conflict(m) => ApiError::Conflict(m),
             EngineError::Unprocessable(m) => ApiError::Unprocessable(m),
             EngineError::TooLarge(m) => ApiError::TooLarge(m),
-            EngineError::Busy(m) => ApiError::Unavailable(m),
+            EngineError::Busy(message) => ApiError::Unavailable {
+                message,
+                retry_after: RETRY_AFTER_SECS,
+            },
             EngineError::TimedOut(m) => ApiError::RequestTimeout(m),
+            e @ EngineError::Unavailable { retry_after, .. } => ApiError::Unavailable {
+                message: e.to_string(),
+                retry_after: retry_after.as_secs().max(1),
+            },
             e @ (EngineError::Store(_) | EngineError::Internal(_)) => {
                 ApiError::Internal(e.to_string())
             }
@@ -138,11 +152,10 @@ impl Reply for ApiError {
         };
         let mut response =
             warp::reply::with_status(warp::reply::json(&body), self.status()).into_response();
-        if let ApiError::Unavailable(_) = self {
-            response.headers_mut().insert(
-                http::header::RETRY_AFTER,
-                http::HeaderValue::from(RETRY_AFTER_SECS),
-            );
+        if let ApiError::Unavailable { retry_after, .. } = self {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, retry_after.into());
         }
         response
     }
@@ -189,3 +202,32 @@ pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
 }
 
 impl warp::reject::Reject for ApiError {}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn an_unavailable_deployment_is_503_with_retry_after() {
+        let e = EngineError::Unavailable {
+            reason: "deployment x is being restarted".into(),
+            retry_after: Duration::from_secs(2),
+        };
+        let response = ApiError::from(e).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[http::header::RETRY_AFTER], "2");
+
+        let soon = EngineError::Unavailable {
+            reason: "busy".into(),
+            retry_after: Duration::from_millis(10),
+        };
+        let response = ApiError::from(soon).into_response();
+        assert_eq!(
+            response.headers()[http::header::RETRY_AFTER],
+            "1",
+            "whole seconds, never 0"
+        );
+    }
+}

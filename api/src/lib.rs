@@ -91,6 +91,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             body_read_timeout: Duration::from_secs(args.body_read_timeout),
         },
     });
+    // `--chaos-crash-every` (chaos drills only): crash random deployment actors until exit.
+    if let Some(ms) = args.chaos_crash_every {
+        deployments.start_chaos_drill(std::time::Duration::from_millis(ms));
+    }
     let metrics = metrics::install();
     metrics::seed_artifact_bytes(state.store.as_ref())
         .await

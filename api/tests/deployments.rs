@@ -221,6 +221,11 @@ async fn list_filters_by_status_search_and_creation_time() {
         .await;
     let running = f.deploy_with(&["r1", "r2"], json!({"name": "beta"})).await;
     assert_eq!(f.device("r1").check_in().await, Some(running.clone()));
+    // Handed the update is not enough: a deployment is pending until a device goes past
+    // pending.
+    assert_eq!(f.deployment(&running).await["status"], json!("pending"));
+    f.device("r1").report_all(&running, &["downloading"]).await;
+    assert_eq!(f.deployment(&running).await["status"], json!("inprogress"));
     let finished = f.deploy_with(&["f1"], json!({"name": "gamma"})).await;
     let aborted = json!({"status": "aborted"});
     let path = format!("/deployments/{finished}/status");

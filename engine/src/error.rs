@@ -1,5 +1,7 @@
 //! The engine's error type. The API maps each variant to one HTTP status, in one place.
 
+use std::time::Duration;
+
 use storage::StoreError;
 
 use crate::artifact::ArtifactError;
@@ -31,6 +33,17 @@ pub enum EngineError {
     /// The client stopped sending the request body.
     #[error("{0}")]
     TimedOut(String),
+    /// The deployment cannot answer now: its actor is being restarted after a crash, or is
+    /// too busy to answer in time. Nothing was refused; the same request can be sent again
+    /// after `retry_after` (devices do: mender-client retries a failed status report, and
+    /// checks in again at its next poll).
+    #[error("{reason}; try again in {} s", retry_after.as_secs())]
+    Unavailable {
+        /// What the deployment is doing.
+        reason: String,
+        /// When to try again.
+        retry_after: Duration,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),

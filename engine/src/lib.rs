@@ -12,5 +12,7 @@ pub use artifact::SingleFileSpec;
 pub use artifact_service::{
     ArtifactLimits, ArtifactService, GenerateRequest, Release, StorageUsage,
 };
-pub use deployment::{Clock, Delivery, DeploymentService, ListQuery, NewDeployment, Snapshot};
+pub use deployment::{
+    Clock, Crash, Delivery, DeploymentService, ListQuery, NewDeployment, Snapshot,
+};
 pub use error::{EngineError, Result};

@@ -45,7 +45,8 @@ async fn phases_admit_devices_batch_by_batch_as_they_open() {
     assert_eq!(f.phase_counts(id).await, vec![2, 0, 0]);
     assert_eq!(
         f.snapshot(id).await.header.status,
-        DeploymentStatus::Inprogress
+        DeploymentStatus::Pending,
+        "handed out, but no device has gone past pending"
     );
 
     tokio::time::advance(HOUR).await;

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 
@@ -24,6 +24,15 @@ pub enum CheckIn {
     Nothing,
     /// Any other status.
     Other(StatusCode),
+}
+
+/// The answer to a status report or a log upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// `Retry-After` in seconds, when the server sent one.
+    pub retry_after: Option<Duration>,
 }
 
 /// The parts of a 200 check-in a device acts on.
@@ -132,7 +141,7 @@ impl DeviceApi {
         token: &str,
         deployment: &str,
         status: &str,
-    ) -> anyhow::Result<StatusCode> {
+    ) -> anyhow::Result<Answer> {
         let body = format!(r#"{{"status":"{status}"}}"#);
         self.put(token, &format!("{deployment}/status"), body).await
     }
@@ -143,7 +152,7 @@ impl DeviceApi {
         token: &str,
         deployment: &str,
         messages: &[(&str, &str)],
-    ) -> anyhow::Result<StatusCode> {
+    ) -> anyhow::Result<Answer> {
         let timestamp = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .context("formatting a timestamp")?;
@@ -157,7 +166,7 @@ impl DeviceApi {
         self.put(token, &format!("{deployment}/log"), body).await
     }
 
-    async fn put(&self, token: &str, path: &str, body: String) -> anyhow::Result<StatusCode> {
+    async fn put(&self, token: &str, path: &str, body: String) -> anyhow::Result<Answer> {
         let resp = self
             .http
             .put(format!("{}{DEVICE_BASE}/{path}", self.base))
@@ -167,9 +176,18 @@ impl DeviceApi {
             .send()
             .await?;
         let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         // Read the (small) body so that the connection goes back to the pool.
         resp.bytes().await?;
-        Ok(status)
+        Ok(Answer {
+            status,
+            retry_after,
+        })
     }
 }
 

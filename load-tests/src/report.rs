@@ -110,6 +110,20 @@ impl Report {
                 k.kind, k.count, k.errors, k.rps, k.p50_ms, k.p90_ms, k.p99_ms, k.p999_ms, k.max_ms
             );
         }
+        for k in self.kinds.values().filter(|k| !k.statuses.is_empty()) {
+            let codes: Vec<String> = k
+                .statuses
+                .iter()
+                .map(|(c, n)| format!("{c}: {n}"))
+                .collect();
+            let _ = writeln!(
+                s,
+                "{:<14} answers that were not a success: {} ({} retried after 503)",
+                k.kind,
+                codes.join(", "),
+                k.retried
+            );
+        }
         if let Some(f) = &self.fleet {
             let _ = writeln!(
                 s,

@@ -1,6 +1,7 @@
 //! What the run measured: a latency histogram, a count, an error count and a byte count per
 //! kind of request, shared by every worker.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -57,6 +58,10 @@ struct KindStats {
     count: AtomicU64,
     errors: AtomicU64,
     bytes: AtomicU64,
+    /// Answers that were not a success, by HTTP status (a std mutex: taken only on those).
+    statuses: Mutex<BTreeMap<u16, u64>>,
+    /// `503` answers with `Retry-After` that the device waited out and sent again.
+    retried: AtomicU64,
     /// A std mutex, not a tokio one: it is held for the few nanoseconds of one `record`,
     /// never across an await, and one shared histogram per kind costs far less memory than
     /// one per worker when there are thousands of workers.
@@ -83,6 +88,8 @@ impl Recorder {
             count: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
+            statuses: Mutex::new(BTreeMap::new()),
+            retried: AtomicU64::new(0),
             latency_us: Mutex::new(
                 Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
                     .expect("constant histogram bounds are valid"),
@@ -119,6 +126,25 @@ impl Recorder {
             .fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Count the HTTP status of an answer to a `kind` request, if it is not a success.
+    pub fn add_status(&self, kind: Kind, status: reqwest::StatusCode) {
+        if status.is_success() {
+            return;
+        }
+        let mut m = self.kinds[kind as usize]
+            .statuses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *m.entry(status.as_u16()).or_default() += 1;
+    }
+
+    /// A `503` answer to a `kind` request is retried, as the server asked.
+    pub fn add_retry(&self, kind: Kind) {
+        self.kinds[kind as usize]
+            .retried
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Requests so far.
     pub fn total(&self) -> u64 {
         self.total.load(Ordering::Relaxed)
@@ -142,10 +168,13 @@ impl Recorder {
                 }
                 let h = k.latency_us.lock().unwrap_or_else(|p| p.into_inner());
                 let ms = |us: u64| us as f64 / 1000.0;
+                let statuses = k.statuses.lock().unwrap_or_else(|p| p.into_inner()).clone();
                 Some(KindSummary {
                     kind: kind.name(),
                     count,
                     errors: k.errors.load(Ordering::Relaxed),
+                    statuses,
+                    retried: k.retried.load(Ordering::Relaxed),
                     bytes: k.bytes.load(Ordering::Relaxed),
                     rps: count as f64 / secs,
                     mean_ms: h.mean() / 1000.0,
@@ -169,6 +198,12 @@ pub struct KindSummary {
     pub count: u64,
     /// Requests whose answer was not the expected one (or that failed).
     pub errors: u64,
+    /// Answers that were not a success, by HTTP status (`409`: the device stops; `5xx`: a
+    /// server failure, except `503` with `Retry-After`, which devices retry).
+    pub statuses: BTreeMap<u16, u64>,
+    /// `503` answers that were retried (status reports and logs after `Retry-After`;
+    /// check-ins at the next poll).
+    pub retried: u64,
     /// Body bytes received.
     pub bytes: u64,
     /// Requests per second over the run.
@@ -198,6 +233,10 @@ mod tests {
             r.record(Kind::Checkin204, Duration::from_millis(ms), true);
         }
         r.record(Kind::Status, Duration::from_millis(5), false);
+        r.add_status(Kind::Status, reqwest::StatusCode::NO_CONTENT);
+        r.add_status(Kind::Status, reqwest::StatusCode::CONFLICT);
+        r.add_status(Kind::Status, reqwest::StatusCode::CONFLICT);
+        r.add_retry(Kind::Status);
         let s = r.summaries(Duration::from_secs(1));
         assert_eq!(s.len(), 2);
         assert_eq!(
@@ -207,6 +246,13 @@ mod tests {
         assert!((s[0].p50_ms - 50.0).abs() < 0.1, "{}", s[0].p50_ms);
         assert!((s[0].p99_ms - 99.0).abs() < 0.1, "{}", s[0].p99_ms);
         assert_eq!((s[1].kind, s[1].errors), ("status", 1));
+        assert_eq!(
+            s[1].statuses,
+            BTreeMap::from([(409, 2)]),
+            "only failures count"
+        );
+        assert_eq!(s[1].retried, 1);
+        assert!(s[0].statuses.is_empty());
         assert_eq!((r.total(), r.errors()), (101, 1));
     }
 }

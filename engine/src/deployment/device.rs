@@ -36,26 +36,43 @@ pub fn reportable(s: DeviceStatus) -> bool {
     )
 }
 
+/// What a status report changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reported {
+    /// Nothing: the device repeated its status and substate.
+    Unchanged,
+    /// Only the substate: the record changes (and is persisted), the statistics do not.
+    Substate,
+    /// The status.
+    Moved(Change),
+}
+
 /// Apply a status report. `retries` is the number of extra attempts the deployment allows.
-/// Returns `None` when nothing changed (a repeated status).
 pub fn report(
     rec: &mut DeviceDeploymentRecord,
     status: DeviceStatus,
     substate: Option<String>,
     retries: u32,
     now: OffsetDateTime,
-) -> Result<Option<Change>, ReportError> {
+) -> Result<Reported, ReportError> {
     if !reportable(status) {
         return Err(ReportError::NotReportable(status));
     }
     if rec.status == status {
         if substate.is_some() && rec.substate != substate {
             rec.substate = substate;
+            return Ok(Reported::Substate);
         }
-        return Ok(None);
+        return Ok(Reported::Unchanged);
     }
     if rec.status.is_terminal() {
         return Err(ReportError::Over(rec.status));
+    }
+    if rec.status == DeviceStatus::Pending && rec.artifact_id.is_none() {
+        // The device leaves pending without having been handed the update in this attempt
+        // (it never checked in, or lost the answer): the attempt counts all the same, or a
+        // failure would send it back to pending whatever `retries` says.
+        rec.attempts += 1;
     }
     let from = rec.status;
     let to = if status == DeviceStatus::Failure && rec.attempts <= retries {
@@ -70,7 +87,7 @@ pub fn report(
         // A new attempt: the next check-in hands the update out (and counts) again.
         rec.artifact_id = None;
     }
-    Ok(Some(Change { from, to }))
+    Ok(Reported::Moved(Change { from, to }))
 }
 
 /// Force a status (check-in side effects, abort, decommission).
@@ -112,12 +129,59 @@ mod tests {
     fn repeated_statuses_are_no_ops() {
         let mut r = rec();
         let now = OffsetDateTime::now_utc();
-        assert!(report(&mut r, DeviceStatus::Downloading, None, 0, now)
-            .unwrap()
-            .is_some());
+        assert!(matches!(
+            report(&mut r, DeviceStatus::Downloading, None, 0, now),
+            Ok(Reported::Moved(_))
+        ));
         assert_eq!(
             report(&mut r, DeviceStatus::Downloading, None, 0, now),
-            Ok(None)
+            Ok(Reported::Unchanged)
+        );
+    }
+
+    #[test]
+    fn a_new_substate_alone_changes_the_record() {
+        let mut r = rec();
+        let now = OffsetDateTime::now_utc();
+        let sub = |s: &str| Some(s.to_owned());
+        report(&mut r, DeviceStatus::Installing, sub("a"), 0, now).unwrap();
+        assert_eq!(
+            report(&mut r, DeviceStatus::Installing, sub("b"), 0, now),
+            Ok(Reported::Substate)
+        );
+        assert_eq!(r.substate.as_deref(), Some("b"));
+        assert_eq!(
+            report(&mut r, DeviceStatus::Installing, None, 0, now),
+            Ok(Reported::Unchanged),
+            "no substate keeps the last one"
+        );
+    }
+
+    #[test]
+    fn failure_of_a_device_never_handed_the_update_uses_up_an_attempt() {
+        let now = OffsetDateTime::now_utc();
+        let mut r = DeviceDeploymentRecord::pending("d".into(), now);
+        let moved = report(&mut r, DeviceStatus::Failure, None, 0, now).unwrap();
+        assert_eq!(
+            moved,
+            Reported::Moved(Change {
+                from: DeviceStatus::Pending,
+                to: DeviceStatus::Failure
+            }),
+            "without retries the first failure is final"
+        );
+        assert_eq!(r.attempts, 1);
+
+        let mut r = DeviceDeploymentRecord::pending("d".into(), now);
+        report(&mut r, DeviceStatus::Downloading, None, 1, now).unwrap();
+        report(&mut r, DeviceStatus::Failure, None, 1, now).unwrap();
+        assert_eq!((r.status, r.attempts), (DeviceStatus::Pending, 1));
+        report(&mut r, DeviceStatus::Downloading, None, 1, now).unwrap();
+        report(&mut r, DeviceStatus::Failure, None, 1, now).unwrap();
+        assert_eq!(
+            (r.status, r.attempts),
+            (DeviceStatus::Failure, 2),
+            "one retry, then final"
         );
     }
 
@@ -126,19 +190,15 @@ mod tests {
         let mut r = rec();
         let now = OffsetDateTime::now_utc();
         r.artifact_id = Some(uuid::Uuid::new_v4());
-        let c = report(&mut r, DeviceStatus::Failure, None, 1, now)
-            .unwrap()
-            .unwrap();
-        assert_eq!(c.to, DeviceStatus::Pending);
+        let c = report(&mut r, DeviceStatus::Failure, None, 1, now).unwrap();
+        assert!(matches!(c, Reported::Moved(c) if c.to == DeviceStatus::Pending));
         assert_eq!(
             r.artifact_id, None,
             "the next check-in starts a new attempt"
         );
         r.attempts = 2;
-        let c = report(&mut r, DeviceStatus::Failure, None, 1, now)
-            .unwrap()
-            .unwrap();
-        assert_eq!(c.to, DeviceStatus::Failure);
+        let c = report(&mut r, DeviceStatus::Failure, None, 1, now).unwrap();
+        assert!(matches!(c, Reported::Moved(c) if c.to == DeviceStatus::Failure));
         assert!(r.finished.is_some());
     }
 
@@ -180,7 +240,10 @@ mod tests {
                 let change = if interrupt_it && !reportable(status) {
                     interrupt(r, DeviceStatus::Aborted, now)
                 } else {
-                    report(r, status, None, retries, now).ok().flatten()
+                    match report(r, status, None, retries, now) {
+                        Ok(Reported::Moved(c)) => Some(c),
+                        _ => None,
+                    }
                 };
                 if let Some(c) = change {
                     stats.moved(c.from, c.to);

@@ -16,5 +16,5 @@ pub mod supervisor;
 pub use actor::Snapshot;
 pub use clock::Clock;
 pub use plan::{NewDeployment, NewPhase};
-pub use service::{Delivery, DeploymentService, ListQuery};
+pub use service::{Crash, Delivery, DeploymentService, ListQuery};
 pub use stats::Statistics;

@@ -3,9 +3,10 @@
 //! deployments straight from the store.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use ractor::rpc::CallResult;
-use ractor::{Actor, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorRef};
 use storage::{
     ArtifactRecord, DeploymentRecord, DeploymentStatus, DeviceDeploymentRecord, DeviceStatus,
     LogMessage, MetaStore, TenantId, Write,
@@ -19,6 +20,12 @@ use super::plan::{self, NewDeployment};
 use super::stats::Statistics;
 use super::supervisor::{Registry, Supervisor, SupervisorArgs, SupervisorMsg};
 use crate::error::{EngineError, Result};
+
+mod ask;
+mod drill;
+
+pub use ask::{ASK_TIMEOUT, RESTART_WAIT};
+pub use drill::Crash;
 
 /// Device ids per stored chunk of a deployment's device list.
 const DEVICE_LIST_CHUNK: usize = 10_000;
@@ -117,15 +124,6 @@ impl DeploymentService {
             .await;
     }
 
-    /// Fault injection: crash a deployment's actor (the supervisor restarts it from the
-    /// store). For supervision tests and chaos drills.
-    #[doc(hidden)]
-    pub fn crash(&self, id: Uuid) -> bool {
-        self.registry
-            .get(id)
-            .is_some_and(|a| a.send_message(DeploymentMsg::Crash).is_ok())
-    }
-
     /// Number of running deployment actors.
     pub fn running(&self) -> usize {
         self.registry.len()
@@ -135,8 +133,13 @@ impl DeploymentService {
     pub async fn live(&self, limit: usize) -> Vec<Snapshot> {
         let mut out = Vec::new();
         for id in self.registry.ids() {
-            if let Some(s) = self
-                .ask(id, |reply| DeploymentMsg::Snapshot { reply })
+            // A deployment being restarted is left out rather than waited for.
+            if let Ok(Some(s)) = self
+                .ask(
+                    id,
+                    |reply| DeploymentMsg::Snapshot { reply },
+                    Duration::ZERO,
+                )
                 .await
             {
                 out.push(s);
@@ -158,22 +161,6 @@ impl DeploymentService {
             _ => Err(EngineError::Internal(
                 "the supervisor is not running".into(),
             )),
-        }
-    }
-
-    /// Ask a running deployment's actor; `None` if it is not running (finished).
-    async fn ask<T: Send + 'static>(
-        &self,
-        id: Uuid,
-        build: impl FnOnce(RpcReplyPort<T>) -> DeploymentMsg,
-    ) -> Option<T> {
-        let actor = self.registry.get(id)?;
-        crate::metrics::message_sent();
-        let answer = actor.call(build, None).await;
-        crate::metrics::message_answered();
-        match answer {
-            Ok(CallResult::Success(v)) => Some(v),
-            _ => None,
         }
     }
 
@@ -231,13 +218,16 @@ impl DeploymentService {
 
     /// One deployment with live status, phase counts and statistics.
     pub async fn get(&self, tenant: &TenantId, id: Uuid) -> Result<Snapshot> {
-        let header = self.header(tenant, id).await?;
+        // Read first: the actor does not check the tenant of a snapshot request.
+        self.header(tenant, id).await?;
         if let Some(s) = self
-            .ask(id, |reply| DeploymentMsg::Snapshot { reply })
-            .await
+            .ask(id, |reply| DeploymentMsg::Snapshot { reply }, RESTART_WAIT)
+            .await?
         {
             return Ok(s);
         }
+        // Again: the deployment may have finished while the request waited.
+        let header = self.header(tenant, id).await?;
         let stats = self.stored_statistics(tenant, &header).await?;
         Ok(Snapshot { header, stats })
     }
@@ -297,15 +287,20 @@ impl DeploymentService {
             .skip(skip)
             .take(q.per_page as usize)
             .collect();
-        // Running deployments: the actor's header has the live phase counts.
+        // Running deployments: the actor's header has the live phase counts. One being
+        // restarted keeps its stored header rather than hold up the whole list.
         for d in page
             .iter_mut()
             .filter(|d| d.status != DeploymentStatus::Finished)
         {
-            if let Some(s) = self
-                .ask(d.id, |reply| DeploymentMsg::Snapshot { reply })
-                .await
-            {
+            let snapshot = self
+                .ask(
+                    d.id,
+                    |reply| DeploymentMsg::Snapshot { reply },
+                    Duration::ZERO,
+                )
+                .await;
+            if let Ok(Some(s)) = snapshot {
                 *d = s.header;
             }
         }
@@ -319,7 +314,10 @@ impl DeploymentService {
         id: Uuid,
     ) -> Result<Vec<DeviceDeploymentRecord>> {
         let header = self.header(tenant, id).await?;
-        if let Some(v) = self.ask(id, |reply| DeploymentMsg::Devices { reply }).await {
+        let records = self
+            .ask(id, |reply| DeploymentMsg::Devices { reply }, RESTART_WAIT)
+            .await?;
+        if let Some(v) = records {
             return v;
         }
         let mut records = self.store.device_records(tenant, id).await?;
@@ -353,7 +351,10 @@ impl DeploymentService {
     pub async fn abort(&self, tenant: &TenantId, id: Uuid) -> Result<()> {
         let header = self.header(tenant, id).await?;
         if header.status != DeploymentStatus::Finished {
-            if let Some(r) = self.ask(id, |reply| DeploymentMsg::Abort { reply }).await {
+            let aborted = self
+                .ask(id, |reply| DeploymentMsg::Abort { reply }, RESTART_WAIT)
+                .await?;
+            if let Some(r) = aborted {
                 return r?.durable().await;
             }
         }
@@ -365,14 +366,17 @@ impl DeploymentService {
     /// Decommission a device in every deployment it still takes part in.
     pub async fn decommission(&self, tenant: &TenantId, device: &str) -> Result<()> {
         for m in self.fleet.memberships(device_key(tenant, device)) {
-            let device = device.to_owned();
-            if let Some(ack) = self
-                .ask(m.deployment, |reply| DeploymentMsg::Decommission {
-                    device,
-                    reply,
-                })
-                .await
-            {
+            let ack = self
+                .ask(
+                    m.deployment,
+                    |reply| DeploymentMsg::Decommission {
+                        device: device.to_owned(),
+                        reply,
+                    },
+                    RESTART_WAIT,
+                )
+                .await?;
+            if let Some(ack) = ack {
                 ack.durable().await?;
             }
         }
@@ -393,13 +397,17 @@ impl DeploymentService {
             return Ok(Delivery::Nothing);
         };
         let reply = self
-            .ask(m.deployment, |reply| DeploymentMsg::CheckIn {
-                device: device.to_owned(),
-                device_type: device_type.to_owned(),
-                artifact_name: artifact_name.to_owned(),
-                reply,
-            })
-            .await;
+            .ask(
+                m.deployment,
+                |reply| DeploymentMsg::CheckIn {
+                    device: device.to_owned(),
+                    device_type: device_type.to_owned(),
+                    artifact_name: artifact_name.to_owned(),
+                    reply,
+                },
+                RESTART_WAIT,
+            )
+            .await?;
         let Some(reply) = reply else {
             return Ok(Delivery::Nothing);
         };
@@ -441,18 +449,20 @@ impl DeploymentService {
         }
         // Running deployment: straight to its actor (which checks the tenant), no store
         // read on this hot path.
-        let device_id = device.to_owned();
-        let sub = substate.clone();
-        if let Some(r) = self
-            .ask(id, |reply| DeploymentMsg::ReportStatus {
-                tenant: tenant.clone(),
-                device: device_id,
-                status,
-                substate: sub,
-                reply,
-            })
-            .await
-        {
+        let reported = self
+            .ask(
+                id,
+                |reply| DeploymentMsg::ReportStatus {
+                    tenant: tenant.clone(),
+                    device: device.to_owned(),
+                    status,
+                    substate: substate.clone(),
+                    reply,
+                },
+                RESTART_WAIT,
+            )
+            .await?;
+        if let Some(r) = reported {
             return r?.durable().await;
         }
         let header = self.header(tenant, id).await?;
@@ -501,17 +511,19 @@ impl DeploymentService {
         id: Uuid,
         messages: Vec<LogMessage>,
     ) -> Result<()> {
-        let device_id = device.to_owned();
-        let msgs = messages.clone();
-        if let Some(r) = self
-            .ask(id, |reply| DeploymentMsg::UploadLog {
-                tenant: tenant.clone(),
-                device: device_id,
-                messages: msgs,
-                reply,
-            })
-            .await
-        {
+        let uploaded = self
+            .ask(
+                id,
+                |reply| DeploymentMsg::UploadLog {
+                    tenant: tenant.clone(),
+                    device: device.to_owned(),
+                    messages: messages.clone(),
+                    reply,
+                },
+                RESTART_WAIT,
+            )
+            .await?;
+        if let Some(r) = uploaded {
             return r?.durable().await;
         }
         let header = self.header(tenant, id).await?;

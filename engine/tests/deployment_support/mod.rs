@@ -5,17 +5,22 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+use async_trait::async_trait;
 
 use engine::deployment::{NewPhase, Statistics};
 use engine::{Clock, Delivery, DeploymentService, EngineError, NewDeployment, Snapshot};
 use storage::{
-    ArtifactInfo, ArtifactMeta, ArtifactRecord, DeviceDeploymentRecord, DeviceStatus,
-    EmbeddedStore, MetaStore, TenantId, Write,
+    ArtifactInfo, ArtifactMeta, ArtifactRecord, DeploymentRecord, DeviceAuthRecord,
+    DeviceDeploymentRecord, DeviceStatus, Durable, EmbeddedStore, LogMessage, MetaStore,
+    StoreError, TenantId, Write,
 };
 use tempfile::TempDir;
 use time::OffsetDateTime;
+use tokio::sync::watch;
 use uuid::Uuid;
 
 /// The release every test deploys.
@@ -49,7 +54,7 @@ pub fn hold_time() -> HoldTime {
 /// [`RELEASE`] for [`TYPE`] in tenants `acme` and `globex`.
 pub struct Fixture {
     pub svc: DeploymentService,
-    pub store: Arc<EmbeddedStore>,
+    pub store: Arc<FaultyStore>,
     pub clock: Clock,
     pub tenant: TenantId,
     /// Owns the store's directory, unless the test manages it (restarts).
@@ -125,7 +130,7 @@ impl Fixture {
     /// A service on the store in `dir`, rehydrating what is there.
     pub async fn open(dir: &std::path::Path) -> Fixture {
         let hold = hold_time();
-        let store = Arc::new(EmbeddedStore::open(dir).unwrap());
+        let store = Arc::new(FaultyStore::new(EmbeddedStore::open(dir).unwrap()));
         let clock = Clock::new();
         let svc = DeploymentService::start(store.clone(), clock)
             .await
@@ -240,4 +245,125 @@ pub fn on_runtime<T>(body: impl std::future::Future<Output = T>) -> T {
         .build()
         .unwrap();
     rt.block_on(body)
+}
+
+/// The embedded store with faults a test can switch on: failing commits (a full or broken
+/// disk), and device list reads that hang until released (a slow store).
+pub struct FaultyStore {
+    inner: EmbeddedStore,
+    fail_commits: AtomicBool,
+    hold_device_lists: watch::Sender<bool>,
+}
+
+impl FaultyStore {
+    pub fn new(inner: EmbeddedStore) -> Self {
+        FaultyStore {
+            inner,
+            fail_commits: AtomicBool::new(false),
+            hold_device_lists: watch::channel(false).0,
+        }
+    }
+
+    /// Every commit fails from now on (or works again).
+    pub fn fail_commits(&self, on: bool) {
+        self.fail_commits.store(on, Ordering::SeqCst);
+    }
+
+    /// Device list reads wait until this is switched off again.
+    pub fn hold_device_lists(&self, on: bool) {
+        self.hold_device_lists.send_replace(on);
+    }
+}
+
+#[async_trait]
+impl MetaStore for FaultyStore {
+    fn submit(&self, writes: Vec<Write>) -> Durable {
+        if self.fail_commits.load(Ordering::SeqCst) {
+            return Box::pin(async { Err(StoreError::CommitterGone) });
+        }
+        self.inner.submit(writes)
+    }
+    async fn artifact(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+    ) -> storage::Result<Option<ArtifactRecord>> {
+        self.inner.artifact(tenant, id).await
+    }
+    async fn artifacts(&self, tenant: &TenantId) -> storage::Result<Vec<ArtifactRecord>> {
+        self.inner.artifacts(tenant).await
+    }
+    async fn artifact_bytes_by_tenant(&self) -> storage::Result<BTreeMap<TenantId, u64>> {
+        self.inner.artifact_bytes_by_tenant().await
+    }
+    async fn deployment(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+    ) -> storage::Result<Option<DeploymentRecord>> {
+        self.inner.deployment(tenant, id).await
+    }
+    async fn deployments(&self, tenant: &TenantId) -> storage::Result<Vec<DeploymentRecord>> {
+        self.inner.deployments(tenant).await
+    }
+    async fn unfinished_deployments(&self) -> storage::Result<Vec<DeploymentRecord>> {
+        self.inner.unfinished_deployments().await
+    }
+    async fn device_list(
+        &self,
+        tenant: &TenantId,
+        deployment: Uuid,
+    ) -> storage::Result<Vec<String>> {
+        let mut held = self.hold_device_lists.subscribe();
+        let _ = held.wait_for(|on| !*on).await;
+        self.inner.device_list(tenant, deployment).await
+    }
+    async fn device_list_chunk(
+        &self,
+        tenant: &TenantId,
+        deployment: Uuid,
+        chunk: u32,
+    ) -> storage::Result<Option<Vec<String>>> {
+        self.inner
+            .device_list_chunk(tenant, deployment, chunk)
+            .await
+    }
+    async fn device_records(
+        &self,
+        tenant: &TenantId,
+        deployment: Uuid,
+    ) -> storage::Result<Vec<DeviceDeploymentRecord>> {
+        self.inner.device_records(tenant, deployment).await
+    }
+    async fn log(
+        &self,
+        tenant: &TenantId,
+        deployment: Uuid,
+        device: &str,
+    ) -> storage::Result<Option<Vec<LogMessage>>> {
+        self.inner.log(tenant, deployment, device).await
+    }
+    async fn for_each_last_finished(
+        &self,
+        visit: &mut (dyn for<'a> FnMut(&'a TenantId, &'a str, i128) + Send),
+    ) -> storage::Result<()> {
+        self.inner.for_each_last_finished(visit).await
+    }
+    async fn inventory(
+        &self,
+        tenant: &TenantId,
+        device: &str,
+    ) -> storage::Result<Option<serde_json::Value>> {
+        self.inner.inventory(tenant, device).await
+    }
+    async fn device_auth(
+        &self,
+        tenant: &TenantId,
+        device: &str,
+    ) -> storage::Result<Option<DeviceAuthRecord>> {
+        self.inner.device_auth(tenant, device).await
+    }
+    async fn device_auths(&self, tenant: &TenantId) -> storage::Result<Vec<DeviceAuthRecord>> {
+        self.inner.device_auths(tenant).await
+    }
 }

@@ -103,13 +103,29 @@ async fn step(shared: &Shared, known: &Known, op: Op) -> bool {
             } else {
                 "downloading"
             };
-            let code = shared.api.status(&token, deployment, status).await.ok();
+            let code = shared
+                .api
+                .status(&token, deployment, status)
+                .await
+                .ok()
+                .map(|a| a.status);
+            if let Some(c) = code {
+                shared.driver.recorder.add_status(Kind::Status, c);
+            }
             let ok = code == Some(StatusCode::NO_CONTENT);
             shared.driver.finish(ticket, Kind::Status, ok);
         }
         Op::Log(_) => {
             let messages = [("info", "rollout-load: steady-state log line")];
-            let code = shared.api.log(&token, deployment, &messages).await.ok();
+            let code = shared
+                .api
+                .log(&token, deployment, &messages)
+                .await
+                .ok()
+                .map(|a| a.status);
+            if let Some(c) = code {
+                shared.driver.recorder.add_status(Kind::Log, c);
+            }
             let ok = code == Some(StatusCode::NO_CONTENT);
             shared.driver.finish(ticket, Kind::Log, ok);
         }

@@ -102,7 +102,14 @@ impl Shared {
                 let kind = match answer {
                     CheckIn::Update(_) => Kind::Checkin200,
                     CheckIn::Nothing => Kind::Checkin204,
-                    CheckIn::Other(_) => Kind::CheckinOther,
+                    CheckIn::Other(status) => {
+                        self.driver.recorder.add_status(Kind::CheckinOther, status);
+                        if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+                            // The device checks in again at its next poll, as mender-client does.
+                            self.driver.recorder.add_retry(Kind::CheckinOther);
+                        }
+                        Kind::CheckinOther
+                    }
                 };
                 self.driver.recorder.add_bytes(kind, bytes);
                 self.driver.finish(ticket, kind, kind != Kind::CheckinOther);

@@ -6,13 +6,21 @@
 //! upload a log and report `failure`. A failed device that has attempts left (`--retries`)
 //! polls again and gets the same deployment. The run ends when every device has finished,
 //! or at `--timeout`.
+//!
+//! Answers a device acts on, as mender-client does: `409` to a report or a log ends its
+//! session (the deployment was aborted, it rolls back); `503` with `Retry-After` means
+//! "not now": it waits that long and sends the same request again (mender-client retries a
+//! failed status report; it checks in again at its next poll); anything else unexpected
+//! sends it back to polling.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use reqwest::StatusCode;
 
 use super::Shared;
-use crate::client::{CheckIn, Update};
+use crate::client::{Answer, CheckIn, Update};
 use crate::fleet::{device_id, fails, FleetState, Next, Outcome, Scheduler};
 use crate::stats::Kind;
 
@@ -60,6 +68,54 @@ async fn worker(shared: Arc<Shared>, fleet: Arc<FleetState>, scheduler: Arc<Sche
                 let nap = shared.behaviour.poll_interval.min(IDLE_NAP);
                 tokio::time::sleep(nap).await;
             }
+        }
+    }
+}
+
+/// How many times in a row a device repeats a report answered `503` with `Retry-After`.
+const MAX_503_RETRIES: u32 = 10;
+/// Longest `Retry-After` a device waits out.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// How a status report or log upload went.
+enum Put {
+    /// Answered with this status (after any `503` retries).
+    Answered(StatusCode),
+    /// No answer (transport error).
+    Failed,
+    /// The run is over.
+    Over,
+}
+
+/// Send a status report or log upload, repeating it after a `503` with `Retry-After`.
+async fn put_retrying<F, Fut>(shared: &Shared, kind: Kind, send: F) -> Put
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = anyhow::Result<Answer>>,
+{
+    let driver = &shared.driver;
+    let mut retries = 0;
+    loop {
+        let Some(ticket) = driver.begin().await else {
+            return Put::Over;
+        };
+        let answer = send().await;
+        let status = answer.as_ref().ok().map(|a| a.status);
+        driver.finish(ticket, kind, status == Some(StatusCode::NO_CONTENT));
+        let Ok(answer) = answer else {
+            return Put::Failed;
+        };
+        driver.recorder.add_status(kind, answer.status);
+        match answer.retry_after {
+            Some(wait)
+                if answer.status == StatusCode::SERVICE_UNAVAILABLE
+                    && retries < MAX_503_RETRIES =>
+            {
+                retries += 1;
+                driver.recorder.add_retry(kind);
+                tokio::time::sleep(wait.min(MAX_RETRY_AFTER)).await;
+            }
+            _ => return Put::Answered(answer.status),
         }
     }
 }
@@ -119,18 +175,17 @@ async fn install(
                 return end;
             }
         }
-        let Some(ticket) = driver.begin().await else {
-            return SessionEnd::Stop;
-        };
-        let answer = shared.api.status(token, &update.deployment, status).await;
-        let code = answer.as_ref().ok().copied();
-        driver.finish(ticket, Kind::Status, code == Some(StatusCode::NO_CONTENT));
-        match code {
-            Some(StatusCode::NO_CONTENT) => {}
+        let put = put_retrying(shared, Kind::Status, || {
+            shared.api.status(token, &update.deployment, status)
+        })
+        .await;
+        match put {
+            Put::Answered(StatusCode::NO_CONTENT) => {}
             // The deployment was aborted or the device decommissioned: the client stops.
-            Some(StatusCode::CONFLICT) => return SessionEnd::Finish(Outcome::Stopped),
+            Put::Answered(StatusCode::CONFLICT) => return SessionEnd::Finish(Outcome::Stopped),
+            Put::Over => return SessionEnd::Stop,
             // Anything else: start over from the check-in later.
-            _ => return SessionEnd::Park,
+            Put::Answered(_) | Put::Failed => return SessionEnd::Park,
         }
     }
     if !failing {
@@ -151,8 +206,6 @@ async fn upload_log(
     deployment: &str,
     downloaded: bool,
 ) -> Option<SessionEnd> {
-    let driver = &shared.driver;
-    let ticket = driver.begin().await?;
     let id = device_id(i);
     let cause = if downloaded {
         format!("rollout-load: simulated installation failure on {id}")
@@ -163,13 +216,14 @@ async fn upload_log(
         ("info", "rollout-load: installing the update"),
         ("error", cause.as_str()),
     ];
-    let answer = shared.api.log(token, deployment, &messages).await;
-    let code = answer.as_ref().ok().copied();
-    driver.finish(ticket, Kind::Log, code == Some(StatusCode::NO_CONTENT));
-    match code {
-        Some(StatusCode::NO_CONTENT) => None,
-        Some(StatusCode::CONFLICT) => Some(SessionEnd::Finish(Outcome::Stopped)),
+    match put_retrying(shared, Kind::Log, || {
+        shared.api.log(token, deployment, &messages)
+    })
+    .await
+    {
+        Put::Answered(StatusCode::CONFLICT) => Some(SessionEnd::Finish(Outcome::Stopped)),
+        Put::Over => Some(SessionEnd::Stop),
         // A refused log does not stop the client from reporting the failure.
-        _ => None,
+        Put::Answered(_) | Put::Failed => None,
     }
 }

@@ -16,7 +16,7 @@ use storage::{
 use uuid::Uuid;
 
 use super::clock::Clock;
-use super::device::{self, Change, ReportError};
+use super::device::{self, Change, ReportError, Reported};
 use super::fleet::{device_key, Fleet, Membership};
 use super::plan;
 use super::roster::Roster;
@@ -145,6 +145,21 @@ pub struct DeploymentArgs {
     pub fleet: Fleet,
     /// Time.
     pub clock: Clock,
+    /// Whether loading adds the deployment's devices to the fleet index.
+    pub indexing: Indexing,
+}
+
+/// Whether a loading deployment adds its devices to the fleet index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Indexing {
+    /// First start (creation, or server start-up, which then prunes memberships older than
+    /// what each device finished): every unfinished device becomes a member.
+    Add,
+    /// A restart after a crash: the index still holds exactly the memberships the crashed
+    /// actor left, and they are right (removals it made, and prunes since made by newer
+    /// deployments a device finished). Re-adding every unfinished device from the records
+    /// would undo those prunes and hand devices a deployment older than one they finished.
+    Keep,
 }
 
 /// The actor (stateless; its state is [`DeploymentState`]).
@@ -157,7 +172,8 @@ pub struct DeploymentState {
     /// devices stay in the store's device list.
     devices: Roster,
     stats: Statistics,
-    /// The release's artifacts, loaded at start (artifacts in use cannot be deleted).
+    /// The deployment's artifacts (those of the release when it was created; the artifact
+    /// service refuses to delete them while it runs), loaded at start.
     artifacts: Vec<Arc<ArtifactRecord>>,
     store: Arc<dyn MetaStore>,
     fleet: Fleet,
@@ -267,6 +283,7 @@ impl DeploymentState {
             store,
             fleet,
             clock,
+            indexing,
         } = args;
         let mut header = store
             .deployment(&tenant, id)
@@ -289,19 +306,15 @@ impl DeploymentState {
             }
             devices.load(device_key(&tenant, &rec.device_id), rec);
         }
-        let artifacts = store
-            .artifacts(&tenant)
-            .await?
-            .into_iter()
-            .filter(|a| a.meta.name == header.artifact_name)
-            .map(Arc::new)
-            .collect();
+        let artifacts = load_artifacts(store.as_ref(), &header).await?;
         let stats = devices.statistics();
-        let membership = Membership {
-            created: header.created.unix_timestamp_nanos(),
-            deployment: id,
-        };
-        fleet.add_all(devices.active_keys(), membership);
+        if indexing == Indexing::Add {
+            let membership = Membership {
+                created: header.created.unix_timestamp_nanos(),
+                deployment: id,
+            };
+            fleet.add_all(devices.active_keys(), membership);
+        }
         Ok(DeploymentState {
             header,
             devices,
@@ -372,8 +385,10 @@ impl DeploymentState {
         let now = self.clock.now();
         let status = if self.stats.unfinished() == 0 {
             DeploymentStatus::Finished
-        } else if self.stats.started() > 0 || self.header.phases.iter().any(|p| p.device_count > 0)
-        {
+        } else if self.stats.started() > 0 || self.header.status == DeploymentStatus::Inprogress {
+            // `pending` until a device goes past pending; being handed the update is not
+            // enough. Once in progress it stays so, also when a failed device goes back to
+            // pending for a retry.
             DeploymentStatus::Inprogress
         } else if self.header.phases.first().is_some_and(|p| p.start_ts > now) {
             DeploymentStatus::Scheduled
@@ -419,12 +434,14 @@ impl DeploymentState {
         let rec = self
             .record_mut(device)
             .ok_or(EngineError::NotFound("device in deployment"))?;
-        let change = device::report(rec, status, substate, retries, now).map_err(report_error)?;
-        let Some(change) = change else {
-            return Ok(Ack(None));
+        let reported = device::report(rec, status, substate, retries, now).map_err(report_error)?;
+        let mut writes = match reported {
+            Reported::Unchanged => return Ok(Ack(None)),
+            Reported::Substate | Reported::Moved(_) => vec![self.put_by_id(device)],
         };
-        let mut writes = vec![self.put_by_id(device)];
-        self.account(device, change, &mut writes);
+        if let Reported::Moved(change) = reported {
+            self.account(device, change, &mut writes);
+        }
         Ok(self.commit(writes))
     }
 
@@ -504,6 +521,41 @@ impl DeploymentState {
         out.sort_by(|a, b| a.device_id.cmp(&b.device_id));
         Ok(out)
     }
+}
+
+/// Abort a deployment whose actor is not running, through the same code as an operator's
+/// abort: the supervisor's last resort for a deployment whose actor keeps crashing.
+pub(crate) async fn abort_stopped(args: DeploymentArgs) -> Result<()> {
+    let mut state = DeploymentState::load(args).await?;
+    if state.header.status == DeploymentStatus::Finished {
+        return Ok(());
+    }
+    state.abort().await?.durable().await
+}
+
+/// The deployment's artifacts by the ids it was created with, so that a later artifact of
+/// the same release (which the artifact service may delete at any time) is never handed out.
+async fn load_artifacts(
+    store: &dyn MetaStore,
+    header: &DeploymentRecord,
+) -> Result<Vec<Arc<ArtifactRecord>>> {
+    if header.artifacts.is_empty() {
+        // Deployments stored before their artifact ids were recorded: by release name.
+        return Ok(store
+            .artifacts(&header.tenant)
+            .await?
+            .into_iter()
+            .filter(|a| a.meta.name == header.artifact_name)
+            .map(Arc::new)
+            .collect());
+    }
+    let mut out = Vec::with_capacity(header.artifacts.len());
+    for id in &header.artifacts {
+        if let Some(a) = store.artifact(&header.tenant, *id).await? {
+            out.push(Arc::new(a));
+        }
+    }
+    Ok(out)
 }
 
 fn report_error(e: ReportError) -> EngineError {

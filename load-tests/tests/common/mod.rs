@@ -1,0 +1,107 @@
+//! Shared by the end-to-end tests: a temporary directory and a debug `rollout serve` on a
+//! free port.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How long the server may take to print its address.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A temporary directory, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let dir =
+            std::env::temp_dir().join(format!("rollout-load-test-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("creating a temp dir");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running `rollout serve`, killed on drop.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// Where its stderr goes.
+    pub log: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `target/debug/rollout`, next to this test's own `deps/` directory.
+pub fn rollout_binary() -> PathBuf {
+    let name = format!("rollout{}", std::env::consts::EXE_SUFFIX);
+    let beside_deps = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join(&name)));
+    let candidates = beside_deps.into_iter().chain(std::iter::once(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/debug")
+            .join(&name),
+    ));
+    for c in candidates {
+        if c.is_file() {
+            return c;
+        }
+    }
+    panic!("target/debug/rollout is missing: build it with `cargo build -p api --bin rollout`");
+}
+
+/// Start `rollout serve` on a free port with its data in `dir/data`, plus `extra` flags.
+pub fn start_server(dir: &Path, extra: &[&str]) -> Server {
+    let log = dir.join("server.log");
+    let log_file = std::fs::File::create(&log).expect("creating the server log");
+    let mut child = Command::new(rollout_binary())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.join("data"))
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log_file)
+        .spawn()
+        .expect("starting rollout serve");
+    let stdout = child.stdout.take().expect("the server's stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("listening on ") {
+                let _ = tx.send(addr.trim().to_owned());
+            }
+        }
+    });
+    let mut server = Server {
+        child,
+        base: String::new(),
+        log,
+    };
+    match rx.recv_timeout(START_TIMEOUT) {
+        Ok(base) => server.base = base,
+        Err(_) => panic!(
+            "rollout serve printed no address; its log:\n{}",
+            std::fs::read_to_string(&server.log).unwrap_or_default()
+        ),
+    }
+    server
+}
