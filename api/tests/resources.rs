@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 /// How long a normal request may take while an attack is going on.
 const ANSWER_TIME: Duration = Duration::from_secs(2);
 /// Bound on the server's peak resident memory through each attack.
-const MAX_RSS_KIB: u64 = 256 * 1024;
+const MAX_RSS_KIB: u64 = 128 * 1024;
 
 /// A field of `/proc/PID/status`, in its unit (kB for memory).
 fn proc_status(pid: u32, field: &str) -> u64 {
@@ -109,6 +109,7 @@ async fn stalled_uploads_do_not_starve_downloads_threads_or_memory() {
     start.extend(file_part_head("artifact", "a.mender").bytes());
     start.extend(&artifact[..700]);
 
+    let threads_before = proc_status(server.pid(), "Threads");
     let mut stalled = Vec::new();
     for _ in 0..STALLED_UPLOADS {
         stalled.push(
@@ -121,12 +122,12 @@ async fn stalled_uploads_do_not_starve_downloads_threads_or_memory() {
 
     assert_healthy_in_time(&server).await;
     assert_download_in_time(&server, &uri, &artifact).await;
-    // The parsers of stalled uploads do not pile up as threads: one per upload slot
-    // (plus the runtime's own).
+    // The parsers of stalled uploads do not pile up as threads: one per upload slot, plus
+    // a few blocking-pool threads for the blob writes.
     let threads = proc_status(server.pid(), "Threads");
     assert!(
-        threads < 100,
-        "{threads} threads with {STALLED_UPLOADS} stalled uploads"
+        threads <= threads_before + 2 * UPLOAD_SLOTS as u64 + 16,
+        "{threads} threads with {STALLED_UPLOADS} stalled uploads, {threads_before} before"
     );
 
     // Uploads past the slots are refused as busy; those holding a slot end with 408 once
