@@ -189,7 +189,7 @@ async fn show(raw: String, id: Identity, st: AppState) -> ApiResult {
 /// `PUT /artifacts/{id}` body.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ArtifactUpdate {
+pub(crate) struct ArtifactUpdate {
     description: Option<String>,
 }
 

@@ -350,7 +350,7 @@ async fn log(raw: String, device: String, id: Identity, st: AppState) -> ApiResu
 
 /// `PUT /deployments/{id}/status` body.
 #[derive(Deserialize)]
-struct StatusUpdate {
+pub(crate) struct StatusUpdate {
     status: String,
 }
 

@@ -13,7 +13,7 @@ use warp::filters::BoxedFilter;
 use warp::reply::{Reply, Response};
 use warp::Filter;
 
-use log_upload::LogUpload;
+pub(crate) use log_upload::LogUpload;
 
 use super::artifacts::device_link;
 use super::{base_url, json_body, no_content};
@@ -89,7 +89,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
 
 /// What the device says it runs (query string or JSON body).
 #[derive(Deserialize)]
-struct NextQuery {
+pub(crate) struct NextQuery {
     artifact_name: Option<String>,
     device_type: Option<String>,
 }
@@ -173,7 +173,7 @@ async fn next(id: Identity, q: NextQuery, base: String, st: AppState) -> ApiResu
 
 /// `PUT …/{id}/status` body.
 #[derive(Deserialize)]
-struct StatusReport {
+pub(crate) struct StatusReport {
     status: String,
     #[serde(default)]
     substate: Option<String>,

@@ -210,9 +210,9 @@ async fn show(device: String, id: Identity, st: AppState) -> ApiResult {
 
 /// Body of a preauthorization.
 #[derive(Deserialize)]
-struct PreauthBody {
-    identity_data: serde_json::Value,
-    pubkey: String,
+pub(crate) struct PreauthBody {
+    pub(crate) identity_data: serde_json::Value,
+    pub(crate) pubkey: String,
 }
 
 async fn preauthorize(id: Identity, body: PreauthBody, st: AppState) -> ApiResult {
@@ -245,7 +245,7 @@ async fn auth_status(
 
 /// One inventory attribute.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Attribute {
+pub(crate) struct Attribute {
     name: String,
     value: serde_json::Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]

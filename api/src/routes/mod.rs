@@ -12,6 +12,8 @@ pub mod artifacts;
 pub mod deployments;
 pub mod devices;
 pub mod download;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod identity;
 

@@ -18,14 +18,14 @@ const MAX_LEVEL: usize = 32;
 
 /// `PUT …/{id}/log` body.
 #[derive(Deserialize)]
-pub(super) struct LogUpload {
+pub(crate) struct LogUpload {
     messages: Vec<LogMessage>,
 }
 
 impl LogUpload {
     /// The lines to store: 400 if the upload is empty or a line breaks the contract, and
     /// messages with their control characters escaped.
-    pub(super) fn into_checked(self) -> ApiResult<Vec<LogMessage>> {
+    pub(crate) fn into_checked(self) -> ApiResult<Vec<LogMessage>> {
         if self.messages.is_empty() {
             return Err(ApiError::BadRequest(
                 "messages must hold at least one log line".into(),
