@@ -26,10 +26,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use engine::{ArtifactLimits, ArtifactService, Clock, DeploymentService};
-use storage::{BlobConfig, BlobStore, EmbeddedStore, MetaStore, TenantId};
+use storage::{BlobConfig, BlobStore, EmbeddedStore, MetaStore, ScyllaStore, TenantId};
 
 use crate::auth::{SigningKey, TokenIssuer, TokenVerifier, VerifyKey};
-use crate::config::{BlobBackend, ServeArgs};
+use crate::config::{BlobBackend, ServeArgs, StoreBackend};
 use crate::identity::login::AdminCredentials;
 use crate::identity::{IdentityConfig, IdentityService};
 use crate::signing::{LinkCache, LinkSigner};
@@ -39,10 +39,7 @@ use crate::state::{AppState, Services, Settings};
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
-    let store: Arc<dyn MetaStore> = Arc::new(
-        EmbeddedStore::open_with_observer(&args.data_dir.join("meta"), metrics::commit_observer())
-            .context("opening the metadata store")?,
-    );
+    let store = open_store(&args).await?;
     let blobs = BlobStore::new(&blob_config(&args)?).context("opening the blob store")?;
     let signer = LinkSigner::load_or_create(&args.data_dir).context("loading the download key")?;
     let artifacts = Arc::new(ArtifactService::new(
@@ -86,6 +83,27 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     deployments.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The metadata store `--store` selects.
+async fn open_store(args: &ServeArgs) -> anyhow::Result<Arc<dyn MetaStore>> {
+    Ok(match args.store.backend {
+        StoreBackend::Embedded => Arc::new(
+            EmbeddedStore::open_with_observer(
+                &args.data_dir.join("meta"),
+                metrics::commit_observer(),
+            )
+            .context("opening the metadata store")?,
+        ),
+        StoreBackend::Scylla => {
+            let config = args.store.scylla.config()?;
+            let store = ScyllaStore::connect(&config)
+                .await
+                .with_context(|| format!("connecting to {}", config.nodes.join(",")))?;
+            tracing::info!(nodes = ?config.nodes, keyspace = %config.keyspace, "metadata on the cluster");
+            Arc::new(store)
+        }
+    })
 }
 
 /// The token verifier and the identity service, from the data dir's signing key and the

@@ -22,10 +22,12 @@ pub mod embedded;
 pub mod error;
 pub mod keys;
 pub mod model;
+pub mod scylla;
 
 use async_trait::async_trait;
 use uuid::Uuid;
 
+pub use self::scylla::{ScyllaConfig, ScyllaStore};
 pub use blob::{BlobConfig, BlobStore};
 pub use device_auth::{DeviceAuthRecord, DeviceAuthStatus};
 pub use embedded::EmbeddedStore;

@@ -16,6 +16,7 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
+mod cql;
 pub mod fleet;
 mod tools;
 pub use tools::*;
@@ -40,6 +41,8 @@ pub struct Server {
     _dir: TempDir,
     log: PathBuf,
     client: reqwest::Client,
+    /// The server's keyspace when the suites run on Cassandra (see [`cql`]).
+    _keyspace: Option<cql::TestKeyspace>,
 }
 
 impl Server {
@@ -53,14 +56,18 @@ impl Server {
         let dir = tempfile::tempdir().expect("creating a temp dir");
         let data_dir = dir.path().join("data");
         let log = dir.path().join("server.log");
+        let keyspace = cql::TestKeyspace::from_env();
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        args.extend(keyspace.iter().flat_map(cql::TestKeyspace::serve_args));
         let mut server = Server {
             base: String::new(),
             data_dir,
-            args: args.iter().map(|a| a.to_string()).collect(),
+            args,
             child: None,
             _dir: dir,
             log,
             client: reqwest::Client::new(),
+            _keyspace: keyspace,
         };
         server.spawn();
         server

@@ -1,0 +1,167 @@
+//! Every statement the store runs, prepared once at start-up so that each request sends
+//! only an id and its values, and the driver routes it to a replica of its partition
+//! (token-aware routing needs the partition key's position, which preparing reveals).
+
+use scylla::client::session::Session;
+use scylla::statement::prepared::PreparedStatement;
+
+use super::error::CqlError;
+use super::session::prepare;
+
+/// The prepared statements, by table.
+pub(crate) struct Statements {
+    pub put_artifact: PreparedStatement,
+    pub delete_artifact: PreparedStatement,
+    pub get_artifact: PreparedStatement,
+    pub list_artifacts: PreparedStatement,
+    pub artifact_sizes: PreparedStatement,
+    pub put_usage: PreparedStatement,
+    pub list_usage: PreparedStatement,
+    pub put_deployment: PreparedStatement,
+    pub get_deployment: PreparedStatement,
+    pub list_deployments: PreparedStatement,
+    pub put_unfinished: PreparedStatement,
+    pub delete_unfinished: PreparedStatement,
+    pub list_unfinished: PreparedStatement,
+    pub put_device_list: PreparedStatement,
+    pub get_device_list: PreparedStatement,
+    pub put_device: PreparedStatement,
+    pub list_devices: PreparedStatement,
+    pub put_log: PreparedStatement,
+    pub get_log: PreparedStatement,
+    pub put_last_finished: PreparedStatement,
+    pub scan_last_finished: PreparedStatement,
+    pub put_inventory: PreparedStatement,
+    pub get_inventory: PreparedStatement,
+    pub put_device_auth: PreparedStatement,
+    pub get_device_auth: PreparedStatement,
+    pub list_device_auth: PreparedStatement,
+}
+
+impl Statements {
+    pub(crate) async fn prepare(s: &Session) -> Result<Self, CqlError> {
+        Ok(Statements {
+            put_artifact: prepare(
+                s,
+                "INSERT INTO artifacts (tenant, bucket, id, size, body) VALUES (?, ?, ?, ?, ?) \
+                 USING TIMESTAMP ?",
+            )
+            .await?,
+            delete_artifact: prepare(
+                s,
+                "DELETE FROM artifacts USING TIMESTAMP ? WHERE tenant = ? AND bucket = ? AND id = ?",
+            )
+            .await?,
+            get_artifact: prepare(
+                s,
+                "SELECT body FROM artifacts WHERE tenant = ? AND bucket = ? AND id = ?",
+            )
+            .await?,
+            list_artifacts: prepare(s, "SELECT body FROM artifacts WHERE tenant = ? AND bucket = ?")
+                .await?,
+            artifact_sizes: prepare(s, "SELECT size FROM artifacts WHERE tenant = ? AND bucket = ?")
+                .await?,
+            put_usage: prepare(
+                s,
+                "INSERT INTO artifact_usage (shard, tenant, bytes) VALUES (0, ?, ?) USING TIMESTAMP ?",
+            )
+            .await?,
+            list_usage: prepare(s, "SELECT tenant, bytes FROM artifact_usage WHERE shard = 0").await?,
+            put_deployment: prepare(
+                s,
+                "INSERT INTO deployments (tenant, bucket, id, body) VALUES (?, ?, ?, ?) \
+                 USING TIMESTAMP ?",
+            )
+            .await?,
+            get_deployment: prepare(
+                s,
+                "SELECT body FROM deployments WHERE tenant = ? AND bucket = ? AND id = ?",
+            )
+            .await?,
+            list_deployments: prepare(
+                s,
+                "SELECT body FROM deployments WHERE tenant = ? AND bucket = ?",
+            )
+            .await?,
+            put_unfinished: prepare(
+                s,
+                "INSERT INTO unfinished_deployments (shard, tenant, id, body) VALUES (?, ?, ?, ?) \
+                 USING TIMESTAMP ?",
+            )
+            .await?,
+            delete_unfinished: prepare(
+                s,
+                "DELETE FROM unfinished_deployments USING TIMESTAMP ? \
+                 WHERE shard = ? AND tenant = ? AND id = ?",
+            )
+            .await?,
+            list_unfinished: prepare(s, "SELECT body FROM unfinished_deployments WHERE shard = ?")
+                .await?,
+            put_device_list: prepare(
+                s,
+                "INSERT INTO device_lists (tenant, deployment, chunk, devices) VALUES (?, ?, ?, ?) \
+                 USING TIMESTAMP ?",
+            )
+            .await?,
+            get_device_list: prepare(
+                s,
+                "SELECT devices FROM device_lists WHERE tenant = ? AND deployment = ? AND chunk = ?",
+            )
+            .await?,
+            put_device: prepare(
+                s,
+                "INSERT INTO device_records (tenant, deployment, bucket, device, body) \
+                 VALUES (?, ?, ?, ?, ?) USING TIMESTAMP ?",
+            )
+            .await?,
+            list_devices: prepare(
+                s,
+                "SELECT body FROM device_records WHERE tenant = ? AND deployment = ? AND bucket = ?",
+            )
+            .await?,
+            put_log: prepare(
+                s,
+                "INSERT INTO logs (tenant, deployment, device, messages) VALUES (?, ?, ?, ?) \
+                 USING TIMESTAMP ?",
+            )
+            .await?,
+            get_log: prepare(
+                s,
+                "SELECT messages FROM logs WHERE tenant = ? AND deployment = ? AND device = ?",
+            )
+            .await?,
+            put_last_finished: prepare(
+                s,
+                "INSERT INTO last_finished (tenant, device, created) VALUES (?, ?, ?) \
+                 USING TIMESTAMP ?",
+            )
+            .await?,
+            scan_last_finished: prepare(s, "SELECT tenant, device, created FROM last_finished")
+                .await?,
+            put_inventory: prepare(
+                s,
+                "INSERT INTO inventory (tenant, device, attributes) VALUES (?, ?, ?) \
+                 USING TIMESTAMP ?",
+            )
+            .await?,
+            get_inventory: prepare(
+                s,
+                "SELECT attributes FROM inventory WHERE tenant = ? AND device = ?",
+            )
+            .await?,
+            put_device_auth: prepare(
+                s,
+                "INSERT INTO device_auth (tenant, bucket, id, body) VALUES (?, ?, ?, ?) \
+                 USING TIMESTAMP ?",
+            )
+            .await?,
+            get_device_auth: prepare(
+                s,
+                "SELECT body FROM device_auth WHERE tenant = ? AND bucket = ? AND id = ?",
+            )
+            .await?,
+            list_device_auth: prepare(s, "SELECT body FROM device_auth WHERE tenant = ? AND bucket = ?")
+                .await?,
+        })
+    }
+}
