@@ -3,7 +3,7 @@
 
 use scylla::errors::{
     ExecutionError, IntoRowsResultError, MaybeFirstRowError, NewSessionError, NextRowError,
-    PagerExecutionError, PrepareError, RowsError, TypeCheckError, UseKeyspaceError,
+    PagerExecutionError, PrepareError, RowsError, TypeCheckError,
 };
 
 /// What can go wrong talking to the cluster.
@@ -21,9 +21,6 @@ pub(crate) enum CqlError {
         statement: String,
         source: ExecutionError,
     },
-    /// The keyspace exists but cannot be used.
-    #[error("using the keyspace: {0}")]
-    Keyspace(#[from] UseKeyspaceError),
     /// A statement could not be prepared (usually: the schema is older than this binary).
     #[error("preparing {statement}: {source}")]
     Prepare {

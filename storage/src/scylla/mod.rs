@@ -54,7 +54,7 @@ impl ScyllaStore {
     /// Must be called inside a tokio runtime; the store runs its writes on it.
     pub async fn connect(config: &ScyllaConfig) -> Result<Self> {
         let session = session::connect(config).await?;
-        let st = Statements::prepare(&session).await?;
+        let st = Statements::prepare(&session, &config.keyspace).await?;
         Ok(ScyllaStore {
             inner: Arc::new(Inner {
                 session,

@@ -23,8 +23,7 @@ const PAGE_SIZE: i32 = 2_000;
 /// times out is retried by the caller's replay, which is harmless.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Open a session on the configured nodes, create the keyspace and tables if missing, and
-/// make the keyspace the session's default.
+/// Open a session on the configured nodes and create the keyspace and tables if missing.
 pub(crate) async fn connect(config: &ScyllaConfig) -> Result<Session, CqlError> {
     let (consistency, serial) = match config.consistency {
         Consistency::Quorum => (CqlConsistency::Quorum, SerialConsistency::Serial),
@@ -51,10 +50,9 @@ pub(crate) async fn connect(config: &ScyllaConfig) -> Result<Session, CqlError> 
         config.replication.cql()
     );
     run_schema_statement(&session, &keyspace).await?;
-    session
-        .use_keyspace(config.keyspace.to_string(), false)
-        .await?;
+    let qualified = format!("CREATE TABLE IF NOT EXISTS {}.", config.keyspace);
     for statement in schema_statements(SCHEMA) {
+        let statement = statement.replacen("CREATE TABLE IF NOT EXISTS ", &qualified, 1);
         run_schema_statement(&session, &statement).await?;
     }
     Ok(session)

@@ -5,8 +5,19 @@
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
 
+use super::config::Keyspace;
 use super::error::CqlError;
-use super::session::prepare;
+
+/// Prepares statements written with `{ks}.table`, in the store's keyspace.
+struct Qualify<'a> {
+    session: &'a Session,
+    keyspace: &'a Keyspace,
+}
+
+async fn prepare(q: &Qualify<'_>, cql: &str) -> Result<PreparedStatement, CqlError> {
+    let cql = cql.replace("{ks}", &q.keyspace.to_string());
+    super::session::prepare(q.session, &cql).await
+}
 
 /// The prepared statements, by table.
 pub(crate) struct Statements {
@@ -39,128 +50,131 @@ pub(crate) struct Statements {
 }
 
 impl Statements {
-    pub(crate) async fn prepare(s: &Session) -> Result<Self, CqlError> {
+    pub(crate) async fn prepare(session: &Session, keyspace: &Keyspace) -> Result<Self, CqlError> {
+        // Table names are qualified: a session-wide `USE` with prepared statements is
+        // ambiguous, and Cassandra warns about it on every statement.
+        let s = &Qualify { session, keyspace };
         Ok(Statements {
             put_artifact: prepare(
                 s,
-                "INSERT INTO artifacts (tenant, bucket, id, size, body) VALUES (?, ?, ?, ?, ?) \
+                "INSERT INTO {ks}.artifacts (tenant, bucket, id, size, body) VALUES (?, ?, ?, ?, ?) \
                  USING TIMESTAMP ?",
             )
             .await?,
             delete_artifact: prepare(
                 s,
-                "DELETE FROM artifacts USING TIMESTAMP ? WHERE tenant = ? AND bucket = ? AND id = ?",
+                "DELETE FROM {ks}.artifacts USING TIMESTAMP ? WHERE tenant = ? AND bucket = ? AND id = ?",
             )
             .await?,
             get_artifact: prepare(
                 s,
-                "SELECT body FROM artifacts WHERE tenant = ? AND bucket = ? AND id = ?",
+                "SELECT body FROM {ks}.artifacts WHERE tenant = ? AND bucket = ? AND id = ?",
             )
             .await?,
-            list_artifacts: prepare(s, "SELECT body FROM artifacts WHERE tenant = ? AND bucket = ?")
+            list_artifacts: prepare(s, "SELECT body FROM {ks}.artifacts WHERE tenant = ? AND bucket = ?")
                 .await?,
-            artifact_sizes: prepare(s, "SELECT size FROM artifacts WHERE tenant = ? AND bucket = ?")
+            artifact_sizes: prepare(s, "SELECT size FROM {ks}.artifacts WHERE tenant = ? AND bucket = ?")
                 .await?,
             put_usage: prepare(
                 s,
-                "INSERT INTO artifact_usage (shard, tenant, bytes) VALUES (0, ?, ?) USING TIMESTAMP ?",
+                "INSERT INTO {ks}.artifact_usage (shard, tenant, bytes) VALUES (0, ?, ?) USING TIMESTAMP ?",
             )
             .await?,
-            list_usage: prepare(s, "SELECT tenant, bytes FROM artifact_usage WHERE shard = 0").await?,
+            list_usage: prepare(s, "SELECT tenant, bytes FROM {ks}.artifact_usage WHERE shard = 0").await?,
             put_deployment: prepare(
                 s,
-                "INSERT INTO deployments (tenant, bucket, id, body) VALUES (?, ?, ?, ?) \
+                "INSERT INTO {ks}.deployments (tenant, bucket, id, body) VALUES (?, ?, ?, ?) \
                  USING TIMESTAMP ?",
             )
             .await?,
             get_deployment: prepare(
                 s,
-                "SELECT body FROM deployments WHERE tenant = ? AND bucket = ? AND id = ?",
+                "SELECT body FROM {ks}.deployments WHERE tenant = ? AND bucket = ? AND id = ?",
             )
             .await?,
             list_deployments: prepare(
                 s,
-                "SELECT body FROM deployments WHERE tenant = ? AND bucket = ?",
+                "SELECT body FROM {ks}.deployments WHERE tenant = ? AND bucket = ?",
             )
             .await?,
             put_unfinished: prepare(
                 s,
-                "INSERT INTO unfinished_deployments (shard, tenant, id, body) VALUES (?, ?, ?, ?) \
+                "INSERT INTO {ks}.unfinished_deployments (shard, tenant, id, body) VALUES (?, ?, ?, ?) \
                  USING TIMESTAMP ?",
             )
             .await?,
             delete_unfinished: prepare(
                 s,
-                "DELETE FROM unfinished_deployments USING TIMESTAMP ? \
+                "DELETE FROM {ks}.unfinished_deployments USING TIMESTAMP ? \
                  WHERE shard = ? AND tenant = ? AND id = ?",
             )
             .await?,
-            list_unfinished: prepare(s, "SELECT body FROM unfinished_deployments WHERE shard = ?")
+            list_unfinished: prepare(s, "SELECT body FROM {ks}.unfinished_deployments WHERE shard = ?")
                 .await?,
             put_device_list: prepare(
                 s,
-                "INSERT INTO device_lists (tenant, deployment, chunk, devices) VALUES (?, ?, ?, ?) \
+                "INSERT INTO {ks}.device_lists (tenant, deployment, chunk, devices) VALUES (?, ?, ?, ?) \
                  USING TIMESTAMP ?",
             )
             .await?,
             get_device_list: prepare(
                 s,
-                "SELECT devices FROM device_lists WHERE tenant = ? AND deployment = ? AND chunk = ?",
+                "SELECT devices FROM {ks}.device_lists WHERE tenant = ? AND deployment = ? AND chunk = ?",
             )
             .await?,
             put_device: prepare(
                 s,
-                "INSERT INTO device_records (tenant, deployment, bucket, device, body) \
+                "INSERT INTO {ks}.device_records (tenant, deployment, bucket, device, body) \
                  VALUES (?, ?, ?, ?, ?) USING TIMESTAMP ?",
             )
             .await?,
             list_devices: prepare(
                 s,
-                "SELECT body FROM device_records WHERE tenant = ? AND deployment = ? AND bucket = ?",
+                "SELECT body FROM {ks}.device_records WHERE tenant = ? AND deployment = ? AND bucket = ?",
             )
             .await?,
             put_log: prepare(
                 s,
-                "INSERT INTO logs (tenant, deployment, device, messages) VALUES (?, ?, ?, ?) \
+                "INSERT INTO {ks}.logs (tenant, deployment, device, messages) VALUES (?, ?, ?, ?) \
                  USING TIMESTAMP ?",
             )
             .await?,
             get_log: prepare(
                 s,
-                "SELECT messages FROM logs WHERE tenant = ? AND deployment = ? AND device = ?",
+                "SELECT messages FROM {ks}.logs WHERE tenant = ? AND deployment = ? AND device = ?",
             )
             .await?,
             put_last_finished: prepare(
                 s,
-                "INSERT INTO last_finished (tenant, device, created) VALUES (?, ?, ?) \
+                "INSERT INTO {ks}.last_finished (tenant, device, created) VALUES (?, ?, ?) \
                  USING TIMESTAMP ?",
             )
             .await?,
-            scan_last_finished: prepare(s, "SELECT tenant, device, created FROM last_finished")
+            scan_last_finished: prepare(s, "SELECT tenant, device, created FROM {ks}.last_finished")
                 .await?,
             put_inventory: prepare(
                 s,
-                "INSERT INTO inventory (tenant, device, attributes) VALUES (?, ?, ?) \
+                "INSERT INTO {ks}.inventory (tenant, device, attributes) VALUES (?, ?, ?) \
                  USING TIMESTAMP ?",
             )
             .await?,
             get_inventory: prepare(
                 s,
-                "SELECT attributes FROM inventory WHERE tenant = ? AND device = ?",
+                "SELECT attributes FROM {ks}.inventory WHERE tenant = ? AND device = ?",
             )
             .await?,
             put_device_auth: prepare(
                 s,
-                "INSERT INTO device_auth (tenant, bucket, id, body) VALUES (?, ?, ?, ?) \
+                "INSERT INTO {ks}.device_auth (tenant, bucket, id, body) VALUES (?, ?, ?, ?) \
                  USING TIMESTAMP ?",
             )
             .await?,
             get_device_auth: prepare(
                 s,
-                "SELECT body FROM device_auth WHERE tenant = ? AND bucket = ? AND id = ?",
+                "SELECT body FROM {ks}.device_auth WHERE tenant = ? AND bucket = ? AND id = ?",
             )
             .await?,
-            list_device_auth: prepare(s, "SELECT body FROM device_auth WHERE tenant = ? AND bucket = ?")
+            list_device_auth: prepare(s, "SELECT body FROM {ks}.device_auth WHERE tenant = ? AND bucket = ?")
                 .await?,
         })
     }
