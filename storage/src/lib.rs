@@ -171,4 +171,35 @@ pub trait MetaStore: Send + Sync + 'static {
     ) -> Result<Option<DeviceAuthRecord>>;
     /// Every device authentication record of a tenant (ordered by device id).
     async fn device_auths(&self, tenant: &TenantId) -> Result<Vec<DeviceAuthRecord>>;
+
+    /// Claim artifact name `name` for `device_type` in a tenant on behalf of `artifact`,
+    /// atomically across every process sharing the store (a lightweight transaction on a
+    /// cluster; a process-local lock is not enough there). Returns the holder afterwards:
+    /// `artifact` when the name was free or already its own, another artifact's id when it
+    /// is taken. A claim lasts until released; a stored artifact holds its names too.
+    async fn claim_artifact_name(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        device_type: &str,
+        artifact: Uuid,
+    ) -> Result<Uuid>;
+
+    /// Give up a claim `artifact` holds (nothing happens if another artifact holds it).
+    async fn release_artifact_name(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        device_type: &str,
+        artifact: Uuid,
+    ) -> Result<()>;
+
+    /// Store `record` only if its device's stored record is still `expected` (`None`: there
+    /// is none), atomically across processes. `false`: someone changed it first; read it
+    /// again and decide again.
+    async fn replace_device_auth(
+        &self,
+        expected: Option<&DeviceAuthRecord>,
+        record: DeviceAuthRecord,
+    ) -> Result<bool>;
 }

@@ -130,6 +130,8 @@ conformance!(
     the_last_write_of_a_key_in_a_batch_wins,
     concurrent_submits_all_become_durable,
     committed_writes_survive_reopening,
+    an_artifact_name_is_held_by_one_artifact_per_device_type,
+    device_auth_is_replaced_only_if_unchanged,
 );
 
 fn tenant() -> TenantId {
@@ -665,4 +667,129 @@ async fn committed_writes_survive_reopening(s: Subject) {
         .commit(vec![Write::PutDeployment(finished)])
         .await
         .unwrap();
+}
+
+async fn an_artifact_name_is_held_by_one_artifact_per_device_type(s: Subject) {
+    let store = &s.store;
+    let (t, other) = (tenant(), tenant());
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    assert_eq!(
+        store
+            .claim_artifact_name(&t, "app", "rpi", a)
+            .await
+            .unwrap(),
+        a
+    );
+    assert_eq!(
+        store
+            .claim_artifact_name(&t, "app", "rpi", a)
+            .await
+            .unwrap(),
+        a,
+        "idempotent"
+    );
+    assert_eq!(
+        store
+            .claim_artifact_name(&t, "app", "rpi", b)
+            .await
+            .unwrap(),
+        a
+    );
+    assert_eq!(
+        store
+            .claim_artifact_name(&t, "app", "x86", b)
+            .await
+            .unwrap(),
+        b
+    );
+    assert_eq!(
+        store
+            .claim_artifact_name(&other, "app", "rpi", b)
+            .await
+            .unwrap(),
+        b
+    );
+    store
+        .release_artifact_name(&t, "app", "rpi", b)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .claim_artifact_name(&t, "app", "rpi", b)
+            .await
+            .unwrap(),
+        a,
+        "only the holder releases"
+    );
+    store
+        .release_artifact_name(&t, "app", "rpi", a)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .claim_artifact_name(&t, "app", "rpi", b)
+            .await
+            .unwrap(),
+        b
+    );
+
+    // Many claimants at once: exactly one wins and everyone is told the same holder.
+    let ids: Vec<Uuid> = (0..16).map(|_| Uuid::new_v4()).collect();
+    let claims = ids
+        .iter()
+        .map(|id| store.claim_artifact_name(&t, "race", "rpi", *id));
+    let holders: Vec<Uuid> = futures_util::future::join_all(claims)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert!(ids.contains(&holders[0]));
+    assert!(holders.iter().all(|h| *h == holders[0]), "{holders:?}");
+}
+
+async fn device_auth_is_replaced_only_if_unchanged(s: Subject) {
+    let store = &s.store;
+    let t = tenant();
+    let pending = auth(&t, "dev", DeviceAuthStatus::Pending);
+    assert!(store
+        .replace_device_auth(None, pending.clone())
+        .await
+        .unwrap());
+    let preauthorized = auth(&t, "dev", DeviceAuthStatus::Preauthorized);
+    assert!(
+        !store
+            .replace_device_auth(None, preauthorized.clone())
+            .await
+            .unwrap(),
+        "a record exists"
+    );
+    let accepted = auth(&t, "dev", DeviceAuthStatus::Accepted);
+    assert!(store
+        .replace_device_auth(Some(&pending), accepted.clone())
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .replace_device_auth(Some(&pending), preauthorized)
+            .await
+            .unwrap(),
+        "the record changed"
+    );
+    assert_eq!(
+        store.device_auth(&t, "dev").await.unwrap(),
+        Some(accepted.clone())
+    );
+
+    // Concurrent replacements of the same record: exactly one applies.
+    let attempts = (0..8).map(|i| {
+        let mut next = accepted.clone();
+        next.pubkey = format!("key-{i}");
+        store.replace_device_auth(Some(&accepted), next)
+    });
+    let applied = futures_util::future::join_all(attempts)
+        .await
+        .into_iter()
+        .filter(|r| *r.as_ref().unwrap())
+        .count();
+    assert_eq!(applied, 1);
 }

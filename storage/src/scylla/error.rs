@@ -48,6 +48,9 @@ pub(crate) enum CqlError {
     /// A single-row read did not have the expected columns.
     #[error("decoding a row: {0}")]
     FirstRow(#[from] MaybeFirstRowError),
+    /// A lightweight transaction answered without its `[applied]` column.
+    #[error("a conditional write answered without [applied]")]
+    NoApplied,
     /// A write task panicked or was cancelled.
     #[error("write task: {0}")]
     Task(String),

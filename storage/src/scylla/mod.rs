@@ -9,6 +9,7 @@
 mod buckets;
 mod config;
 mod error;
+mod lwt;
 mod session;
 mod statements;
 mod writes;
@@ -54,7 +55,7 @@ impl ScyllaStore {
     /// Must be called inside a tokio runtime; the store runs its writes on it.
     pub async fn connect(config: &ScyllaConfig) -> Result<Self> {
         let session = session::connect(config).await?;
-        let st = Statements::prepare(&session, &config.keyspace).await?;
+        let st = Statements::prepare(&session, &config.keyspace, config.consistency).await?;
         Ok(ScyllaStore {
             inner: Arc::new(Inner {
                 session,
@@ -93,6 +94,19 @@ impl Inner {
         let result = self.session.execute_unpaged(statement, values).await?;
         let row = result.into_rows_result()?.maybe_first_row::<(T,)>()?;
         Ok(row.map(|(v,)| v))
+    }
+
+    /// The one row a point read finds, whole.
+    async fn one_row<R>(
+        &self,
+        statement: &PreparedStatement,
+        values: impl SerializeRow,
+    ) -> Result<Option<R>, CqlError>
+    where
+        R: for<'f, 'm> DeserializeRow<'f, 'm>,
+    {
+        let result = self.session.execute_unpaged(statement, values).await?;
+        Ok(result.into_rows_result()?.maybe_first_row::<R>()?)
     }
 
     /// The JSON bodies of every bucket of a bucketed partition, decoded.
@@ -316,5 +330,37 @@ impl MetaStore for ScyllaStore {
             .await?;
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
+    }
+
+    async fn claim_artifact_name(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        device_type: &str,
+        artifact: Uuid,
+    ) -> Result<Uuid> {
+        self.inner
+            .claim_artifact_name(tenant, name, device_type, artifact)
+            .await
+    }
+
+    async fn release_artifact_name(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        device_type: &str,
+        artifact: Uuid,
+    ) -> Result<()> {
+        self.inner
+            .release_artifact_name(tenant, name, device_type, artifact)
+            .await
+    }
+
+    async fn replace_device_auth(
+        &self,
+        expected: Option<&DeviceAuthRecord>,
+        record: DeviceAuthRecord,
+    ) -> Result<bool> {
+        self.inner.replace_device_auth(expected, record).await
     }
 }

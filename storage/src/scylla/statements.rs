@@ -5,7 +5,9 @@
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
 
-use super::config::Keyspace;
+use scylla::statement::Consistency as CqlConsistency;
+
+use super::config::{Consistency, Keyspace};
 use super::error::CqlError;
 
 /// Prepares statements written with `{ks}.table`, in the store's keyspace.
@@ -17,6 +19,25 @@ struct Qualify<'a> {
 async fn prepare(q: &Qualify<'_>, cql: &str) -> Result<PreparedStatement, CqlError> {
     let cql = cql.replace("{ks}", &q.keyspace.to_string());
     super::session::prepare(q.session, &cql).await
+}
+
+/// A lightweight transaction: not idempotent (a retry after an unknown outcome could
+/// answer "not applied" to the write that did apply), so the driver must not retry it.
+async fn conditional(q: &Qualify<'_>, cql: &str) -> Result<PreparedStatement, CqlError> {
+    let mut statement = prepare(q, cql).await?;
+    statement.set_is_idempotent(false);
+    Ok(statement)
+}
+
+/// A read that sees every conditional write committed before it (SERIAL or LOCAL_SERIAL).
+async fn serial_read(
+    q: &Qualify<'_>,
+    cql: &str,
+    serial: CqlConsistency,
+) -> Result<PreparedStatement, CqlError> {
+    let mut statement = prepare(q, cql).await?;
+    statement.set_consistency(serial);
+    Ok(statement)
 }
 
 /// The prepared statements, by table.
@@ -47,10 +68,25 @@ pub(crate) struct Statements {
     pub put_device_auth: PreparedStatement,
     pub get_device_auth: PreparedStatement,
     pub list_device_auth: PreparedStatement,
+    pub claim_name: PreparedStatement,
+    pub get_name: PreparedStatement,
+    pub take_name: PreparedStatement,
+    pub release_name: PreparedStatement,
+    pub insert_device_auth_if_absent: PreparedStatement,
+    pub update_device_auth_if: PreparedStatement,
+    pub get_device_auth_serial: PreparedStatement,
 }
 
 impl Statements {
-    pub(crate) async fn prepare(session: &Session, keyspace: &Keyspace) -> Result<Self, CqlError> {
+    pub(crate) async fn prepare(
+        session: &Session,
+        keyspace: &Keyspace,
+        consistency: Consistency,
+    ) -> Result<Self, CqlError> {
+        let serial = match consistency {
+            Consistency::Quorum => CqlConsistency::Serial,
+            Consistency::LocalQuorum => CqlConsistency::LocalSerial,
+        };
         // Table names are qualified: a session-wide `USE` with prepared statements is
         // ambiguous, and Cassandra warns about it on every statement.
         let s = &Qualify { session, keyspace };
@@ -176,6 +212,49 @@ impl Statements {
             .await?,
             list_device_auth: prepare(s, "SELECT body FROM {ks}.device_auth WHERE tenant = ? AND bucket = ?")
                 .await?,
+            claim_name: conditional(
+                s,
+                "INSERT INTO {ks}.artifact_names (tenant, name, device_type, artifact) \
+                 VALUES (?, ?, ?, ?) IF NOT EXISTS",
+            )
+            .await?,
+            get_name: serial_read(
+                s,
+                "SELECT artifact, writetime(artifact) FROM {ks}.artifact_names \
+                 WHERE tenant = ? AND name = ? AND device_type = ?",
+                serial,
+            )
+            .await?,
+            take_name: conditional(
+                s,
+                "UPDATE {ks}.artifact_names SET artifact = ? \
+                 WHERE tenant = ? AND name = ? AND device_type = ? IF artifact = ?",
+            )
+            .await?,
+            release_name: conditional(
+                s,
+                "DELETE FROM {ks}.artifact_names \
+                 WHERE tenant = ? AND name = ? AND device_type = ? IF artifact = ?",
+            )
+            .await?,
+            insert_device_auth_if_absent: conditional(
+                s,
+                "INSERT INTO {ks}.device_auth (tenant, bucket, id, body) VALUES (?, ?, ?, ?) \
+                 IF NOT EXISTS",
+            )
+            .await?,
+            update_device_auth_if: conditional(
+                s,
+                "UPDATE {ks}.device_auth SET body = ? WHERE tenant = ? AND bucket = ? AND id = ? \
+                 IF body = ?",
+            )
+            .await?,
+            get_device_auth_serial: serial_read(
+                s,
+                "SELECT body FROM {ks}.device_auth WHERE tenant = ? AND bucket = ? AND id = ?",
+                serial,
+            )
+            .await?,
         })
     }
 }
