@@ -156,7 +156,7 @@ impl ArtifactService {
     /// Delete an artifact and its blob; refused while an unfinished deployment uses it.
     pub async fn delete(&self, tenant: &TenantId, id: Uuid) -> Result<()> {
         let _guard = self.catalog.lock().await;
-        self.get(tenant, id).await?;
+        let record = self.get(tenant, id).await?;
         if self
             .used_by(tenant, id, |s| s != DeploymentStatus::Finished)
             .await?
@@ -171,6 +171,7 @@ impl ArtifactService {
                 id,
             }])
             .await?;
+        self.release_names(&record).await;
         self.blobs.delete(&BlobStore::path(tenant, id)).await?;
         Ok(())
     }
@@ -244,8 +245,58 @@ impl ArtifactService {
                 other.meta.name, other.id
             )));
         }
-        self.store.commit(vec![Write::PutArtifact(record)]).await?;
+        self.claim_names(&record).await?;
+        if let Err(e) = self
+            .store
+            .commit(vec![Write::PutArtifact(record.clone())])
+            .await
+        {
+            self.release_names(&record).await;
+            return Err(e.into());
+        }
         Ok(())
+    }
+
+    /// Claim the artifact's name for each of its device types in the store, which holds
+    /// across rollout processes sharing a cluster (the catalog lock holds only in this one).
+    async fn claim_names(&self, record: &ArtifactRecord) -> Result<()> {
+        let meta = &record.meta;
+        for (i, device_type) in meta.device_types_compatible.iter().enumerate() {
+            let claim = self
+                .store
+                .claim_artifact_name(&record.tenant, &meta.name, device_type, record.id)
+                .await;
+            let conflict = match claim {
+                Ok(holder) if holder == record.id => continue,
+                Ok(holder) => EngineError::Conflict(format!(
+                    "an artifact named {:?} for an overlapping set of device types already exists ({holder})",
+                    meta.name
+                )),
+                Err(e) => e.into(),
+            };
+            for taken in &meta.device_types_compatible[..i] {
+                let _ = self
+                    .store
+                    .release_artifact_name(&record.tenant, &meta.name, taken, record.id)
+                    .await;
+            }
+            return Err(conflict);
+        }
+        Ok(())
+    }
+
+    /// Release the artifact's name claims (after a delete or a failed store). A claim left
+    /// behind by a failure here is taken over once its artifact is found missing.
+    async fn release_names(&self, record: &ArtifactRecord) {
+        for device_type in &record.meta.device_types_compatible {
+            let released = self
+                .store
+                .release_artifact_name(&record.tenant, &record.meta.name, device_type, record.id)
+                .await;
+            if let Err(e) = released {
+                tracing::warn!(error = %e, artifact = %record.id, "releasing an artifact name");
+            }
+        }
     }
 
     async fn upload_budget(&self, tenant: &TenantId) -> Result<Budget> {

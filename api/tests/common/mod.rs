@@ -73,6 +73,27 @@ impl Server {
         server
     }
 
+    /// A second server on the same data dir and store as `first`, as a second node of a
+    /// cluster: `Some` only when the suites run on a shared store (`ROLLOUT_TEST_STORE=scylla`;
+    /// the embedded store allows one process per data dir).
+    pub async fn start_beside(first: &Server) -> Option<Server> {
+        first._keyspace.as_ref()?;
+        let dir = tempfile::tempdir().expect("creating a temp dir");
+        let log = dir.path().join("server.log");
+        let mut server = Server {
+            base: String::new(),
+            data_dir: first.data_dir.clone(),
+            args: first.args.clone(),
+            child: None,
+            _dir: dir,
+            log,
+            client: reqwest::Client::new(),
+            _keyspace: None,
+        };
+        server.spawn();
+        Some(server)
+    }
+
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)

@@ -1,0 +1,44 @@
+//! Two rollout processes on one shared store (a Cassandra/ScyllaDB keyspace): the rules a
+//! process-local lock used to enforce hold across processes. Runs when the suites run on
+//! the cluster store (`ROLLOUT_TEST_STORE=scylla`, see `common/cql.rs`); with the embedded
+//! store, which one process owns, there is nothing to test and the case says so loudly.
+
+mod common;
+
+use common::{Server, Workdir};
+use reqwest::StatusCode;
+
+/// Rounds of simultaneous uploads; each round's race window is a few milliseconds, so
+/// several rounds make a lost race (two artifacts stored) show reliably.
+const ROUNDS: usize = 8;
+
+#[tokio::test]
+async fn the_same_release_uploaded_to_two_nodes_at_once_is_stored_once() {
+    let first = Server::start().await;
+    let Some(second) = Server::start_beside(&first).await else {
+        eprintln!("\n!!! SKIPPED: needs ROLLOUT_TEST_STORE=scylla and ROLLOUT_TEST_CQL !!!\n");
+        return;
+    };
+    let work = Workdir::new();
+    let (a, b) = (first.as_user("acme"), second.as_user("acme"));
+    for round in 0..ROUNDS {
+        let name = format!("release-{round}");
+        let built = work.single_file(&name, &["dev-a", "dev-b"], &[]);
+        let (one, two) = tokio::join!(a.upload(&built.path, ""), b.upload(&built.path, ""));
+        let mut statuses = [one.status(), two.status()];
+        statuses.sort();
+        assert_eq!(
+            statuses,
+            [StatusCode::CREATED, StatusCode::CONFLICT],
+            "round {round}: both nodes must not store {name}"
+        );
+    }
+    let names: Vec<String> = a
+        .artifacts()
+        .await
+        .iter()
+        .map(|x| x["name"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(names.len(), ROUNDS, "{names:?}");
+    assert_eq!(b.artifacts().await.len(), ROUNDS);
+}
