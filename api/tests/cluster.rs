@@ -42,3 +42,43 @@ async fn the_same_release_uploaded_to_two_nodes_at_once_is_stored_once() {
     assert_eq!(names.len(), ROUNDS, "{names:?}");
     assert_eq!(b.artifacts().await.len(), ROUNDS);
 }
+
+#[tokio::test]
+async fn a_device_preauthorized_on_two_nodes_at_once_is_registered_once() {
+    let first = Server::start().await;
+    let Some(second) = Server::start_beside(&first).await else {
+        eprintln!("\n!!! SKIPPED: needs ROLLOUT_TEST_STORE=scylla and ROLLOUT_TEST_CQL !!!\n");
+        return;
+    };
+    let work = Workdir::new();
+    let key = work.path().join("dev.pem");
+    let k = key.to_str().unwrap();
+    common::run_ok(
+        "openssl",
+        ["genpkey", "-algorithm", "ED25519", "-out", k],
+        work.path(),
+    );
+    let pubkey = common::run_ok("openssl", ["pkey", "-in", k, "-pubout"], work.path());
+    let post = |server: &Server, body: &serde_json::Value| {
+        server
+            .http()
+            .post(server.url("/api/management/v2/devauth/devices"))
+            .bearer_auth(server.user_token("acme"))
+            .json(body)
+            .send()
+    };
+    for round in 0..ROUNDS {
+        let body = serde_json::json!({
+            "identity_data": {"mac": format!("02:00:00:00:01:{round:02x}")},
+            "pubkey": pubkey,
+        });
+        let (one, two) = tokio::join!(post(&first, &body), post(&second, &body));
+        let mut statuses = [one.unwrap().status(), two.unwrap().status()];
+        statuses.sort();
+        assert_eq!(
+            statuses,
+            [StatusCode::CREATED, StatusCode::CONFLICT],
+            "round {round}: the second registration must see the first"
+        );
+    }
+}

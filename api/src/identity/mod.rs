@@ -287,29 +287,36 @@ pub async fn preauthorize(
     check_identity(&identity_data)?;
     let key = DevicePublicKey::from_pem(pubkey)?;
     let id = device_id(tenant, &identity_data);
-    let existing = store.device_auth(tenant, &id).await?;
-    if let Some(r) = &existing {
-        if r.status != DeviceAuthStatus::Pending {
-            return Err(IdentityError::AlreadyExists {
-                id,
-                status: r.status,
-            });
+    // Compare-and-set, so that a device admitted or registered meanwhile (by another
+    // request or another rollout node) is never overwritten; retried while only pending
+    // attempts race with us.
+    loop {
+        let existing = store.device_auth(tenant, &id).await?;
+        if let Some(r) = &existing {
+            if r.status != DeviceAuthStatus::Pending {
+                return Err(IdentityError::AlreadyExists {
+                    id,
+                    status: r.status,
+                });
+            }
+        }
+        let now = OffsetDateTime::now_utc();
+        let record = DeviceAuthRecord {
+            id: id.clone(),
+            tenant: tenant.clone(),
+            identity_data: identity_data.clone(),
+            pubkey: key.to_pem(),
+            status: DeviceAuthStatus::Preauthorized,
+            created: existing.as_ref().map_or(now, |r| r.created),
+            updated: now,
+        };
+        if store
+            .replace_device_auth(existing.as_ref(), record.clone())
+            .await?
+        {
+            return Ok(record);
         }
     }
-    let now = OffsetDateTime::now_utc();
-    let record = DeviceAuthRecord {
-        id,
-        tenant: tenant.clone(),
-        identity_data,
-        pubkey: key.to_pem(),
-        status: DeviceAuthStatus::Preauthorized,
-        created: existing.map_or(now, |r| r.created),
-        updated: now,
-    };
-    store
-        .commit(vec![Write::PutDeviceAuth(record.clone())])
-        .await?;
-    Ok(record)
 }
 
 /// `id_data` of an auth request: a JSON string holding a non-empty object.
