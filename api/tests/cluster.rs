@@ -82,3 +82,30 @@ async fn a_device_preauthorized_on_two_nodes_at_once_is_registered_once() {
         );
     }
 }
+
+#[test]
+fn serve_on_scylla_without_nodes_or_with_a_bad_keyspace_says_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rollout"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--store", "scylla"])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(args)
+            .env_remove("ROLLOUT_SCYLLA_NODES")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(serve(&[]).contains("--scylla-nodes"));
+    let bad = serve(&[
+        "--scylla-nodes",
+        "127.0.0.1:9",
+        "--scylla-keyspace",
+        "Bad-Name",
+    ]);
+    assert!(bad.contains("keyspace \"Bad-Name\""), "{bad}");
+    let half = serve(&["--scylla-nodes", "127.0.0.1:9", "--scylla-user", "u"]);
+    assert!(half.contains("--scylla-password-file"), "{half}");
+}

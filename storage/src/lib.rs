@@ -9,6 +9,9 @@
 //!   writes/s against ~0.7M for SQLite (WAL, FULL) and ~0.4M for redb, with no C to build.
 //!   Every write goes through a group committer ([`embedded`]) that puts the writes of all
 //!   concurrent callers into one durable batch.
+//!   [`ScyllaStore`] keeps it in a ScyllaDB (or Apache Cassandra) cluster for fleets that
+//!   outgrow one box ([`scylla`]; schema in `ops/scylla/schema.cql`). Both pass one
+//!   conformance suite (`storage/tests/conformance.rs`).
 //! - [`BlobStore`]: artifact files on [OpenDAL](https://docs.rs/opendal): the local
 //!   filesystem under the data dir by default, S3 when configured.
 //!
@@ -37,7 +40,7 @@ pub use model::*;
 /// Result of store operations.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// One idempotent upsert or delete. A batch of them is committed atomically and durably.
+/// One idempotent upsert or delete. A batch of them is committed durably (see [`MetaStore::submit`]).
 #[derive(Debug, Clone)]
 pub enum Write {
     /// Insert or replace an artifact.
@@ -111,8 +114,16 @@ pub type Durable = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>
 /// The metadata store.
 #[async_trait]
 pub trait MetaStore: Send + Sync + 'static {
-    /// Queue a batch of writes for the next durable commit and return a future that resolves
-    /// when it is on disk. Batches submitted in order are applied in order.
+    /// Queue a batch of writes and return a future that resolves once it is durable: on
+    /// disk (embedded) or acknowledged at the configured consistency (cluster). Every
+    /// implementation guarantees:
+    /// - batches submitted in order are applied in order (a later batch's value of a key
+    ///   wins), and within a batch the last write of a key wins;
+    /// - the batch is applied even if the future is dropped unawaited;
+    /// - replaying a batch is harmless (every write is an idempotent upsert or delete).
+    ///
+    /// A batch is atomic in the embedded store only; on a cluster a failed batch may be
+    /// partly applied, and the caller's retry (a replay) completes it.
     fn submit(&self, writes: Vec<Write>) -> Durable;
 
     /// Commit a batch and wait until it is durable.
