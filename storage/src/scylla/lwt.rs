@@ -19,11 +19,12 @@ use crate::{DeviceAuthRecord, Result, StoreError};
 const STALE_CLAIM: Duration = Duration::from_secs(300);
 
 /// Whether a conditional statement was applied (its result's first column, `[applied]`).
-fn applied(result: QueryResult) -> Result<bool, CqlError> {
-    let row = result.into_rows_result()?.maybe_first_row::<Row>()?;
+fn applied(result: QueryResult) -> Result<bool> {
+    let rows = result.into_rows_result().map_err(CqlError::from)?;
+    let row = rows.maybe_first_row::<Row>().map_err(CqlError::from)?;
     match row.and_then(|r| r.columns.into_iter().next().flatten()) {
         Some(CqlValue::Boolean(applied)) => Ok(applied),
-        _ => Err(CqlError::NoApplied),
+        _ => Err(CqlError::NoApplied.into()),
     }
 }
 
@@ -138,6 +139,6 @@ impl Inner {
                     .await
             }
         };
-        Ok(applied(result.map_err(CqlError::from)?)?)
+        applied(result.map_err(CqlError::from)?)
     }
 }
