@@ -56,9 +56,12 @@ pub fn parse_time(s: &str) -> Option<OffsetDateTime> {
     if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
         return Some(t);
     }
+    // `…+HHMM`: the last four bytes are ASCII digits, so every cut below is on a char
+    // boundary whatever the rest of the input holds.
     let b = s.as_bytes();
-    if b.len() > 5 && matches!(b[b.len() - 5], b'+' | b'-') && !s[s.len() - 4..].contains(':') {
-        let fixed = format!("{}:{}", &s[..s.len() - 2], &s[s.len() - 2..]);
+    let n = b.len();
+    if n > 5 && matches!(b[n - 5], b'+' | b'-') && b[n - 4..].iter().all(u8::is_ascii_digit) {
+        let fixed = format!("{}:{}", &s[..n - 2], &s[n - 2..]);
         return OffsetDateTime::parse(&fixed, &Rfc3339).ok();
     }
     None
@@ -197,6 +200,15 @@ pub fn next_opening(phases: &[PhaseRecord], now: OffsetDateTime) -> Option<Offse
 mod tests {
     use super::*;
     use time::Duration;
+
+    #[test]
+    fn start_times_with_multibyte_characters_near_the_end_are_refused_not_a_panic() {
+        // Found by the json_bodies fuzz target: a cut inside 'ϑ' panicked.
+        assert_eq!(parse_time("2026-0ϑs"), None);
+        assert_eq!(parse_time("2026-01-01T00:00:00+ϑ00"), None);
+        assert_eq!(parse_time("2026-01-01T00:00:00+00ϑ"), None);
+        assert!(parse_time("2026-01-01T00:00:00+0100").is_some());
+    }
 
     fn p(batch: Option<u32>, offset_min: Option<i64>, now: OffsetDateTime) -> NewPhase {
         NewPhase {
