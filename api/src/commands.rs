@@ -6,7 +6,7 @@ use anyhow::Context;
 use storage::{EmbeddedStore, MetaStore};
 
 use crate::auth::{SigningKey, TokenIssuer};
-use crate::config::{DeviceCommand, TokenCommand};
+use crate::config::{DeviceCommand, SchemaCommand, TokenCommand};
 
 /// Print the token a `rollout token` command asks for.
 pub fn token(cmd: TokenCommand) -> anyhow::Result<()> {
@@ -79,6 +79,22 @@ pub async fn device(cmd: DeviceCommand) -> anyhow::Result<()> {
             let record =
                 crate::identity::preauthorize(store.as_ref(), &tenant, identity_data, &pem).await?;
             println!("{}", record.id);
+            Ok(())
+        }
+    }
+}
+
+/// Run a `rollout schema` command.
+pub async fn schema(cmd: SchemaCommand) -> anyhow::Result<()> {
+    match cmd {
+        SchemaCommand::Apply(args) => {
+            let config = args.config()?;
+            // Connecting applies the schema (idempotently) and prepares every statement,
+            // which also proves that the tables have the columns this binary uses.
+            storage::ScyllaStore::connect(&config)
+                .await
+                .with_context(|| format!("applying the schema on {}", config.nodes.join(",")))?;
+            println!("schema applied to keyspace {}", config.keyspace);
             Ok(())
         }
     }

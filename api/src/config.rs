@@ -29,6 +29,9 @@ pub enum Command {
     /// Manage devices in the data dir's store.
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// Manage the ScyllaDB schema.
+    #[command(subcommand)]
+    Schema(SchemaCommand),
 }
 
 /// Default validity of tokens printed by `rollout token user|device`: 7 days.
@@ -280,4 +283,111 @@ pub struct ServeArgs {
     /// deployment's restart budget). Hidden from `--help`.
     #[arg(long, env = "ROLLOUT_CHAOS_CRASH_EVERY_MS", hide = true, value_parser = clap::value_parser!(u64).range(1..))]
     pub chaos_crash_every: Option<u64>,
+
+    /// The metadata store (`--store`, `--scylla-*`).
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+// ---- Metadata store selection (embedded or ScyllaDB) ----
+
+/// Which metadata store `rollout serve` uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreBackend {
+    /// fjall in `<data-dir>/meta`: one box, no other process to run.
+    Embedded,
+    /// A ScyllaDB (or Apache Cassandra) cluster (`--scylla-*`).
+    Scylla,
+}
+
+/// `--scylla-consistency`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ScyllaConsistency {
+    /// QUORUM (SERIAL for conditional writes).
+    Quorum,
+    /// LOCAL_QUORUM (LOCAL_SERIAL): durable in the local datacenter only.
+    LocalQuorum,
+}
+
+/// `rollout serve` options choosing the metadata store.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Where metadata (artifacts, deployments, devices) is kept.
+    #[arg(long = "store", env = "ROLLOUT_STORE", value_enum, default_value_t = StoreBackend::Embedded)]
+    pub backend: StoreBackend,
+
+    /// The cluster (with `--store scylla`).
+    #[command(flatten)]
+    pub scylla: ScyllaArgs,
+}
+
+/// How to reach a ScyllaDB cluster.
+#[derive(Debug, Clone, Args)]
+pub struct ScyllaArgs {
+    /// Contact points, `host:port` (9042 is the CQL port), comma-separated; the driver
+    /// discovers the other nodes.
+    #[arg(long, env = "ROLLOUT_SCYLLA_NODES", value_delimiter = ',')]
+    pub scylla_nodes: Vec<String>,
+
+    /// Keyspace of rollout's tables, created (with its tables) if missing.
+    #[arg(long, env = "ROLLOUT_SCYLLA_KEYSPACE", default_value = "rollout")]
+    pub scylla_keyspace: storage::scylla::Keyspace,
+
+    /// Replication of a keyspace rollout creates: a replica count per datacenter (`3`) or
+    /// `DC:COUNT,...`. The default of 1 is for development; an existing keyspace is kept.
+    #[arg(long, env = "ROLLOUT_SCYLLA_REPLICATION", default_value = "1")]
+    pub scylla_replication: storage::scylla::Replication,
+
+    /// Consistency of every read and write.
+    #[arg(long, env = "ROLLOUT_SCYLLA_CONSISTENCY", value_enum, default_value_t = ScyllaConsistency::Quorum)]
+    pub scylla_consistency: ScyllaConsistency,
+
+    /// Role name, when the cluster requires authentication.
+    #[arg(long, env = "ROLLOUT_SCYLLA_USER")]
+    pub scylla_user: Option<String>,
+
+    /// File holding the role's password (trailing newline ignored).
+    #[arg(long, env = "ROLLOUT_SCYLLA_PASSWORD_FILE")]
+    pub scylla_password_file: Option<PathBuf>,
+}
+
+impl ScyllaArgs {
+    /// The store configuration these flags describe (reads the password file).
+    pub fn config(&self) -> anyhow::Result<storage::ScyllaConfig> {
+        anyhow::ensure!(
+            !self.scylla_nodes.is_empty(),
+            "--store scylla needs --scylla-nodes (or ROLLOUT_SCYLLA_NODES), e.g. 10.0.0.1:9042"
+        );
+        let credentials = match (&self.scylla_user, &self.scylla_password_file) {
+            (None, None) => None,
+            (Some(user), Some(file)) => {
+                let password = std::fs::read_to_string(file).map_err(|e| {
+                    anyhow::anyhow!("reading --scylla-password-file {}: {e}", file.display())
+                })?;
+                Some(storage::scylla::Credentials {
+                    user: user.clone(),
+                    password: password.trim_end_matches(['\r', '\n']).to_owned(),
+                })
+            }
+            _ => anyhow::bail!("--scylla-user and --scylla-password-file go together"),
+        };
+        Ok(storage::ScyllaConfig {
+            nodes: self.scylla_nodes.clone(),
+            keyspace: self.scylla_keyspace.clone(),
+            replication: self.scylla_replication.clone(),
+            consistency: match self.scylla_consistency {
+                ScyllaConsistency::Quorum => storage::scylla::Consistency::Quorum,
+                ScyllaConsistency::LocalQuorum => storage::scylla::Consistency::LocalQuorum,
+            },
+            credentials,
+        })
+    }
+}
+
+/// `rollout schema …`.
+#[derive(Debug, Subcommand)]
+pub enum SchemaCommand {
+    /// Create the keyspace and tables of `ops/scylla/schema.cql` if missing (idempotent;
+    /// `rollout serve --store scylla` does it at start-up too).
+    Apply(ScyllaArgs),
 }

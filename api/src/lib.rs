@@ -28,10 +28,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use engine::{ArtifactLimits, ArtifactService, Clock, DeploymentService};
-use storage::{BlobConfig, BlobStore, EmbeddedStore, MetaStore};
+use storage::{BlobConfig, BlobStore, EmbeddedStore, MetaStore, ScyllaStore};
 
 use crate::auth::{SigningKey, TokenIssuer, TokenVerifier, VerifyKey};
-use crate::config::{BlobBackend, ServeArgs};
+use crate::config::{BlobBackend, ServeArgs, StoreBackend};
 use crate::identity::login::AdminCredentials;
 use crate::identity::{IdentityConfig, IdentityService};
 use crate::signing::{LinkCache, LinkSigner};
@@ -42,10 +42,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let metrics_token = metrics_token(&args)?;
-    let store: Arc<dyn MetaStore> = Arc::new(
-        EmbeddedStore::open_with_observer(&args.data_dir.join("meta"), metrics::commit_observer())
-            .context("opening the metadata store")?,
-    );
+    let store = open_store(&args).await?;
     let blobs = BlobStore::new(&blob_config(&args)?).context("opening the blob store")?;
     // The store lock is held: no other server uploads into these blobs.
     let partial = blobs
@@ -166,6 +163,27 @@ fn connection_limits(args: &ServeArgs) -> server::ConnectionLimits {
         header_read_timeout: Duration::from_secs(args.header_read_timeout),
         idle_timeout: Duration::from_secs(args.idle_timeout),
     }
+}
+
+/// The metadata store `--store` selects.
+async fn open_store(args: &ServeArgs) -> anyhow::Result<Arc<dyn MetaStore>> {
+    Ok(match args.store.backend {
+        StoreBackend::Embedded => Arc::new(
+            EmbeddedStore::open_with_observer(
+                &args.data_dir.join("meta"),
+                metrics::commit_observer(),
+            )
+            .context("opening the metadata store")?,
+        ),
+        StoreBackend::Scylla => {
+            let config = args.store.scylla.config()?;
+            let store = ScyllaStore::connect(&config)
+                .await
+                .with_context(|| format!("connecting to {}", config.nodes.join(",")))?;
+            tracing::info!(nodes = ?config.nodes, keyspace = %config.keyspace, "metadata on the cluster");
+            Arc::new(store)
+        }
+    })
 }
 
 /// The token verifier and the identity service, from the data dir's signing key and the

@@ -17,5 +17,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(args) => api::serve(*args).await,
         Command::Token(cmd) => api::commands::token(cmd),
         Command::Device(cmd) => api::commands::device(cmd).await,
+        Command::Schema(cmd) => api::commands::schema(cmd).await,
     }
 }

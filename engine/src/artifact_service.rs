@@ -175,6 +175,7 @@ impl ArtifactService {
             .await?;
         self.ledger.removed(tenant, artifact.size);
         crate::metrics::artifact_bytes_changed(tenant, -(artifact.size as f64));
+        self.release_names(&artifact).await;
         self.blobs.delete(&BlobStore::path(tenant, id)).await?;
         Ok(())
     }
@@ -338,11 +339,61 @@ impl ArtifactService {
                 other.meta.name, other.id
             )));
         }
+        self.claim_names(&record).await?;
         let (tenant, size) = (record.tenant.clone(), record.size);
-        self.store.commit(vec![Write::PutArtifact(record)]).await?;
+        if let Err(e) = self
+            .store
+            .commit(vec![Write::PutArtifact(record.clone())])
+            .await
+        {
+            self.release_names(&record).await;
+            return Err(e.into());
+        }
         reservation.settle(size);
         crate::metrics::artifact_bytes_changed(&tenant, size as f64);
         Ok(())
+    }
+
+    /// Claim the artifact's name for each of its device types in the store, which holds
+    /// across rollout processes sharing a cluster (the catalog lock holds only in this one).
+    async fn claim_names(&self, record: &ArtifactRecord) -> Result<()> {
+        let meta = &record.meta;
+        for (i, device_type) in meta.device_types_compatible.iter().enumerate() {
+            let claim = self
+                .store
+                .claim_artifact_name(&record.tenant, &meta.name, device_type, record.id)
+                .await;
+            let conflict = match claim {
+                Ok(holder) if holder == record.id => continue,
+                Ok(holder) => EngineError::Conflict(format!(
+                    "an artifact named {:?} for an overlapping set of device types already exists ({holder})",
+                    meta.name
+                )),
+                Err(e) => e.into(),
+            };
+            for taken in &meta.device_types_compatible[..i] {
+                let _ = self
+                    .store
+                    .release_artifact_name(&record.tenant, &meta.name, taken, record.id)
+                    .await;
+            }
+            return Err(conflict);
+        }
+        Ok(())
+    }
+
+    /// Release the artifact's name claims (after a delete or a failed store). A claim left
+    /// behind by a failure here is taken over once its artifact is found missing.
+    async fn release_names(&self, record: &ArtifactRecord) {
+        for device_type in &record.meta.device_types_compatible {
+            let released = self
+                .store
+                .release_artifact_name(&record.tenant, &record.meta.name, device_type, record.id)
+                .await;
+            if let Err(e) = released {
+                tracing::warn!(error = %e, artifact = %record.id, "releasing an artifact name");
+            }
+        }
     }
 
     /// Feed `body` to the blob writer and, in parallel, to the parser, reserving every chunk

@@ -6,8 +6,10 @@
 //! batch, syncs the journal once, and then wakes every submitter. Under load many callers
 //! share one fsync; alone, a caller pays exactly one.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Instant;
 
@@ -79,7 +81,15 @@ pub type CommitObserver = Box<dyn Fn(CommitStats) + Send + Sync>;
 pub struct EmbeddedStore {
     tables: Tables,
     queue: std_mpsc::Sender<Pending>,
+    /// Artifact-name claims not yet released. Only this process uses the data dir, so
+    /// claims need no persistence: after a restart the stored artifacts hold their names.
+    claims: Arc<Mutex<HashMap<NameClaim, Uuid>>>,
+    /// Serialises compare-and-set writes (read, compare, commit) against each other.
+    cas: Arc<tokio::sync::Mutex<()>>,
 }
+
+/// Tenant, artifact name, device type.
+type NameClaim = (TenantId, String, String);
 
 impl EmbeddedStore {
     /// Open (or create) the store under `dir`.
@@ -104,7 +114,12 @@ impl EmbeddedStore {
             .name("store-committer".into())
             .spawn(move || run_committer(db, committer_tables, rx, observer))
             .map_err(|e| StoreError::Task(e.to_string()))?;
-        Ok(EmbeddedStore { tables, queue })
+        Ok(EmbeddedStore {
+            tables,
+            queue,
+            claims: Arc::default(),
+            cas: Arc::default(),
+        })
     }
 
     fn get_json<T: DeserializeOwned>(ks: &Keyspace, key: &[u8]) -> Result<Option<T>> {
@@ -374,6 +389,64 @@ impl MetaStore for EmbeddedStore {
 
     async fn device_auths(&self, tenant: &TenantId) -> Result<Vec<DeviceAuthRecord>> {
         Self::scan_json(&self.tables.device_auth, &keys::tenant_prefix(tenant))
+    }
+
+    async fn claim_artifact_name(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        device_type: &str,
+        artifact: Uuid,
+    ) -> Result<Uuid> {
+        let mut claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (tenant.clone(), name.to_owned(), device_type.to_owned());
+        if let Some(holder) = claims.get(&key) {
+            return Ok(*holder);
+        }
+        let stored: Vec<ArtifactRecord> =
+            Self::scan_json(&self.tables.artifacts, &keys::tenant_prefix(tenant))?;
+        let holder = stored.iter().find(|a| {
+            a.id != artifact
+                && a.meta.name == name
+                && a.meta
+                    .device_types_compatible
+                    .iter()
+                    .any(|t| t == device_type)
+        });
+        if let Some(other) = holder {
+            return Ok(other.id);
+        }
+        claims.insert(key, artifact);
+        Ok(artifact)
+    }
+
+    async fn release_artifact_name(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        device_type: &str,
+        artifact: Uuid,
+    ) -> Result<()> {
+        let mut claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (tenant.clone(), name.to_owned(), device_type.to_owned());
+        if claims.get(&key) == Some(&artifact) {
+            claims.remove(&key);
+        }
+        Ok(())
+    }
+
+    async fn replace_device_auth(
+        &self,
+        expected: Option<&DeviceAuthRecord>,
+        record: DeviceAuthRecord,
+    ) -> Result<bool> {
+        let _serial = self.cas.lock().await;
+        let stored = self.device_auth(&record.tenant, &record.id).await?;
+        if stored.as_ref() != expected {
+            return Ok(false);
+        }
+        self.commit(vec![Write::PutDeviceAuth(record)]).await?;
+        Ok(true)
     }
 }
 

@@ -23,6 +23,10 @@ pub enum StoreError {
     /// Invalid configuration.
     #[error("storage configuration: {0}")]
     Config(String),
+    /// The cluster store failed (unreachable, too few replicas, schema mismatch…); the
+    /// source says which.
+    #[error("cluster store: {0}")]
+    Cluster(Box<dyn std::error::Error + Send + Sync>),
     /// A blocking task panicked.
     #[error("storage task failed: {0}")]
     Task(String),

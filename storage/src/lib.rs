@@ -9,6 +9,9 @@
 //!   writes/s against ~0.7M for SQLite (WAL, FULL) and ~0.4M for redb, with no C to build.
 //!   Every write goes through a group committer ([`embedded`]) that puts the writes of all
 //!   concurrent callers into one durable batch.
+//!   [`ScyllaStore`] keeps it in a ScyllaDB (or Apache Cassandra) cluster for fleets that
+//!   outgrow one box ([`scylla`]; schema in `ops/scylla/schema.cql`). Both pass one
+//!   conformance suite (`storage/tests/conformance.rs`).
 //! - [`BlobStore`]: artifact files on [OpenDAL](https://docs.rs/opendal): the local
 //!   filesystem under the data dir by default, S3 when configured.
 //!
@@ -22,11 +25,13 @@ pub mod embedded;
 pub mod error;
 pub mod keys;
 pub mod model;
+pub mod scylla;
 pub mod tenant;
 
 use async_trait::async_trait;
 use uuid::Uuid;
 
+pub use self::scylla::{ScyllaConfig, ScyllaStore};
 pub use blob::{BlobConfig, BlobStore};
 pub use device_auth::{AuthSet, DeviceAuthRecord, DeviceAuthStatus};
 pub use embedded::EmbeddedStore;
@@ -36,7 +41,7 @@ pub use model::*;
 /// Result of store operations.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// One idempotent upsert or delete. A batch of them is committed atomically and durably.
+/// One idempotent upsert or delete. A batch of them is committed durably (see [`MetaStore::submit`]).
 #[derive(Debug, Clone)]
 pub enum Write {
     /// Insert or replace an artifact.
@@ -110,8 +115,16 @@ pub type Durable = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>
 /// The metadata store.
 #[async_trait]
 pub trait MetaStore: Send + Sync + 'static {
-    /// Queue a batch of writes for the next durable commit and return a future that resolves
-    /// when it is on disk. Batches submitted in order are applied in order.
+    /// Queue a batch of writes and return a future that resolves once it is durable: on
+    /// disk (embedded) or acknowledged at the configured consistency (cluster). Every
+    /// implementation guarantees:
+    /// - batches submitted in order are applied in order (a later batch's value of a key
+    ///   wins), and within a batch the last write of a key wins;
+    /// - the batch is applied even if the future is dropped unawaited;
+    /// - replaying a batch is harmless (every write is an idempotent upsert or delete).
+    ///
+    /// A batch is atomic in the embedded store only; on a cluster a failed batch may be
+    /// partly applied, and the caller's retry (a replay) completes it.
     fn submit(&self, writes: Vec<Write>) -> Durable;
 
     /// Commit a batch and wait until it is durable.
@@ -170,4 +183,35 @@ pub trait MetaStore: Send + Sync + 'static {
     ) -> Result<Option<DeviceAuthRecord>>;
     /// Every device authentication record of a tenant (ordered by device id).
     async fn device_auths(&self, tenant: &TenantId) -> Result<Vec<DeviceAuthRecord>>;
+
+    /// Claim artifact name `name` for `device_type` in a tenant on behalf of `artifact`,
+    /// atomically across every process sharing the store (a lightweight transaction on a
+    /// cluster; a process-local lock is not enough there). Returns the holder afterwards:
+    /// `artifact` when the name was free or already its own, another artifact's id when it
+    /// is taken. A claim lasts until released; a stored artifact holds its names too.
+    async fn claim_artifact_name(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        device_type: &str,
+        artifact: Uuid,
+    ) -> Result<Uuid>;
+
+    /// Give up a claim `artifact` holds (nothing happens if another artifact holds it).
+    async fn release_artifact_name(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        device_type: &str,
+        artifact: Uuid,
+    ) -> Result<()>;
+
+    /// Store `record` only if its device's stored record is still `expected` (`None`: there
+    /// is none), atomically across processes. `false`: someone changed it first; read it
+    /// again and decide again.
+    async fn replace_device_auth(
+        &self,
+        expected: Option<&DeviceAuthRecord>,
+        record: DeviceAuthRecord,
+    ) -> Result<bool>;
 }

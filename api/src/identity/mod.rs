@@ -301,27 +301,35 @@ pub async fn preauthorize(
     check_identity(&identity_data)?;
     let key = DevicePublicKey::from_pem(pubkey)?;
     let id = device_id(tenant, &identity_data);
-    let now = OffsetDateTime::now_utc();
-    let mut device = match store.device_auth(tenant, &id).await? {
-        Some(r)
-            if matches!(
-                r.status(),
-                DeviceAuthStatus::Accepted | DeviceAuthStatus::Preauthorized
-            ) =>
+    // Compare-and-set, so that a device admitted or registered meanwhile (by another
+    // request or another rollout node) is never overwritten; retried while only pending
+    // attempts race with us.
+    loop {
+        let existing = store.device_auth(tenant, &id).await?;
+        let now = OffsetDateTime::now_utc();
+        let mut device = match &existing {
+            Some(r)
+                if matches!(
+                    r.status(),
+                    DeviceAuthStatus::Accepted | DeviceAuthStatus::Preauthorized
+                ) =>
+            {
+                return Err(IdentityError::AlreadyExists {
+                    id,
+                    status: r.status(),
+                })
+            }
+            Some(r) => r.clone(),
+            None => new_device(id.clone(), tenant, identity_data.clone(), now),
+        };
+        admission::preauthorize(&mut device, &key, now);
+        if store
+            .replace_device_auth(existing.as_ref(), device.clone())
+            .await?
         {
-            return Err(IdentityError::AlreadyExists {
-                id,
-                status: r.status(),
-            })
+            return Ok(device);
         }
-        Some(r) => r,
-        None => new_device(id, tenant, identity_data, now),
-    };
-    admission::preauthorize(&mut device, &key, now);
-    store
-        .commit(vec![Write::PutDeviceAuth(device.clone())])
-        .await?;
-    Ok(device)
+    }
 }
 
 /// A device seen for the first time, with no auth set yet.

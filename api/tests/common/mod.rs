@@ -16,6 +16,7 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
+mod cql;
 pub mod fleet;
 pub mod raw;
 mod tools;
@@ -44,6 +45,8 @@ pub struct Server {
     _dir: TempDir,
     log: PathBuf,
     client: reqwest::Client,
+    /// The server's keyspace when the suites run on Cassandra (see [`cql`]).
+    _keyspace: Option<cql::TestKeyspace>,
 }
 
 impl Server {
@@ -57,18 +60,44 @@ impl Server {
         let dir = tempfile::tempdir().expect("creating a temp dir");
         let data_dir = dir.path().join("data");
         let log = dir.path().join("server.log");
+        let keyspace = cql::TestKeyspace::from_env();
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        args.extend(keyspace.iter().flat_map(cql::TestKeyspace::serve_args));
         let mut server = Server {
             base: String::new(),
             data_dir,
-            args: args.iter().map(|a| a.to_string()).collect(),
+            args,
             child: None,
             early_stdout: Vec::new(),
             _dir: dir,
             log,
             client: reqwest::Client::new(),
+            _keyspace: keyspace,
         };
         server.spawn();
         server
+    }
+
+    /// A second server on the same data dir and store as `first`, as a second node of a
+    /// cluster: `Some` only when the suites run on a shared store (`ROLLOUT_TEST_STORE=scylla`;
+    /// the embedded store allows one process per data dir).
+    pub async fn start_beside(first: &Server) -> Option<Server> {
+        first._keyspace.as_ref()?;
+        let dir = tempfile::tempdir().expect("creating a temp dir");
+        let log = dir.path().join("server.log");
+        let mut server = Server {
+            base: String::new(),
+            data_dir: first.data_dir.clone(),
+            args: first.args.clone(),
+            child: None,
+            early_stdout: Vec::new(),
+            _dir: dir,
+            log,
+            client: reqwest::Client::new(),
+            _keyspace: None,
+        };
+        server.spawn();
+        Some(server)
     }
 
     fn spawn(&mut self) {

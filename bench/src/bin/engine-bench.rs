@@ -30,12 +30,39 @@ struct Args {
     /// this directory (the parent runs this in a fresh child process).
     #[arg(long, hide = true)]
     rehydrate_probe: Option<std::path::PathBuf>,
+    /// Run on the ScyllaDB store on this CQL node (`host:port`) instead of the embedded
+    /// store, in a fresh keyspace.
+    #[arg(long)]
+    cql: Option<String>,
+    /// Internal: the keyspace of a `--cql` run (the restart probe reuses it).
+    #[arg(long, hide = true)]
+    keyspace: Option<String>,
+}
+
+/// The store of this run: embedded in `dir`, or on the `--cql` node.
+async fn open_store(args: &Args, dir: &std::path::Path) -> Arc<dyn MetaStore> {
+    let Some(node) = &args.cql else {
+        return Arc::new(EmbeddedStore::open(dir).expect("store"));
+    };
+    let keyspace = args.keyspace.as_deref().expect("a keyspace for --cql");
+    let config = storage::ScyllaConfig {
+        nodes: vec![node.clone()],
+        keyspace: keyspace.parse().expect("keyspace"),
+        replication: Default::default(),
+        consistency: Default::default(),
+        credentials: None,
+    };
+    Arc::new(
+        storage::ScyllaStore::connect(&config)
+            .await
+            .expect("connect to --cql"),
+    )
 }
 
 /// Child-process probe: start the engine on an existing store and report the resident
 /// memory it took per device and the time, as `rehydrate <secs> <bytes-per-device>`.
-async fn rehydrate_probe(dir: &std::path::Path, devices: usize) {
-    let store: Arc<dyn MetaStore> = Arc::new(EmbeddedStore::open(dir).expect("store"));
+async fn rehydrate_probe(args: &Args, dir: &std::path::Path, devices: usize) {
+    let store = open_store(args, dir).await;
     let before = rss_bytes();
     let start = Instant::now();
     let svc = DeploymentService::start(store, Clock::new())
@@ -99,18 +126,27 @@ where
 async fn main() {
     let args = Args::parse();
     if let Some(dir) = &args.rehydrate_probe {
-        rehydrate_probe(dir, args.devices).await;
+        rehydrate_probe(&args, dir, args.devices).await;
         return;
     }
+    let mut args = args;
+    if args.cql.is_some() {
+        args.keyspace = Some(format!("engine_bench_{}", Uuid::new_v4().simple()));
+    }
     let dir = tempfile::tempdir().expect("temp dir");
-    let store: Arc<dyn MetaStore> = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
+    let store = open_store(&args, dir.path()).await;
     let tenant = TenantId::default_tenant();
     store
         .commit(vec![Write::PutArtifact(artifact(&tenant))])
         .await
         .expect("artifact");
     println!(
-        "engine-bench: {} devices, {} active, {} concurrent, {} cores",
+        "engine-bench: {} store, {} devices, {} active, {} concurrent, {} cores",
+        if args.cql.is_some() {
+            "cql"
+        } else {
+            "embedded"
+        },
         args.devices,
         args.active,
         args.concurrency,
@@ -238,21 +274,24 @@ async fn main() {
     svc.shutdown().await;
     drop(svc);
     drop(store);
-    probe_restart(dir.path(), args.devices);
+    probe_restart(&args, dir.path());
 }
 
 /// Restart in a fresh process: rehydration time and the memory the deployment takes.
-fn probe_restart(dir: &std::path::Path, devices: usize) {
+fn probe_restart(args: &Args, dir: &std::path::Path) {
     // Let the committer thread release the store's lock.
     std::thread::sleep(std::time::Duration::from_millis(500));
     let exe = std::env::current_exe().expect("own path");
-    let out = std::process::Command::new(exe)
+    let mut probe = std::process::Command::new(exe);
+    probe
         .arg("--rehydrate-probe")
         .arg(dir)
         .arg("--devices")
-        .arg(devices.to_string())
-        .output()
-        .expect("probe");
+        .arg(args.devices.to_string());
+    if let (Some(node), Some(keyspace)) = (&args.cql, &args.keyspace) {
+        probe.args(["--cql", node, "--keyspace", keyspace]);
+    }
+    let out = probe.output().expect("probe");
     let text = String::from_utf8_lossy(&out.stdout);
     let fields: Vec<f64> = text
         .split_whitespace()

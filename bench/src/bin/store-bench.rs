@@ -1,12 +1,16 @@
 //! Durable write rate of the metadata store: one write per fsync'd commit, and many writes
-//! grouped in one commit (what the group committer does under load).
+//! grouped in one commit (what the group committer does under load). With `--cql HOST:PORT`
+//! the same three runs go to the ScyllaDB store on that node too (keyspace `store_bench`,
+//! QUORUM), printed beside the embedded store's.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use bench::{rate, row};
 use clap::Parser;
-use storage::{DeviceDeploymentRecord, EmbeddedStore, MetaStore, TenantId, Write};
+use storage::{
+    DeviceDeploymentRecord, EmbeddedStore, MetaStore, ScyllaConfig, ScyllaStore, TenantId, Write,
+};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -24,6 +28,9 @@ struct Args {
     /// Concurrent submitters for the group-commit run.
     #[arg(long, default_value_t = 256)]
     concurrency: usize,
+    /// Also measure the ScyllaDB store on this CQL node (`host:port`).
+    #[arg(long)]
+    cql: Option<String>,
 }
 
 fn record(i: u64) -> Write {
@@ -48,14 +55,37 @@ async fn main() {
             .map(|n| n.get())
             .unwrap_or(1)
     );
+    measure("fjall", store, &args).await;
 
+    if let Some(node) = &args.cql {
+        let config = ScyllaConfig {
+            nodes: vec![node.clone()],
+            keyspace: "store_bench".parse().expect("a valid keyspace"),
+            replication: Default::default(),
+            consistency: Default::default(),
+            credentials: None,
+        };
+        let store = ScyllaStore::connect(&config)
+            .await
+            .expect("connect to --cql");
+        println!("store-bench: ScyllaDB store on {node}, QUORUM, RF 1");
+        measure("cql", Arc::new(store), &args).await;
+    }
+
+    #[cfg(feature = "engines")]
+    engines::run(&args);
+}
+
+/// One write per commit, `batch` writes per commit, and `concurrency` submitters of one
+/// write each, on `store`.
+async fn measure(label: &str, store: Arc<dyn MetaStore>, args: &Args) {
     let start = Instant::now();
     for i in 0..args.single {
         store.commit(vec![record(i)]).await.expect("commit");
     }
     let single = rate(args.single, start.elapsed());
     row(
-        "fjall: 1 write per commit (baseline)",
+        &format!("{label}: 1 write per commit (baseline)"),
         single,
         "writes/s",
         "",
@@ -70,7 +100,7 @@ async fn main() {
     }
     let grouped = rate(args.grouped, start.elapsed());
     row(
-        &format!("fjall: {} writes per commit", args.batch),
+        &format!("{label}: {} writes per commit", args.batch),
         grouped,
         "writes/s",
         &format!("x{:.1} vs baseline", grouped / single),
@@ -95,17 +125,11 @@ async fn main() {
     }
     let group = rate(per_task * args.concurrency as u64, start.elapsed());
     row(
-        &format!(
-            "fjall: group commit, {} concurrent writers",
-            args.concurrency
-        ),
+        &format!("{label}: {} concurrent writers", args.concurrency),
         group,
         "writes/s",
         &format!("x{:.1} vs baseline", group / single),
     );
-
-    #[cfg(feature = "engines")]
-    engines::run(&args);
 }
 
 #[cfg(feature = "engines")]

@@ -366,4 +366,33 @@ impl MetaStore for FaultyStore {
     async fn device_auths(&self, tenant: &TenantId) -> storage::Result<Vec<DeviceAuthRecord>> {
         self.inner.device_auths(tenant).await
     }
+    async fn claim_artifact_name(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        device_type: &str,
+        artifact: Uuid,
+    ) -> storage::Result<Uuid> {
+        self.inner
+            .claim_artifact_name(tenant, name, device_type, artifact)
+            .await
+    }
+    async fn release_artifact_name(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        device_type: &str,
+        artifact: Uuid,
+    ) -> storage::Result<()> {
+        self.inner
+            .release_artifact_name(tenant, name, device_type, artifact)
+            .await
+    }
+    async fn replace_device_auth(
+        &self,
+        expected: Option<&DeviceAuthRecord>,
+        record: DeviceAuthRecord,
+    ) -> storage::Result<bool> {
+        self.inner.replace_device_auth(expected, record).await
+    }
 }

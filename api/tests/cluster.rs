@@ -1,0 +1,111 @@
+//! Two rollout processes on one shared store (a Cassandra/ScyllaDB keyspace): the rules a
+//! process-local lock used to enforce hold across processes. Runs when the suites run on
+//! the cluster store (`ROLLOUT_TEST_STORE=scylla`, see `common/cql.rs`); with the embedded
+//! store, which one process owns, there is nothing to test and the case says so loudly.
+
+mod common;
+
+use common::{Server, Workdir};
+use reqwest::StatusCode;
+
+/// Rounds of simultaneous uploads; each round's race window is a few milliseconds, so
+/// several rounds make a lost race (two artifacts stored) show reliably.
+const ROUNDS: usize = 8;
+
+#[tokio::test]
+async fn the_same_release_uploaded_to_two_nodes_at_once_is_stored_once() {
+    let first = Server::start().await;
+    let Some(second) = Server::start_beside(&first).await else {
+        eprintln!("\n!!! SKIPPED: needs ROLLOUT_TEST_STORE=scylla and ROLLOUT_TEST_CQL !!!\n");
+        return;
+    };
+    let work = Workdir::new();
+    let (a, b) = (first.as_user("acme"), second.as_user("acme"));
+    for round in 0..ROUNDS {
+        let name = format!("release-{round}");
+        let built = work.single_file(&name, &["dev-a", "dev-b"], &[]);
+        let (one, two) = tokio::join!(a.upload(&built.path, ""), b.upload(&built.path, ""));
+        let mut statuses = [one.status(), two.status()];
+        statuses.sort();
+        assert_eq!(
+            statuses,
+            [StatusCode::CREATED, StatusCode::CONFLICT],
+            "round {round}: both nodes must not store {name}"
+        );
+    }
+    let names: Vec<String> = a
+        .artifacts()
+        .await
+        .iter()
+        .map(|x| x["name"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(names.len(), ROUNDS, "{names:?}");
+    assert_eq!(b.artifacts().await.len(), ROUNDS);
+}
+
+#[tokio::test]
+async fn a_device_preauthorized_on_two_nodes_at_once_is_registered_once() {
+    let first = Server::start().await;
+    let Some(second) = Server::start_beside(&first).await else {
+        eprintln!("\n!!! SKIPPED: needs ROLLOUT_TEST_STORE=scylla and ROLLOUT_TEST_CQL !!!\n");
+        return;
+    };
+    let work = Workdir::new();
+    let key = work.path().join("dev.pem");
+    let k = key.to_str().unwrap();
+    common::run_ok(
+        "openssl",
+        ["genpkey", "-algorithm", "ED25519", "-out", k],
+        work.path(),
+    );
+    let pubkey = common::run_ok("openssl", ["pkey", "-in", k, "-pubout"], work.path());
+    let post = |server: &Server, body: &serde_json::Value| {
+        server
+            .http()
+            .post(server.url("/api/management/v2/devauth/devices"))
+            .bearer_auth(server.user_token("acme"))
+            .json(body)
+            .send()
+    };
+    for round in 0..ROUNDS {
+        let body = serde_json::json!({
+            "identity_data": {"mac": format!("02:00:00:00:01:{round:02x}")},
+            "pubkey": pubkey,
+        });
+        let (one, two) = tokio::join!(post(&first, &body), post(&second, &body));
+        let mut statuses = [one.unwrap().status(), two.unwrap().status()];
+        statuses.sort();
+        assert_eq!(
+            statuses,
+            [StatusCode::CREATED, StatusCode::CONFLICT],
+            "round {round}: the second registration must see the first"
+        );
+    }
+}
+
+#[test]
+fn serve_on_scylla_without_nodes_or_with_a_bad_keyspace_says_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rollout"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--store", "scylla"])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(args)
+            .env_remove("ROLLOUT_SCYLLA_NODES")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(serve(&[]).contains("--scylla-nodes"));
+    let bad = serve(&[
+        "--scylla-nodes",
+        "127.0.0.1:9",
+        "--scylla-keyspace",
+        "Bad-Name",
+    ]);
+    assert!(bad.contains("keyspace \"Bad-Name\""), "{bad}");
+    let half = serve(&["--scylla-nodes", "127.0.0.1:9", "--scylla-user", "u"]);
+    assert!(half.contains("--scylla-password-file"), "{half}");
+}

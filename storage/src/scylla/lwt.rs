@@ -1,0 +1,144 @@
+//! The uniqueness rules that must hold across rollout processes, as lightweight
+//! transactions (Paxos on a partition): artifact names per device type, and
+//! compare-and-set of device authentication records.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use scylla::response::query_result::QueryResult;
+use scylla::value::{CqlValue, Row};
+use uuid::Uuid;
+
+use super::error::CqlError;
+use super::{buckets, Inner};
+use crate::model::TenantId;
+use crate::{DeviceAuthRecord, Result, StoreError};
+
+/// A claim whose artifact was never stored (its process died between claim and store) is
+/// taken over after this long; an upload in progress stores its artifact within
+/// milliseconds of its claim.
+const STALE_CLAIM: Duration = Duration::from_secs(300);
+
+/// Whether a conditional statement was applied (its result's first column, `[applied]`).
+fn applied(result: QueryResult) -> Result<bool> {
+    let rows = result.into_rows_result().map_err(CqlError::from)?;
+    let row = rows.maybe_first_row::<Row>().map_err(CqlError::from)?;
+    match row.and_then(|r| r.columns.into_iter().next().flatten()) {
+        Some(CqlValue::Boolean(applied)) => Ok(applied),
+        _ => Err(CqlError::NoApplied.into()),
+    }
+}
+
+fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+impl Inner {
+    pub(crate) async fn claim_artifact_name(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        device_type: &str,
+        artifact: Uuid,
+    ) -> Result<Uuid> {
+        let key = (tenant.as_str(), name, device_type);
+        for _ in 0..3 {
+            let values = (key.0, key.1, key.2, artifact);
+            let claim = self
+                .session
+                .execute_unpaged(&self.st.claim_name, values)
+                .await;
+            if applied(claim.map_err(CqlError::from)?)? {
+                return Ok(artifact);
+            }
+            let Some((holder, written)) =
+                self.one_row::<(Uuid, i64)>(&self.st.get_name, key).await?
+            else {
+                continue; // released meanwhile: claim again
+            };
+            if holder == artifact || !self.is_stale(tenant, holder, written).await? {
+                return Ok(holder);
+            }
+            let values = (artifact, key.0, key.1, key.2, holder);
+            let take = self
+                .session
+                .execute_unpaged(&self.st.take_name, values)
+                .await;
+            if applied(take.map_err(CqlError::from)?)? {
+                return Ok(artifact);
+            }
+        }
+        Err(StoreError::Task(format!(
+            "artifact name {name:?} for {device_type:?} keeps changing hands"
+        )))
+    }
+
+    /// A claim is stale when its artifact does not exist and it is older than
+    /// [`STALE_CLAIM`].
+    async fn is_stale(&self, tenant: &TenantId, holder: Uuid, written: i64) -> Result<bool> {
+        let age = Duration::from_micros(u64::try_from(now_micros() - written).unwrap_or(0));
+        if age < STALE_CLAIM {
+            return Ok(false);
+        }
+        let bucket = buckets::of(holder.as_bytes(), buckets::ARTIFACTS);
+        let stored = self
+            .one_row::<(String,)>(&self.st.get_artifact, (tenant.as_str(), bucket, holder))
+            .await?;
+        Ok(stored.is_none())
+    }
+
+    pub(crate) async fn release_artifact_name(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        device_type: &str,
+        artifact: Uuid,
+    ) -> Result<()> {
+        let values = (tenant.as_str(), name, device_type, artifact);
+        let release = self
+            .session
+            .execute_unpaged(&self.st.release_name, values)
+            .await;
+        applied(release.map_err(CqlError::from)?)?;
+        Ok(())
+    }
+
+    pub(crate) async fn replace_device_auth(
+        &self,
+        expected: Option<&DeviceAuthRecord>,
+        record: DeviceAuthRecord,
+    ) -> Result<bool> {
+        let bucket = buckets::of(record.id.as_bytes(), buckets::DEVICE_AUTH);
+        let key = (record.tenant.as_str(), bucket, record.id.as_str());
+        let body = serde_json::to_string(&record).unwrap_or_default();
+        let result = match expected {
+            None => {
+                let values = (key.0, key.1, key.2, body);
+                self.session
+                    .execute_unpaged(&self.st.insert_device_auth_if_absent, values)
+                    .await
+            }
+            Some(expected) => {
+                // Compare with the stored text as it is, so a record written by another
+                // version (another field order) is still recognised.
+                let stored = self
+                    .one_row::<(String,)>(&self.st.get_device_auth_serial, key)
+                    .await?;
+                let Some((raw,)) = stored else {
+                    return Ok(false);
+                };
+                let decoded: DeviceAuthRecord = super::decode("device_auth", &raw)?;
+                if decoded != *expected {
+                    return Ok(false);
+                }
+                let values = (body, key.0, key.1, key.2, raw);
+                self.session
+                    .execute_unpaged(&self.st.update_device_auth_if, values)
+                    .await
+            }
+        };
+        applied(result.map_err(CqlError::from)?)
+    }
+}
