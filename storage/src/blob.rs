@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
+use opendal::layers::RetryLayer;
 use opendal::{services, Operator};
 use uuid::Uuid;
 
@@ -134,7 +135,10 @@ impl BlobStore {
                 if let Some(ep) = endpoint {
                     b = b.endpoint(ep);
                 }
-                let op = Operator::new(b)?;
+                // OpenDAL's HTTP services need a process-wide transport (idempotent).
+                opendal::install_default();
+                // Throttling (503 SlowDown) and dropped connections are routine on S3.
+                let op = Operator::new(b)?.layer(RetryLayer::new());
                 Ok(BlobStore {
                     op,
                     presigns: true,
@@ -176,6 +180,7 @@ impl BlobStore {
 
     /// Start writing a blob.
     pub async fn writer(&self, path: &str) -> Result<BlobWriter> {
+        // On S3, OpenDAL buffers parts up to the 5 MiB minimum that S3 accepts.
         Ok(BlobWriter {
             inner: self.op.writer(path).await?,
             written: 0,

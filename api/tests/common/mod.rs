@@ -19,6 +19,7 @@ use tempfile::TempDir;
 mod cql;
 pub mod fleet;
 pub mod raw;
+pub mod s3;
 mod tools;
 pub use tools::*;
 
@@ -47,6 +48,8 @@ pub struct Server {
     client: reqwest::Client,
     /// The server's keyspace when the suites run on Cassandra (see [`cql`]).
     _keyspace: Option<cql::TestKeyspace>,
+    /// The server's bucket when the suites run with blobs on S3 (see [`s3`]).
+    bucket: Option<std::sync::Arc<s3::TestBucket>>,
 }
 
 impl Server {
@@ -57,12 +60,19 @@ impl Server {
 
     /// Start a server with extra `serve` flags, e.g. `["--max-artifact-size", "1000"]`.
     pub async fn start_with(args: &[&str]) -> Server {
+        Server::start_on(args, s3::TestBucket::from_env()).await
+    }
+
+    /// Start a server with extra `serve` flags, its blobs in `bucket` when given.
+    pub async fn start_on(args: &[&str], bucket: Option<s3::TestBucket>) -> Server {
         let dir = tempfile::tempdir().expect("creating a temp dir");
         let data_dir = dir.path().join("data");
         let log = dir.path().join("server.log");
         let keyspace = cql::TestKeyspace::from_env();
+        let bucket = bucket.map(std::sync::Arc::new);
         let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         args.extend(keyspace.iter().flat_map(cql::TestKeyspace::serve_args));
+        args.extend(bucket.iter().flat_map(|b| b.serve_args()));
         let mut server = Server {
             base: String::new(),
             data_dir,
@@ -73,6 +83,7 @@ impl Server {
             log,
             client: reqwest::Client::new(),
             _keyspace: keyspace,
+            bucket,
         };
         server.spawn();
         server
@@ -95,6 +106,7 @@ impl Server {
             log,
             client: reqwest::Client::new(),
             _keyspace: None,
+            bucket: first.bucket.clone(),
         };
         server.spawn();
         Some(server)
@@ -113,6 +125,7 @@ impl Server {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(&self.args)
+            .envs(s3::CREDENTIALS)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
@@ -289,8 +302,12 @@ impl Server {
             .expect("VmHWM in /proc/PID/status")
     }
 
-    /// Every regular file under `DATA_DIR/blobs`.
+    /// Every stored blob: the regular files under `DATA_DIR/blobs`, or on S3 the bucket's
+    /// objects and open multipart uploads.
     pub fn blob_files(&self) -> Vec<PathBuf> {
+        if let Some(bucket) = &self.bucket {
+            return bucket.files();
+        }
         let mut out = Vec::new();
         walk(&self.data_dir.join("blobs"), &mut out);
         out
