@@ -335,6 +335,37 @@ async fn device_never_receives_a_deployment_older_than_one_it_finished() {
     f.snapshot(oldest).await;
 }
 
+#[test]
+fn after_a_restart_a_device_still_never_receives_an_older_deployment() {
+    let dir = tempfile::tempdir().unwrap();
+    let oldest = on_runtime(async {
+        let f = Fixture::open(dir.path()).await;
+        f.store
+            .commit(vec![Write::PutArtifact(artifact(
+                &acme(),
+                RELEASE,
+                &[TYPE],
+                1,
+            ))])
+            .await
+            .unwrap();
+        let oldest = f.deploy(f.new_deployment(devices(3))).await;
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let newer = f.deploy(f.new_deployment(vec!["d00".into()])).await;
+        // d00 finishes the newer one without ever taking part in the oldest.
+        f.run_update("d00", newer, DeviceStatus::Success).await;
+        oldest
+    });
+
+    on_runtime(async {
+        let f = Fixture::open(dir.path()).await;
+        assert_eq!(f.check_in("d00").await, None, "d00 finished a newer one");
+        assert_eq!(f.status(oldest, "d00").await, DeviceStatus::Pending);
+        assert_eq!(f.check_in("d02").await, Some(oldest), "d02 finished nothing");
+        f.snapshot(oldest).await;
+    });
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_smallest_compatible_artifact_of_the_release_is_delivered() {
     let mut f = Fixture::new().await;

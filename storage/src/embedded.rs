@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use crate::keys;
 use crate::model::*;
+use crate::stripes::Stripes;
 use crate::{DeviceAuthRecord, Durable, MetaStore, Result, StoreError, Write};
 
 /// Upper bound on writes applied in one durable commit.
@@ -59,7 +60,26 @@ impl Tables {
 /// A batch waiting for the committer, with the channel that tells its submitter.
 struct Pending {
     writes: Vec<Write>,
+    /// A compare-and-set write, already compared (under its stripe lock).
+    swap: Option<Swap>,
     done: oneshot::Sender<Result<()>>,
+}
+
+impl Pending {
+    fn len(&self) -> usize {
+        self.writes.len() + usize::from(self.swap.is_some())
+    }
+}
+
+/// The records written only by compare-and-set ([`MetaStore::replace_device_auth`],
+/// [`MetaStore::replace_inventory`]), never by a plain [`Write`].
+enum Swap {
+    DeviceAuth(DeviceAuthRecord),
+    Inventory {
+        tenant: TenantId,
+        device: String,
+        attributes: serde_json::Value,
+    },
 }
 
 /// Commit statistics the committer reports through a callback (for metrics).
@@ -84,8 +104,9 @@ pub struct EmbeddedStore {
     /// Artifact-name claims not yet released. Only this process uses the data dir, so
     /// claims need no persistence: after a restart the stored artifacts hold their names.
     claims: Arc<Mutex<HashMap<NameClaim, Uuid>>>,
-    /// Serialises compare-and-set writes (read, compare, commit) against each other.
-    cas: Arc<tokio::sync::Mutex<()>>,
+    /// Serialises the compare-and-set writes (read, compare, commit) of one record against
+    /// each other; different devices rarely share a stripe, so their commits still group.
+    swaps: Arc<Stripes>,
 }
 
 /// Tenant, artifact name, device type.
@@ -118,7 +139,16 @@ impl EmbeddedStore {
             tables,
             queue,
             claims: Arc::default(),
-            cas: Arc::default(),
+            swaps: Arc::new(Stripes::new(64)),
+        })
+    }
+
+    fn enqueue(&self, writes: Vec<Write>, swap: Option<Swap>) -> Durable {
+        let (done, rx) = oneshot::channel();
+        let sent = self.queue.send(Pending { writes, swap, done });
+        Box::pin(async move {
+            sent.map_err(|_| StoreError::CommitterGone)?;
+            rx.await.map_err(|_| StoreError::CommitterGone)?
         })
     }
 
@@ -160,11 +190,11 @@ fn run_committer(
     while let Ok(first) = rx.recv() {
         let started = Instant::now();
         let mut group = vec![first];
-        let mut writes = group[0].writes.len();
+        let mut writes = group[0].len();
         while writes < MAX_GROUP {
             match rx.try_recv() {
                 Ok(p) => {
-                    writes += p.writes.len();
+                    writes += p.len();
                     group.push(p);
                 }
                 Err(_) => break,
@@ -193,6 +223,9 @@ fn apply_group(db: &Database, t: &Tables, group: &[Pending]) -> Result<()> {
     for p in group {
         for w in &p.writes {
             apply_write(&mut batch, t, w);
+        }
+        if let Some(swap) = &p.swap {
+            apply_swap(&mut batch, t, swap);
         }
     }
     batch.commit()?;
@@ -249,7 +282,17 @@ fn apply_write(batch: &mut fjall::OwnedWriteBatch, t: &Tables, w: &Write) {
             keys::tenant_device(tenant, device),
             created_nanos.to_be_bytes().to_vec(),
         ),
-        Write::PutInventory {
+    }
+}
+
+fn apply_swap(batch: &mut fjall::OwnedWriteBatch, t: &Tables, swap: &Swap) {
+    match swap {
+        Swap::DeviceAuth(d) => batch.insert(
+            &t.device_auth,
+            keys::tenant_device(&d.tenant, &d.id),
+            encode(d),
+        ),
+        Swap::Inventory {
             tenant,
             device,
             attributes,
@@ -258,23 +301,13 @@ fn apply_write(batch: &mut fjall::OwnedWriteBatch, t: &Tables, w: &Write) {
             keys::tenant_device(tenant, device),
             encode(attributes),
         ),
-        Write::PutDeviceAuth(d) => batch.insert(
-            &t.device_auth,
-            keys::tenant_device(&d.tenant, &d.id),
-            encode(d),
-        ),
     }
 }
 
 #[async_trait]
 impl MetaStore for EmbeddedStore {
     fn submit(&self, writes: Vec<Write>) -> Durable {
-        let (done, rx) = oneshot::channel();
-        let sent = self.queue.send(Pending { writes, done });
-        Box::pin(async move {
-            sent.map_err(|_| StoreError::CommitterGone)?;
-            rx.await.map_err(|_| StoreError::CommitterGone)?
-        })
+        self.enqueue(writes, None)
     }
 
     async fn artifact(&self, tenant: &TenantId, id: Uuid) -> Result<Option<ArtifactRecord>> {
@@ -352,20 +385,23 @@ impl MetaStore for EmbeddedStore {
         )
     }
 
-    async fn for_each_last_finished(
+    async fn last_finished(
         &self,
-        visit: &mut (dyn for<'a> FnMut(&'a TenantId, &'a str, i128) + Send),
-    ) -> Result<()> {
-        for guard in self.tables.last_finished.iter() {
-            let (k, v) = guard.into_inner()?;
-            let Some((tenant, device)) = keys::split_tenant_device(&k) else {
-                continue;
-            };
-            if let Ok(bytes) = <[u8; 16]>::try_from(v.as_ref()) {
-                visit(&TenantId(tenant), &device, i128::from_be_bytes(bytes));
-            }
-        }
-        Ok(())
+        tenant: &TenantId,
+        devices: &[String],
+    ) -> Result<Vec<Option<i128>>> {
+        devices
+            .iter()
+            .map(|device| {
+                let stored = self
+                    .tables
+                    .last_finished
+                    .get(keys::tenant_device(tenant, device))?;
+                Ok(stored
+                    .and_then(|v| <[u8; 16]>::try_from(v.as_ref()).ok())
+                    .map(i128::from_be_bytes))
+            })
+            .collect()
     }
 
     async fn inventory(
@@ -440,12 +476,33 @@ impl MetaStore for EmbeddedStore {
         expected: Option<&DeviceAuthRecord>,
         record: DeviceAuthRecord,
     ) -> Result<bool> {
-        let _serial = self.cas.lock().await;
+        let _serial = self.swaps.lock((&record.tenant, &record.id)).await;
         let stored = self.device_auth(&record.tenant, &record.id).await?;
         if stored.as_ref() != expected {
             return Ok(false);
         }
-        self.commit(vec![Write::PutDeviceAuth(record)]).await?;
+        self.enqueue(Vec::new(), Some(Swap::DeviceAuth(record)))
+            .await?;
+        Ok(true)
+    }
+
+    async fn replace_inventory(
+        &self,
+        tenant: &TenantId,
+        device: &str,
+        expected: Option<&serde_json::Value>,
+        attributes: serde_json::Value,
+    ) -> Result<bool> {
+        let _serial = self.swaps.lock((tenant, device)).await;
+        if self.inventory(tenant, device).await?.as_ref() != expected {
+            return Ok(false);
+        }
+        let swap = Swap::Inventory {
+            tenant: tenant.clone(),
+            device: device.to_owned(),
+            attributes,
+        };
+        self.enqueue(Vec::new(), Some(swap)).await?;
         Ok(true)
     }
 }

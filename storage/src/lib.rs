@@ -26,6 +26,7 @@ pub mod error;
 pub mod keys;
 pub mod model;
 pub mod scylla;
+mod stripes;
 pub mod tenant;
 
 use async_trait::async_trait;
@@ -96,17 +97,6 @@ pub enum Write {
         /// Creation time of that deployment, Unix nanoseconds.
         created_nanos: i128,
     },
-    /// Insert or replace a device's inventory attributes.
-    PutInventory {
-        /// Owner.
-        tenant: TenantId,
-        /// Device.
-        device: String,
-        /// The attributes as the device sent them.
-        attributes: serde_json::Value,
-    },
-    /// Insert or replace a device's authentication record (identity, key, admission).
-    PutDeviceAuth(DeviceAuthRecord),
 }
 
 /// A future that resolves once a submitted batch is durable (or failed).
@@ -167,11 +157,15 @@ pub trait MetaStore: Send + Sync + 'static {
         deployment: Uuid,
         device: &str,
     ) -> Result<Option<Vec<LogMessage>>>;
-    /// Visit every device's "newest finished deployment" time, of every tenant (start-up).
-    async fn for_each_last_finished(
+    /// For each of `devices` (in order), the creation time (Unix nanoseconds) of the newest
+    /// deployment it finished, if any. Start-up asks this of the devices an unfinished
+    /// deployment would still hand its update to, so that none receives a deployment older
+    /// than one it finished; per device, never a scan of every device that ever finished.
+    async fn last_finished(
         &self,
-        visit: &mut (dyn for<'a> FnMut(&'a TenantId, &'a str, i128) + Send),
-    ) -> Result<()>;
+        tenant: &TenantId,
+        devices: &[String],
+    ) -> Result<Vec<Option<i128>>>;
     /// A device's inventory attributes.
     async fn inventory(&self, tenant: &TenantId, device: &str)
         -> Result<Option<serde_json::Value>>;
@@ -208,10 +202,24 @@ pub trait MetaStore: Send + Sync + 'static {
 
     /// Store `record` only if its device's stored record is still `expected` (`None`: there
     /// is none), atomically across processes. `false`: someone changed it first; read it
-    /// again and decide again.
+    /// again and decide again. The only way to write a device's authentication record:
+    /// every change to it (an auth request, an operator's decision, a preauthorization)
+    /// reads, decides and compares, so none is lost to a concurrent one on another node.
     async fn replace_device_auth(
         &self,
         expected: Option<&DeviceAuthRecord>,
         record: DeviceAuthRecord,
+    ) -> Result<bool>;
+
+    /// Store a device's inventory `attributes` only if the stored ones are still
+    /// `expected` (`None`: there are none), atomically across processes; `false`: they
+    /// changed first. The only way to write an inventory, so that a merge (`PATCH`) never
+    /// loses attributes another request stored meanwhile.
+    async fn replace_inventory(
+        &self,
+        tenant: &TenantId,
+        device: &str,
+        expected: Option<&serde_json::Value>,
+        attributes: serde_json::Value,
     ) -> Result<bool>;
 }

@@ -122,7 +122,7 @@ conformance!(
     deployments_leave_the_unfinished_list_when_finished,
     a_million_id_device_list_reads_back_whole_and_by_chunk,
     device_records_and_logs_stay_in_their_deployment,
-    last_finished_times_are_visited_exactly,
+    last_finished_times_are_read_per_device,
     inventory_and_device_auth_round_trip_in_id_order,
     the_default_tenant_is_a_tenant_like_any_other,
     replaying_a_batch_changes_nothing,
@@ -132,6 +132,7 @@ conformance!(
     committed_writes_survive_reopening,
     an_artifact_name_is_held_by_one_artifact_per_device_type,
     device_auth_is_replaced_only_if_unchanged,
+    an_inventory_is_replaced_only_if_unchanged,
 );
 
 fn tenant() -> TenantId {
@@ -194,12 +195,37 @@ fn device(tenant: &TenantId, deployment: Uuid, id: &str, status: DeviceStatus) -
     }
 }
 
-fn inventory(tenant: &TenantId, device: &str, value: serde_json::Value) -> Write {
-    Write::PutInventory {
+/// A plain keyed write, for the cases about batches.
+fn last_done(tenant: &TenantId, device: &str, created_nanos: i128) -> Write {
+    Write::PutLastFinished {
         tenant: tenant.clone(),
         device: device.into(),
-        attributes: value,
+        created_nanos,
     }
+}
+
+async fn last_done_of(store: &Arc<dyn MetaStore>, tenant: &TenantId, device: &str) -> Option<i128> {
+    store
+        .last_finished(tenant, &[device.to_owned()])
+        .await
+        .unwrap()[0]
+}
+
+/// Store a first inventory or a first auth record (compare-and-set from nothing).
+async fn put_inventory(
+    store: &Arc<dyn MetaStore>,
+    t: &TenantId,
+    device: &str,
+    value: serde_json::Value,
+) {
+    assert!(store
+        .replace_inventory(t, device, None, value)
+        .await
+        .unwrap());
+}
+
+async fn put_auth(store: &Arc<dyn MetaStore>, record: DeviceAuthRecord) {
+    assert!(store.replace_device_auth(None, record).await.unwrap());
 }
 
 fn auth(tenant: &TenantId, id: &str, status: DeviceAuthStatus) -> DeviceAuthRecord {
@@ -418,41 +444,43 @@ async fn device_records_and_logs_stay_in_their_deployment(s: Subject) {
     assert_eq!(store.log(&tenant(), d1, "dev-007").await.unwrap(), None);
 }
 
-async fn last_finished_times_are_visited_exactly(s: Subject) {
+async fn last_finished_times_are_read_per_device(s: Subject) {
     let store = &s.store;
     let (t1, t2) = (tenant(), tenant());
     let big = i128::from(i64::MAX) * 1_000 + 7;
-    let put = |t: &TenantId, device: &str, created_nanos: i128| Write::PutLastFinished {
-        tenant: t.clone(),
-        device: device.into(),
-        created_nanos,
-    };
     store
         .commit(vec![
-            put(&t1, "a", 1),
-            put(&t1, "b", big),
-            put(&t2, "a", -5),
+            last_done(&t1, "a", 1),
+            last_done(&t1, "b", big),
+            last_done(&t2, "a", -5),
         ])
         .await
         .unwrap();
-    store.commit(vec![put(&t1, "a", 2)]).await.unwrap();
-    let mut seen = Vec::new();
-    store
-        .for_each_last_finished(&mut |t, d, c| {
-            if *t == t1 || *t == t2 {
-                seen.push((t.clone(), d.to_owned(), c));
-            }
-        })
-        .await
-        .unwrap();
-    seen.sort();
-    let mut expected = vec![
-        (t1.clone(), "a".to_string(), 2),
-        (t1.clone(), "b".to_string(), big),
-        (t2.clone(), "a".to_string(), -5),
-    ];
-    expected.sort();
-    assert_eq!(seen, expected);
+    store.commit(vec![last_done(&t1, "a", 2)]).await.unwrap();
+    let asked: Vec<String> = ["b", "none", "a", "b"].map(String::from).to_vec();
+    assert_eq!(
+        store.last_finished(&t1, &asked).await.unwrap(),
+        vec![Some(big), None, Some(2), Some(big)],
+        "answers in the order asked"
+    );
+    assert_eq!(
+        store.last_finished(&t2, &asked).await.unwrap(),
+        vec![None, None, Some(-5), None]
+    );
+    assert!(store.last_finished(&t1, &[]).await.unwrap().is_empty());
+    // Thousands at once (start-up asks a whole device-list chunk).
+    let many: Vec<String> = (0..3_000).map(|i| format!("dev-{i}")).collect();
+    let writes = many
+        .iter()
+        .step_by(3)
+        .map(|d| last_done(&t2, d, 9))
+        .collect();
+    store.commit(writes).await.unwrap();
+    let found = store.last_finished(&t2, &many).await.unwrap();
+    assert_eq!(found.len(), 3_000);
+    for (i, f) in found.iter().enumerate() {
+        assert_eq!(*f, (i % 3 == 0).then_some(9), "dev-{i}");
+    }
 }
 
 async fn inventory_and_device_auth_round_trip_in_id_order(s: Subject) {
@@ -463,14 +491,15 @@ async fn inventory_and_device_auth_round_trip_in_id_order(s: Subject) {
         .iter()
         .map(|id| auth(&t1, id, DeviceAuthStatus::Pending))
         .collect();
-    let mut writes = vec![inventory(&t1, "dev", attrs.clone())];
-    writes.extend(records.iter().cloned().map(Write::PutDeviceAuth));
-    store.commit(writes).await.unwrap();
+    put_inventory(store, &t1, "dev", attrs.clone()).await;
+    for r in &records {
+        put_auth(store, r.clone()).await;
+    }
     let accepted = auth(&t1, "c", DeviceAuthStatus::Accepted);
-    store
-        .commit(vec![Write::PutDeviceAuth(accepted.clone())])
+    assert!(store
+        .replace_device_auth(Some(&records[1]), accepted.clone())
         .await
-        .unwrap();
+        .unwrap());
 
     assert_eq!(store.inventory(&t1, "dev").await.unwrap(), Some(attrs));
     assert_eq!(store.inventory(&t2, "dev").await.unwrap(), None);
@@ -492,12 +521,14 @@ async fn the_default_tenant_is_a_tenant_like_any_other(s: Subject) {
     let default = TenantId::default_tenant();
     let device_id = Uuid::new_v4().to_string();
     let d = deployment(&default, DeploymentStatus::Pending);
+    put_inventory(store, &default, &device_id, serde_json::json!({"a": 1})).await;
+    put_auth(
+        store,
+        auth(&default, &device_id, DeviceAuthStatus::Accepted),
+    )
+    .await;
     store
-        .commit(vec![
-            inventory(&default, &device_id, serde_json::json!({"a": 1})),
-            Write::PutDeviceAuth(auth(&default, &device_id, DeviceAuthStatus::Accepted)),
-            Write::PutDeployment(d.clone()),
-        ])
+        .commit(vec![Write::PutDeployment(d.clone())])
         .await
         .unwrap();
     assert_eq!(
@@ -531,7 +562,7 @@ async fn replaying_a_batch_changes_nothing(s: Subject) {
     let batch = vec![
         Write::PutArtifact(a.clone()),
         device(&t, dep, "dev-1", DeviceStatus::Installing),
-        inventory(&t, "dev-1", serde_json::json!({"v": 1})),
+        last_done(&t, "dev-1", 1),
     ];
     store.commit(batch.clone()).await.unwrap();
     let before = (
@@ -577,7 +608,7 @@ async fn batches_submitted_in_order_are_applied_in_order(s: Subject) {
                 DeviceStatus::Installing
             };
             store.submit(vec![
-                inventory(&t, "dev", serde_json::json!({"n": i})),
+                last_done(&t, "dev", i),
                 device(&t, dep, "dev", status),
             ])
         })
@@ -593,10 +624,7 @@ async fn batches_submitted_in_order_are_applied_in_order(s: Subject) {
     }
     delete.await.unwrap();
     put.await.unwrap();
-    assert_eq!(
-        store.inventory(&t, "dev").await.unwrap(),
-        Some(serde_json::json!({"n": 199}))
-    );
+    assert_eq!(last_done_of(store, &t, "dev").await, Some(199));
     let records = store.device_records(&t, dep).await.unwrap();
     assert_eq!(records[0].status, DeviceStatus::Installing);
     assert_eq!(
@@ -612,8 +640,8 @@ async fn the_last_write_of_a_key_in_a_batch_wins(s: Subject) {
     let a = artifact(&t, "a", 5);
     store
         .commit(vec![
-            inventory(&t, "dev", serde_json::json!(1)),
-            inventory(&t, "dev", serde_json::json!(2)),
+            last_done(&t, "dev", 1),
+            last_done(&t, "dev", 2),
             Write::DeleteArtifact {
                 tenant: t.clone(),
                 id: a.id,
@@ -622,10 +650,7 @@ async fn the_last_write_of_a_key_in_a_batch_wins(s: Subject) {
         ])
         .await
         .unwrap();
-    assert_eq!(
-        store.inventory(&t, "dev").await.unwrap(),
-        Some(serde_json::json!(2))
-    );
+    assert_eq!(last_done_of(store, &t, "dev").await, Some(2));
     assert_eq!(store.artifact(&t, a.id).await.unwrap(), Some(a));
 }
 
@@ -655,11 +680,15 @@ async fn committed_writes_survive_reopening(s: Subject) {
     s.store
         .commit(vec![
             Write::PutDeployment(d.clone()),
-            inventory(&t, "dev", serde_json::json!({"k": "v"})),
+            last_done(&t, "dev", 3),
         ])
         .await
         .unwrap();
+    put_inventory(&s.store, &t, "dev", serde_json::json!({"k": "v"})).await;
+    put_auth(&s.store, auth(&t, "dev", DeviceAuthStatus::Pending)).await;
     let s = s.reopen().await;
+    assert_eq!(last_done_of(&s.store, &t, "dev").await, Some(3));
+    assert!(s.store.device_auth(&t, "dev").await.unwrap().is_some());
     assert_eq!(s.store.deployment(&t, d.id).await.unwrap(), Some(d.clone()));
     assert_eq!(
         s.store.inventory(&t, "dev").await.unwrap(),
@@ -789,6 +818,52 @@ async fn device_auth_is_replaced_only_if_unchanged(s: Subject) {
         let mut next = accepted.clone();
         next.auth_sets[0].pubkey = format!("key-{i}");
         store.replace_device_auth(Some(&accepted), next)
+    });
+    let applied = futures_util::future::join_all(attempts)
+        .await
+        .into_iter()
+        .filter(|r| *r.as_ref().unwrap())
+        .count();
+    assert_eq!(applied, 1);
+}
+
+async fn an_inventory_is_replaced_only_if_unchanged(s: Subject) {
+    let store = &s.store;
+    let (t, other) = (tenant(), tenant());
+    let first = serde_json::json!([{"name": "a", "value": 1}]);
+    let second = serde_json::json!([{"name": "a", "value": 1}, {"name": "b", "value": "x"}]);
+    assert!(store
+        .replace_inventory(&t, "dev", None, first.clone())
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .replace_inventory(&t, "dev", None, second.clone())
+            .await
+            .unwrap(),
+        "an inventory exists"
+    );
+    assert!(
+        !store
+            .replace_inventory(&t, "dev", Some(&second), first.clone())
+            .await
+            .unwrap(),
+        "the stored one is not the expected one"
+    );
+    assert!(store
+        .replace_inventory(&t, "dev", Some(&first), second.clone())
+        .await
+        .unwrap());
+    assert_eq!(
+        store.inventory(&t, "dev").await.unwrap(),
+        Some(second.clone())
+    );
+    assert_eq!(store.inventory(&other, "dev").await.unwrap(), None);
+
+    // Concurrent merges from the same read: exactly one applies.
+    let attempts = (0..8).map(|i| {
+        let next = serde_json::json!([{"name": "n", "value": i}]);
+        store.replace_inventory(&t, "dev", Some(&second), next)
     });
     let applied = futures_util::future::join_all(attempts)
         .await

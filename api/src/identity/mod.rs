@@ -18,7 +18,7 @@ pub mod login;
 use std::sync::Arc;
 
 use serde::Deserialize;
-use storage::{DeviceAuthRecord, DeviceAuthStatus, MetaStore, TenantId, Write};
+use storage::{DeviceAuthRecord, DeviceAuthStatus, MetaStore, TenantId};
 use time::OffsetDateTime;
 
 use crate::auth::{AuthError, TokenIssuer, TokenVerifier};
@@ -80,6 +80,9 @@ pub enum IdentityError {
         /// Its status.
         status: DeviceAuthStatus,
     },
+    /// The device's record kept changing under our compare-and-set.
+    #[error("device {0} is being changed by other requests; try again")]
+    Contended(String),
     /// Login refused.
     #[error("{0}")]
     Login(String),
@@ -105,6 +108,10 @@ impl From<IdentityError> for ApiError {
             | IdentityError::Login(_) => ApiError::Unauthorized(msg),
             IdentityError::AlreadyExists { .. } => ApiError::Conflict(msg),
             IdentityError::NotFound(_) => ApiError::NotFound(msg),
+            IdentityError::Contended(_) => ApiError::Unavailable {
+                message: msg,
+                retry_after: 1,
+            },
             IdentityError::Store(_) | IdentityError::Key(_) => ApiError::Internal(msg),
         }
     }
@@ -141,9 +148,6 @@ pub struct IdentityService {
     issuer: TokenIssuer,
     verifier: Arc<TokenVerifier>,
     config: IdentityConfig,
-    /// Serializes the read-decide-write of one device's record, so that two concurrent
-    /// requests for it cannot lose each other's auth set.
-    locks: DeviceLocks,
 }
 
 impl IdentityService {
@@ -160,7 +164,6 @@ impl IdentityService {
             issuer,
             verifier,
             config,
-            locks: DeviceLocks::default(),
         }
     }
 
@@ -182,19 +185,16 @@ impl IdentityService {
             .verify_tenant_token(&req.tenant_token)
             .map_err(IdentityError::TenantToken)?;
         let id = device_id(&tenant, &identity_data);
-        let _guard = self.locks.lock(&id).await;
-        let now = OffsetDateTime::now_utc();
-        let mut device = self
-            .store
-            .device_auth(&tenant, &id)
-            .await?
-            .unwrap_or_else(|| new_device(id.clone(), &tenant, identity_data, now));
-        let (verdict, changed) = admission::decide(&mut device, &key, self.config.admission, now);
-        if changed {
-            self.store
-                .commit(vec![Write::PutDeviceAuth(device)])
-                .await?;
-        }
+        let admission = self.config.admission;
+        let verdict = update_device(self.store.as_ref(), &tenant, &id, |stored| {
+            let now = OffsetDateTime::now_utc();
+            let mut device = stored
+                .cloned()
+                .unwrap_or_else(|| new_device(id.clone(), &tenant, identity_data.clone(), now));
+            let (verdict, changed) = admission::decide(&mut device, &key, admission, now);
+            Ok((changed.then_some(device), verdict))
+        })
+        .await?;
         match verdict {
             Verdict::Admitted => {
                 Ok(self
@@ -222,22 +222,19 @@ impl IdentityService {
                 "status must be accepted, rejected or pending".into(),
             ));
         }
-        let _guard = self.locks.lock(device).await;
-        let mut record = self
-            .store
-            .device_auth(tenant, device)
-            .await?
-            .ok_or_else(|| IdentityError::NotFound(format!("device {device} not found")))?;
-        let now = OffsetDateTime::now_utc();
-        if !admission::set_status(&mut record, auth_set, status, now) {
-            return Err(IdentityError::NotFound(format!(
-                "device {device} has no auth set {auth_set}"
-            )));
-        }
-        self.store
-            .commit(vec![Write::PutDeviceAuth(record)])
-            .await?;
-        Ok(())
+        update_device(self.store.as_ref(), tenant, device, |stored| {
+            let mut record = stored
+                .cloned()
+                .ok_or_else(|| IdentityError::NotFound(format!("device {device} not found")))?;
+            let now = OffsetDateTime::now_utc();
+            if !admission::set_status(&mut record, auth_set, status, now) {
+                return Err(IdentityError::NotFound(format!(
+                    "device {device} has no auth set {auth_set}"
+                )));
+            }
+            Ok((Some(record), ()))
+        })
+        .await
     }
 
     /// Check the administrator's Basic credentials and return a user token.
@@ -267,7 +264,6 @@ impl IdentityService {
         identity_data: serde_json::Value,
         pubkey: &str,
     ) -> Result<DeviceAuthRecord, IdentityError> {
-        let _guard = self.locks.lock(&device_id(tenant, &identity_data)).await;
         preauthorize(self.store.as_ref(), tenant, identity_data, pubkey).await
     }
 
@@ -301,13 +297,9 @@ pub async fn preauthorize(
     check_identity(&identity_data)?;
     let key = DevicePublicKey::from_pem(pubkey)?;
     let id = device_id(tenant, &identity_data);
-    // Compare-and-set, so that a device admitted or registered meanwhile (by another
-    // request or another rollout node) is never overwritten; retried while only pending
-    // attempts race with us.
-    loop {
-        let existing = store.device_auth(tenant, &id).await?;
+    update_device(store, tenant, &id, |stored| {
         let now = OffsetDateTime::now_utc();
-        let mut device = match &existing {
+        let mut device = match stored {
             Some(r)
                 if matches!(
                     r.status(),
@@ -315,7 +307,7 @@ pub async fn preauthorize(
                 ) =>
             {
                 return Err(IdentityError::AlreadyExists {
-                    id,
+                    id: id.clone(),
                     status: r.status(),
                 })
             }
@@ -323,14 +315,40 @@ pub async fn preauthorize(
             None => new_device(id.clone(), tenant, identity_data.clone(), now),
         };
         admission::preauthorize(&mut device, &key, now);
-        if store
-            .replace_device_auth(existing.as_ref(), device.clone())
-            .await?
-        {
-            return Ok(device);
+        Ok((Some(device.clone()), device))
+    })
+    .await
+}
+
+/// Change one device's authentication record: `decide` sees the stored record and answers
+/// what to store (`None`: nothing) and what to return. The record is stored only if it is
+/// still the one `decide` saw (compare-and-set), so a change made meanwhile by another
+/// request or another rollout node is never overwritten: `decide` runs again on it.
+async fn update_device<T>(
+    store: &dyn MetaStore,
+    tenant: &TenantId,
+    id: &str,
+    mut decide: impl FnMut(
+        Option<&DeviceAuthRecord>,
+    ) -> Result<(Option<DeviceAuthRecord>, T), IdentityError>,
+) -> Result<T, IdentityError> {
+    for _ in 0..MAX_SWAPS {
+        let stored = store.device_auth(tenant, id).await?;
+        let (new, out) = decide(stored.as_ref())?;
+        let stored_it = match new {
+            None => true,
+            Some(record) => store.replace_device_auth(stored.as_ref(), record).await?,
+        };
+        if stored_it {
+            return Ok(out);
         }
     }
+    Err(IdentityError::Contended(id.to_owned()))
 }
+
+/// Tries of a compare-and-set of one device's record before giving up (503): each failed
+/// try means another request changed it, so this many in a row only happen in a storm.
+pub(crate) const MAX_SWAPS: usize = 16;
 
 /// A device seen for the first time, with no auth set yet.
 fn new_device(
@@ -346,25 +364,6 @@ fn new_device(
         auth_sets: Vec::new(),
         created: now,
         updated: now,
-    }
-}
-
-/// Striped locks over device ids: a fixed number of mutexes, so memory stays constant
-/// however many devices there are; two devices rarely share one.
-struct DeviceLocks(Vec<tokio::sync::Mutex<()>>);
-
-impl Default for DeviceLocks {
-    fn default() -> Self {
-        DeviceLocks((0..64).map(|_| tokio::sync::Mutex::new(())).collect())
-    }
-}
-
-impl DeviceLocks {
-    async fn lock(&self, device: &str) -> tokio::sync::MutexGuard<'_, ()> {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        device.hash(&mut h);
-        self.0[h.finish() as usize % self.0.len()].lock().await
     }
 }
 

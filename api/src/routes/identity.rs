@@ -6,7 +6,7 @@
 //! (`/api/management/v1/useradm/auth/login`).
 
 use serde::{Deserialize, Serialize};
-use storage::{DeviceAuthRecord, DeviceAuthStatus, Write};
+use storage::{DeviceAuthRecord, DeviceAuthStatus};
 use time::OffsetDateTime;
 use warp::filters::BoxedFilter;
 use warp::reply::{Reply, Response};
@@ -264,28 +264,42 @@ async fn inventory(merge: bool, id: Identity, attrs: Vec<Attribute>, st: AppStat
             "attribute names must not be empty".into(),
         ));
     }
-    let mut set: Vec<Attribute> = if merge {
-        match st.store.inventory(&id.tenant, &id.subject).await? {
-            Some(v) => serde_json::from_value(v).unwrap_or_default(),
-            None => Vec::new(),
-        }
-    } else {
-        Vec::new()
-    };
-    for a in attrs {
-        match set.iter_mut().find(|old| old.name == a.name) {
-            Some(old) => *old = a,
-            None => set.push(a),
+    // Compare-and-set, so that a merge never drops what another request stored meanwhile.
+    for _ in 0..crate::identity::MAX_SWAPS {
+        let stored = st.store.inventory(&id.tenant, &id.subject).await?;
+        let attributes = merged(merge, stored.as_ref(), &attrs)?;
+        let swapped = st
+            .store
+            .replace_inventory(&id.tenant, &id.subject, stored.as_ref(), attributes)
+            .await?;
+        if swapped {
+            return Ok(
+                warp::reply::with_status(warp::reply(), http::StatusCode::OK).into_response(),
+            );
         }
     }
-    let attributes = serde_json::to_value(&set)
-        .map_err(|e| ApiError::Internal(format!("encoding the inventory: {e}")))?;
-    st.store
-        .commit(vec![Write::PutInventory {
-            tenant: id.tenant,
-            device: id.subject,
-            attributes,
-        }])
-        .await?;
-    Ok(warp::reply::with_status(warp::reply(), http::StatusCode::OK).into_response())
+    Err(ApiError::Unavailable {
+        message: "the inventory is being changed by other requests; try again".into(),
+        retry_after: 1,
+    })
+}
+
+/// The attributes to store: `update` on top of `stored` (a merge), or `update` alone.
+fn merged(
+    merge: bool,
+    stored: Option<&serde_json::Value>,
+    update: &[Attribute],
+) -> Result<serde_json::Value, ApiError> {
+    let mut set: Vec<Attribute> = match stored {
+        Some(v) if merge => serde_json::from_value(v.clone()).unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    for a in update {
+        match set.iter_mut().find(|old| old.name == a.name) {
+            Some(old) => *old = a.clone(),
+            None => set.push(a.clone()),
+        }
+    }
+    serde_json::to_value(&set)
+        .map_err(|e| ApiError::Internal(format!("encoding the inventory: {e}")))
 }

@@ -13,7 +13,7 @@ use storage::{
 };
 use uuid::Uuid;
 
-use super::actor::{Ack, CheckInOutcome, DeploymentMsg, Snapshot};
+use super::actor::{Ack, CheckInOutcome, DeploymentMsg, Indexing, Snapshot};
 use super::clock::Clock;
 use super::fleet::{device_key, Fleet};
 use super::plan::{self, NewDeployment};
@@ -99,15 +99,8 @@ impl DeploymentService {
             clock,
         };
         for d in svc.store.unfinished_deployments().await? {
-            svc.spawn(&d.tenant, d.id).await?;
+            svc.spawn(&d.tenant, d.id, Indexing::Rehydrate).await?;
         }
-        // A device never receives a deployment older than one it has finished.
-        let fleet = svc.fleet.clone();
-        svc.store
-            .for_each_last_finished(&mut |tenant, device, created| {
-                fleet.prune_older(device_key(tenant, device), created)
-            })
-            .await?;
         Ok(svc)
     }
 
@@ -150,13 +143,15 @@ impl DeploymentService {
         out
     }
 
-    async fn spawn(&self, tenant: &TenantId, id: Uuid) -> Result<()> {
+    async fn spawn(&self, tenant: &TenantId, id: Uuid, indexing: Indexing) -> Result<()> {
         let tenant = tenant.clone();
-        match self
-            .supervisor
-            .call(|reply| SupervisorMsg::Start { tenant, id, reply }, None)
-            .await
-        {
+        let start = |reply| SupervisorMsg::Start {
+            tenant,
+            id,
+            indexing,
+            reply,
+        };
+        match self.supervisor.call(start, None).await {
             Ok(CallResult::Success(r)) => r,
             _ => Err(EngineError::Internal(
                 "the supervisor is not running".into(),
@@ -212,7 +207,7 @@ impl DeploymentService {
             });
         }
         self.store.commit(writes).await?;
-        self.spawn(tenant, header.id).await?;
+        self.spawn(tenant, header.id, Indexing::New).await?;
         Ok(header)
     }
 

@@ -41,6 +41,8 @@ pub enum SupervisorMsg {
         tenant: TenantId,
         /// Deployment.
         id: Uuid,
+        /// [`Indexing::New`] on creation, [`Indexing::Rehydrate`] at server start-up.
+        indexing: Indexing,
         /// Answer.
         reply: RpcReplyPort<Result<()>>,
     },
@@ -267,8 +269,13 @@ impl Actor for Supervisor {
         state: &mut SupervisorState,
     ) -> std::result::Result<(), ActorProcessingErr> {
         match msg {
-            SupervisorMsg::Start { tenant, id, reply } => {
-                let r = state.start(&myself, tenant, id, Indexing::Add).await;
+            SupervisorMsg::Start {
+                tenant,
+                id,
+                indexing,
+                reply,
+            } => {
+                let r = state.start(&myself, tenant, id, indexing).await;
                 if r.is_err() {
                     state.args.registry.remove(id);
                 }

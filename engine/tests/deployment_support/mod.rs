@@ -343,11 +343,12 @@ impl MetaStore for FaultyStore {
     ) -> storage::Result<Option<Vec<LogMessage>>> {
         self.inner.log(tenant, deployment, device).await
     }
-    async fn for_each_last_finished(
+    async fn last_finished(
         &self,
-        visit: &mut (dyn for<'a> FnMut(&'a TenantId, &'a str, i128) + Send),
-    ) -> storage::Result<()> {
-        self.inner.for_each_last_finished(visit).await
+        tenant: &TenantId,
+        devices: &[String],
+    ) -> storage::Result<Vec<Option<i128>>> {
+        self.inner.last_finished(tenant, devices).await
     }
     async fn inventory(
         &self,
@@ -394,5 +395,16 @@ impl MetaStore for FaultyStore {
         record: DeviceAuthRecord,
     ) -> storage::Result<bool> {
         self.inner.replace_device_auth(expected, record).await
+    }
+    async fn replace_inventory(
+        &self,
+        tenant: &TenantId,
+        device: &str,
+        expected: Option<&serde_json::Value>,
+        attributes: serde_json::Value,
+    ) -> storage::Result<bool> {
+        self.inner
+            .replace_inventory(tenant, device, expected, attributes)
+            .await
     }
 }

@@ -1,11 +1,13 @@
 //! The uniqueness rules that must hold across rollout processes, as lightweight
 //! transactions (Paxos on a partition): artifact names per device type, and
-//! compare-and-set of device authentication records.
+//! compare-and-set of device authentication records and inventories.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use scylla::response::query_result::QueryResult;
+use scylla::statement::prepared::PreparedStatement;
 use scylla::value::{CqlValue, Row};
+use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use super::error::CqlError;
@@ -111,34 +113,87 @@ impl Inner {
         record: DeviceAuthRecord,
     ) -> Result<bool> {
         let bucket = buckets::of(record.id.as_bytes(), buckets::DEVICE_AUTH);
-        let key = (record.tenant.as_str(), bucket, record.id.as_str());
+        let key = vec![
+            CqlValue::Text(record.tenant.as_str().to_owned()),
+            CqlValue::SmallInt(bucket),
+            CqlValue::Text(record.id.clone()),
+        ];
+        let statements = Swap {
+            what: "device_auth",
+            get: &self.st.get_device_auth_serial,
+            insert_if_absent: &self.st.insert_device_auth_if_absent,
+            update_if: &self.st.update_device_auth_if,
+        };
         let body = serde_json::to_string(&record).unwrap_or_default();
+        self.swap(statements, key, expected, body).await
+    }
+
+    pub(crate) async fn replace_inventory(
+        &self,
+        tenant: &TenantId,
+        device: &str,
+        expected: Option<&serde_json::Value>,
+        attributes: serde_json::Value,
+    ) -> Result<bool> {
+        let key = vec![
+            CqlValue::Text(tenant.as_str().to_owned()),
+            CqlValue::Text(device.to_owned()),
+        ];
+        let statements = Swap {
+            what: "inventory",
+            get: &self.st.get_inventory_serial,
+            insert_if_absent: &self.st.insert_inventory_if_absent,
+            update_if: &self.st.update_inventory_if,
+        };
+        self.swap(statements, key, expected, attributes.to_string())
+            .await
+    }
+
+    /// Compare-and-set of one JSON text column: insert `body` if no row exists and
+    /// `expected` is `None`, or replace the stored text if it decodes to `expected`.
+    async fn swap<T: DeserializeOwned + PartialEq>(
+        &self,
+        statements: Swap<'_>,
+        key: Vec<CqlValue>,
+        expected: Option<&T>,
+        body: String,
+    ) -> Result<bool> {
         let result = match expected {
             None => {
-                let values = (key.0, key.1, key.2, body);
+                let mut values = key;
+                values.push(CqlValue::Text(body));
                 self.session
-                    .execute_unpaged(&self.st.insert_device_auth_if_absent, values)
+                    .execute_unpaged(statements.insert_if_absent, values)
                     .await
             }
             Some(expected) => {
                 // Compare with the stored text as it is, so a record written by another
                 // version (another field order) is still recognised.
-                let stored = self
-                    .one_row::<(String,)>(&self.st.get_device_auth_serial, key)
-                    .await?;
-                let Some((raw,)) = stored else {
+                let stored = self.one::<String>(statements.get, key.clone()).await?;
+                let Some(raw) = stored else {
                     return Ok(false);
                 };
-                let decoded: DeviceAuthRecord = super::decode("device_auth", &raw)?;
+                let decoded: T = super::decode(statements.what, &raw)?;
                 if decoded != *expected {
                     return Ok(false);
                 }
-                let values = (body, key.0, key.1, key.2, raw);
+                let mut values = vec![CqlValue::Text(body)];
+                values.extend(key);
+                values.push(CqlValue::Text(raw));
                 self.session
-                    .execute_unpaged(&self.st.update_device_auth_if, values)
+                    .execute_unpaged(statements.update_if, values)
                     .await
             }
         };
         applied(result.map_err(CqlError::from)?)
     }
+}
+
+/// The statements of one compare-and-set column: a serial read of the stored text, and the
+/// conditional insert and update (new text first, then the key, then the compared text).
+struct Swap<'a> {
+    what: &'static str,
+    get: &'a PreparedStatement,
+    insert_if_absent: &'a PreparedStatement,
+    update_if: &'a PreparedStatement,
 }

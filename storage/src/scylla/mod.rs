@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use futures_util::TryStreamExt as _;
+use futures_util::{StreamExt as _, TryStreamExt as _};
 use scylla::client::session::Session;
 use scylla::deserialize::row::DeserializeRow;
 use scylla::serialize::row::SerializeRow;
@@ -33,6 +33,10 @@ use crate::{DeviceAuthRecord, Durable, MetaStore, Result, StoreError, Write};
 use error::CqlError;
 use statements::Statements;
 use writes::WriteClock;
+
+/// Point reads one caller keeps in flight when it looks up many partitions at once: enough
+/// to hide the round trips, few enough not to crowd out other requests.
+const LOOKUPS_IN_FLIGHT: usize = 64;
 
 /// [`MetaStore`] on a ScyllaDB or Cassandra cluster.
 #[derive(Clone)]
@@ -273,25 +277,32 @@ impl MetaStore for ScyllaStore {
         decode_opt(|| format!("logs/{tenant}/{deployment}/{device}"), body)
     }
 
-    async fn for_each_last_finished(
+    async fn last_finished(
         &self,
-        visit: &mut (dyn for<'a> FnMut(&'a TenantId, &'a str, i128) + Send),
-    ) -> Result<()> {
-        let pager = self
-            .inner
-            .session
-            .execute_iter(self.inner.st.scan_last_finished.clone(), ())
-            .await
-            .map_err(CqlError::from)?;
-        let mut rows = pager
-            .rows_stream::<(String, String, Vec<u8>)>()
-            .map_err(CqlError::from)?;
-        while let Some((tenant, device, created)) = rows.try_next().await.map_err(CqlError::from)? {
-            if let Ok(bytes) = <[u8; 16]>::try_from(created.as_slice()) {
-                visit(&TenantId(tenant), &device, i128::from_be_bytes(bytes));
-            }
+        tenant: &TenantId,
+        devices: &[String],
+    ) -> Result<Vec<Option<i128>>> {
+        // One partition per device: many point reads in flight, in order.
+        let st = &self.inner.st.get_last_finished;
+        let mut reads = Vec::with_capacity(devices.len());
+        for device in devices {
+            reads.push(
+                self.inner
+                    .one::<Vec<u8>>(st, (tenant.as_str(), device.as_str())),
+            );
         }
-        Ok(())
+        let found: Vec<Option<Vec<u8>>> = futures_util::stream::iter(reads)
+            .buffered(LOOKUPS_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        Ok(found
+            .into_iter()
+            .map(|created| {
+                created
+                    .and_then(|b| <[u8; 16]>::try_from(b.as_slice()).ok())
+                    .map(i128::from_be_bytes)
+            })
+            .collect())
     }
 
     async fn inventory(
@@ -362,5 +373,17 @@ impl MetaStore for ScyllaStore {
         record: DeviceAuthRecord,
     ) -> Result<bool> {
         self.inner.replace_device_auth(expected, record).await
+    }
+
+    async fn replace_inventory(
+        &self,
+        tenant: &TenantId,
+        device: &str,
+        expected: Option<&serde_json::Value>,
+        attributes: serde_json::Value,
+    ) -> Result<bool> {
+        self.inner
+            .replace_inventory(tenant, device, expected, attributes)
+            .await
     }
 }

@@ -62,10 +62,8 @@ pub(crate) struct Statements {
     pub put_log: PreparedStatement,
     pub get_log: PreparedStatement,
     pub put_last_finished: PreparedStatement,
-    pub scan_last_finished: PreparedStatement,
-    pub put_inventory: PreparedStatement,
+    pub get_last_finished: PreparedStatement,
     pub get_inventory: PreparedStatement,
-    pub put_device_auth: PreparedStatement,
     pub get_device_auth: PreparedStatement,
     pub list_device_auth: PreparedStatement,
     pub claim_name: PreparedStatement,
@@ -75,6 +73,9 @@ pub(crate) struct Statements {
     pub insert_device_auth_if_absent: PreparedStatement,
     pub update_device_auth_if: PreparedStatement,
     pub get_device_auth_serial: PreparedStatement,
+    pub insert_inventory_if_absent: PreparedStatement,
+    pub update_inventory_if: PreparedStatement,
+    pub get_inventory_serial: PreparedStatement,
 }
 
 impl Statements {
@@ -186,23 +187,14 @@ impl Statements {
                  USING TIMESTAMP ?",
             )
             .await?,
-            scan_last_finished: prepare(s, "SELECT tenant, device, created FROM {ks}.last_finished")
-                .await?,
-            put_inventory: prepare(
+            get_last_finished: prepare(
                 s,
-                "INSERT INTO {ks}.inventory (tenant, device, attributes) VALUES (?, ?, ?) \
-                 USING TIMESTAMP ?",
+                "SELECT created FROM {ks}.last_finished WHERE tenant = ? AND device = ?",
             )
             .await?,
             get_inventory: prepare(
                 s,
                 "SELECT attributes FROM {ks}.inventory WHERE tenant = ? AND device = ?",
-            )
-            .await?,
-            put_device_auth: prepare(
-                s,
-                "INSERT INTO {ks}.device_auth (tenant, bucket, id, body) VALUES (?, ?, ?, ?) \
-                 USING TIMESTAMP ?",
             )
             .await?,
             get_device_auth: prepare(
@@ -252,6 +244,24 @@ impl Statements {
             get_device_auth_serial: serial_read(
                 s,
                 "SELECT body FROM {ks}.device_auth WHERE tenant = ? AND bucket = ? AND id = ?",
+                serial,
+            )
+            .await?,
+            insert_inventory_if_absent: conditional(
+                s,
+                "INSERT INTO {ks}.inventory (tenant, device, attributes) VALUES (?, ?, ?) \
+                 IF NOT EXISTS",
+            )
+            .await?,
+            update_inventory_if: conditional(
+                s,
+                "UPDATE {ks}.inventory SET attributes = ? WHERE tenant = ? AND device = ? \
+                 IF attributes = ?",
+            )
+            .await?,
+            get_inventory_serial: serial_read(
+                s,
+                "SELECT attributes FROM {ks}.inventory WHERE tenant = ? AND device = ?",
                 serial,
             )
             .await?,

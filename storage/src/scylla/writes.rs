@@ -84,8 +84,6 @@ fn key(w: &Write) -> (u8, String) {
             ..
         } => (4, format!("{tenant}\0{deployment}\0{device}")),
         Write::PutLastFinished { tenant, device, .. } => (5, format!("{tenant}\0{device}")),
-        Write::PutInventory { tenant, device, .. } => (6, format!("{tenant}\0{device}")),
-        Write::PutDeviceAuth(d) => (7, format!("{}\0{}", d.tenant, d.id)),
     }
 }
 
@@ -253,19 +251,6 @@ async fn apply(inner: &Inner, w: Write, ts: i64) -> Result<(), CqlError> {
             let values = (tenant.as_str(), device, created, ts);
             s.execute_unpaged(&st.put_last_finished, values).await?;
         }
-        Write::PutInventory {
-            tenant,
-            device,
-            attributes,
-        } => {
-            let values = (tenant.as_str(), device, json(&attributes), ts);
-            s.execute_unpaged(&st.put_inventory, values).await?;
-        }
-        Write::PutDeviceAuth(d) => {
-            let bucket = buckets::of(d.id.as_bytes(), buckets::DEVICE_AUTH);
-            let values = (d.tenant.as_str(), bucket, d.id.as_str(), json(&d), ts);
-            s.execute_unpaged(&st.put_device_auth, values).await?;
-        }
     }
     Ok(())
 }
@@ -288,27 +273,23 @@ mod tests {
     #[test]
     fn a_batch_keeps_the_last_write_of_each_key() {
         let tenant = TenantId("t".into());
-        let inv = |device: &str, v: i32| Write::PutInventory {
+        let inv = |device: &str, v: i128| Write::PutLastFinished {
             tenant: tenant.clone(),
             device: device.into(),
-            attributes: serde_json::json!(v),
+            created_nanos: v,
         };
         let kept = last_per_key(vec![inv("a", 1), inv("b", 2), inv("a", 3)]);
         let values: Vec<_> = kept
             .iter()
             .map(|w| match w {
-                Write::PutInventory {
-                    device, attributes, ..
-                } => (device.clone(), attributes.clone()),
+                Write::PutLastFinished {
+                    device,
+                    created_nanos,
+                    ..
+                } => (device.clone(), *created_nanos),
                 _ => unreachable!(),
             })
             .collect();
-        assert_eq!(
-            values,
-            vec![
-                ("b".to_string(), serde_json::json!(2)),
-                ("a".to_string(), serde_json::json!(3))
-            ]
-        );
+        assert_eq!(values, vec![("b".to_string(), 2), ("a".to_string(), 3)]);
     }
 }

@@ -6,6 +6,7 @@
 
 mod check_in;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -17,7 +18,7 @@ use uuid::Uuid;
 
 use super::clock::Clock;
 use super::device::{self, Change, ReportError, Reported};
-use super::fleet::{device_key, Fleet, Membership};
+use super::fleet::{device_key, DeviceKey, Fleet, Membership};
 use super::plan;
 use super::roster::Roster;
 use super::stats::Statistics;
@@ -152,9 +153,12 @@ pub struct DeploymentArgs {
 /// Whether a loading deployment adds its devices to the fleet index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Indexing {
-    /// First start (creation, or server start-up, which then prunes memberships older than
-    /// what each device finished): every unfinished device becomes a member.
-    Add,
+    /// Creation: every device becomes a member (none can have finished a newer one).
+    New,
+    /// Server start-up: every unfinished device becomes a member, unless it has since
+    /// finished a newer deployment ([`MetaStore::last_finished`], asked of these devices
+    /// only), which must never be followed by an older one.
+    Rehydrate,
     /// A restart after a crash: the index still holds exactly the memberships the crashed
     /// actor left, and they are right (removals it made, and prunes since made by newer
     /// deployments a device finished). Re-adding every unfinished device from the records
@@ -289,18 +293,36 @@ impl DeploymentState {
             .deployment(&tenant, id)
             .await?
             .ok_or(EngineError::NotFound("deployment"))?;
+        let records = store.device_records(&tenant, id).await?;
+        let created = header.created.unix_timestamp_nanos();
+        let done: HashSet<DeviceKey> = records
+            .iter()
+            .filter(|r| r.status.is_terminal())
+            .map(|r| device_key(&tenant, &r.device_id))
+            .collect();
         // Chunk by chunk: the ids themselves are not kept, only their keys.
         let mut keys = Vec::with_capacity(header.device_count as usize);
+        let mut superseded = HashSet::new();
         let mut chunk = 0;
         while let Some(ids) = store.device_list_chunk(&tenant, id, chunk).await? {
-            keys.extend(ids.iter().map(|d| device_key(&tenant, d)));
+            let chunk_keys: Vec<DeviceKey> = ids.iter().map(|d| device_key(&tenant, d)).collect();
+            if indexing == Indexing::Rehydrate {
+                let waiting = ids
+                    .into_iter()
+                    .zip(&chunk_keys)
+                    .filter(|(_, k)| !done.contains(k))
+                    .map(|(d, _)| d);
+                let newer = finished_newer(store.as_ref(), &tenant, waiting.collect(), created);
+                superseded.extend(newer.await?);
+            }
+            keys.extend(chunk_keys);
             chunk += 1;
         }
         let mut devices = Roster::new(keys);
         for p in &mut header.phases {
             p.device_count = 0;
         }
-        for rec in store.device_records(&tenant, id).await? {
+        for rec in records {
             if let Some(phase) = rec.phase.and_then(|i| header.phases.get_mut(i as usize)) {
                 phase.device_count += 1;
             }
@@ -308,12 +330,13 @@ impl DeploymentState {
         }
         let artifacts = load_artifacts(store.as_ref(), &header).await?;
         let stats = devices.statistics();
-        if indexing == Indexing::Add {
+        if indexing != Indexing::Keep {
             let membership = Membership {
-                created: header.created.unix_timestamp_nanos(),
+                created,
                 deployment: id,
             };
-            fleet.add_all(devices.active_keys(), membership);
+            let members = devices.active_keys().filter(|k| !superseded.contains(k));
+            fleet.add_all(members, membership);
         }
         Ok(DeploymentState {
             header,
@@ -535,6 +558,22 @@ pub(crate) async fn abort_stopped(args: DeploymentArgs) -> Result<()> {
 
 /// The deployment's artifacts by the ids it was created with, so that a later artifact of
 /// the same release (which the artifact service may delete at any time) is never handed out.
+/// The keys of those `devices` that finished a deployment created after `created`.
+async fn finished_newer(
+    store: &dyn MetaStore,
+    tenant: &TenantId,
+    devices: Vec<String>,
+    created: i128,
+) -> Result<Vec<DeviceKey>> {
+    let last = store.last_finished(tenant, &devices).await?;
+    Ok(devices
+        .iter()
+        .zip(last)
+        .filter(|(_, finished)| finished.is_some_and(|t| t > created))
+        .map(|(d, _)| device_key(tenant, d))
+        .collect())
+}
+
 async fn load_artifacts(
     store: &dyn MetaStore,
     header: &DeploymentRecord,
