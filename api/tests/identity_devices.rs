@@ -342,6 +342,48 @@ fn auth_sets(device: &Value) -> Vec<(String, String, String)> {
 }
 
 #[tokio::test]
+async fn a_device_asking_with_two_keys_on_two_nodes_at_once_is_admitted_once() {
+    let first = Server::start().await;
+    let Some(second) = Server::start_beside(&first).await else {
+        eprintln!("SKIPPED: two nodes need ROLLOUT_TEST_STORE=scylla and ROLLOUT_TEST_CQL");
+        return;
+    };
+    let work = Workdir::new();
+    let keys = [
+        DeviceKey::new(Kind::Ed25519, work.path(), "one"),
+        DeviceKey::new(Kind::Ed25519, work.path(), "two"),
+    ];
+    // Each round a new device's first two auth requests race, one per node. Without a
+    // compare-and-set both would admit their key and one record would overwrite the other.
+    for round in 0..6 {
+        let identity = json!({"mac": format!("02:00:00:00:02:{round:02x}")});
+        let bodies = keys.each_ref().map(|k| auth_body(&identity, &k.public, ""));
+        let signatures = [keys[0].sign(&bodies[0]), keys[1].sign(&bodies[1])];
+        let [b0, b1] = bodies;
+        let [s0, s1] = signatures;
+        let (one, two) = tokio::join!(
+            post_auth(&first.base, b0, Some(s0)),
+            post_auth(&second.base, b1, Some(s1))
+        );
+        let mut statuses = [one.status(), two.status()];
+        statuses.sort();
+        assert_eq!(
+            statuses,
+            [StatusCode::OK, StatusCode::UNAUTHORIZED],
+            "round {round}: one key admitted, the other waits"
+        );
+        let listed = devices(&second, "").await;
+        let device = listed
+            .iter()
+            .find(|d| d["identity_data"] == identity)
+            .expect("the device is listed");
+        let mut statuses: Vec<String> = auth_sets(device).into_iter().map(|(_, _, s)| s).collect();
+        statuses.sort();
+        assert_eq!(statuses, ["accepted", "pending"], "round {round}");
+    }
+}
+
+#[tokio::test]
 async fn a_new_key_for_an_accepted_device_waits_as_pending_until_an_operator_accepts_it() {
     let (mut server, work) = (Server::start().await, Workdir::new());
     let owner = DeviceKey::new(Kind::Ec, work.path(), "owner");

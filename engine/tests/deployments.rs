@@ -361,7 +361,11 @@ fn after_a_restart_a_device_still_never_receives_an_older_deployment() {
         let f = Fixture::open(dir.path()).await;
         assert_eq!(f.check_in("d00").await, None, "d00 finished a newer one");
         assert_eq!(f.status(oldest, "d00").await, DeviceStatus::Pending);
-        assert_eq!(f.check_in("d02").await, Some(oldest), "d02 finished nothing");
+        assert_eq!(
+            f.check_in("d02").await,
+            Some(oldest),
+            "d02 finished nothing"
+        );
         f.snapshot(oldest).await;
     });
 }
