@@ -1,9 +1,6 @@
 //! The offline subcommands: `rollout token …` and `rollout device preauthorize`.
 
-use std::sync::Arc;
-
 use anyhow::Context;
-use storage::{EmbeddedStore, MetaStore};
 
 use crate::auth::{SigningKey, TokenIssuer};
 use crate::config::{DeviceCommand, SchemaCommand, TokenCommand};
@@ -62,20 +59,16 @@ pub async fn device(cmd: DeviceCommand) -> anyhow::Result<()> {
             identity,
             pubkey,
             dir,
+            store,
         } => {
             let identity_data: serde_json::Value =
                 serde_json::from_str(&identity).context("--identity is not JSON")?;
             let pem = std::fs::read_to_string(&pubkey)
                 .with_context(|| format!("reading {}", pubkey.display()))?;
-            let meta = dir.data_dir.join("meta");
-            let store: Arc<dyn MetaStore> =
-                Arc::new(EmbeddedStore::open(&meta).with_context(|| {
-                    format!(
-                        "opening the store in {} (if `rollout serve` is running on it, \
-                         use POST /api/management/v2/devauth/devices instead)",
-                        meta.display()
-                    )
-                })?);
+            let store = crate::open_store(&store, &dir.data_dir).await.context(
+                "no store to register the device in (while `rollout serve` runs on the \
+                     embedded store, use POST /api/management/v2/devauth/devices instead)",
+            )?;
             let record =
                 crate::identity::preauthorize(store.as_ref(), &tenant, identity_data, &pem).await?;
             println!("{}", record.id);

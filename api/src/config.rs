@@ -97,8 +97,9 @@ pub enum TokenCommand {
 #[derive(Debug, Subcommand)]
 pub enum DeviceCommand {
     /// Register a device's identity and public key for `--device-admission preauthorized`,
-    /// writing to the data dir's store. The store is locked while `rollout serve` runs on
-    /// it: then use `POST /api/management/v2/devauth/devices` instead.
+    /// in the store `rollout serve` uses (the same `--store` flags). The embedded store is
+    /// locked while `rollout serve` runs on it: then use
+    /// `POST /api/management/v2/devauth/devices` instead. A cluster store takes it anytime.
     Preauthorize {
         /// Tenant (empty: the default tenant).
         #[arg(long, default_value = "")]
@@ -112,6 +113,9 @@ pub enum DeviceCommand {
         /// Data dir.
         #[command(flatten)]
         dir: DataDirArg,
+        /// The metadata store.
+        #[command(flatten)]
+        store: StoreArgs,
     },
 }
 

@@ -31,7 +31,7 @@ use engine::{ArtifactLimits, ArtifactService, Clock, DeploymentService};
 use storage::{BlobConfig, BlobStore, EmbeddedStore, MetaStore, ScyllaStore};
 
 use crate::auth::{SigningKey, TokenIssuer, TokenVerifier, VerifyKey};
-use crate::config::{BlobBackend, ServeArgs, StoreBackend};
+use crate::config::{BlobBackend, ServeArgs, StoreArgs, StoreBackend};
 use crate::identity::login::AdminCredentials;
 use crate::identity::{IdentityConfig, IdentityService};
 use crate::signing::{LinkCache, LinkSigner};
@@ -42,7 +42,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let metrics_token = metrics_token(&args)?;
-    let store = open_store(&args).await?;
+    let store = open_store(&args.store, &args.data_dir).await?;
     let blobs = BlobStore::new(&blob_config(&args)?).context("opening the blob store")?;
     // The store lock is held: no other server uploads into these blobs.
     let partial = blobs
@@ -165,18 +165,26 @@ fn connection_limits(args: &ServeArgs) -> server::ConnectionLimits {
     }
 }
 
-/// The metadata store `--store` selects.
-async fn open_store(args: &ServeArgs) -> anyhow::Result<Arc<dyn MetaStore>> {
-    Ok(match args.store.backend {
-        StoreBackend::Embedded => Arc::new(
-            EmbeddedStore::open_with_observer(
-                &args.data_dir.join("meta"),
-                metrics::commit_observer(),
-            )
-            .context("opening the metadata store")?,
-        ),
+/// The metadata store `--store` selects: the embedded one in `data_dir/meta` (reporting
+/// its commits to the metrics), or the cluster.
+pub(crate) async fn open_store(
+    store: &StoreArgs,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<Arc<dyn MetaStore>> {
+    Ok(match store.backend {
+        StoreBackend::Embedded => {
+            let meta = data_dir.join("meta");
+            let opened = EmbeddedStore::open_with_observer(&meta, metrics::commit_observer())
+                .with_context(|| {
+                    format!(
+                        "opening the metadata store in {} (one process at a time: is                          `rollout serve` running on it?)",
+                        meta.display()
+                    )
+                })?;
+            Arc::new(opened)
+        }
         StoreBackend::Scylla => {
-            let config = args.store.scylla.config()?;
+            let config = store.scylla.config()?;
             let store = ScyllaStore::connect(&config)
                 .await
                 .with_context(|| format!("connecting to {}", config.nodes.join(",")))?;

@@ -83,6 +83,48 @@ async fn a_device_preauthorized_on_two_nodes_at_once_is_registered_once() {
     }
 }
 
+#[tokio::test]
+async fn the_preauthorize_command_registers_a_device_while_the_cluster_serves() {
+    let server = Server::start().await;
+    let store = server.store_args();
+    if store.is_empty() {
+        eprintln!("\n!!! SKIPPED: needs ROLLOUT_TEST_STORE=scylla and ROLLOUT_TEST_CQL !!!\n");
+        return;
+    }
+    let work = Workdir::new();
+    let key = work.path().join("dev.pem");
+    let k = key.to_str().unwrap();
+    common::run_ok(
+        "openssl",
+        ["genpkey", "-algorithm", "ED25519", "-out", k],
+        work.path(),
+    );
+    let pubkey = work.file(
+        "dev.pub",
+        common::run_ok("openssl", ["pkey", "-in", k, "-pubout"], work.path()).as_bytes(),
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rollout"))
+        .args(["device", "preauthorize", "--tenant", "acme", "--identity"])
+        .arg(r#"{"mac":"02:00:00:00:03:01"}"#)
+        .arg("--pubkey")
+        .arg(&pubkey)
+        .arg("--data-dir")
+        .arg(&server.data_dir)
+        .args(&store)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let path = format!("/api/management/v2/devauth/devices/{id}");
+    let req = server
+        .http()
+        .get(server.url(&path))
+        .bearer_auth(server.user_token("acme"));
+    let device = common::json_ok(common::send(req).await).await;
+    assert_eq!(device["status"], "preauthorized", "{device}");
+}
+
 #[test]
 fn serve_on_scylla_without_nodes_or_with_a_bad_keyspace_says_what_is_missing() {
     let dir = tempfile::tempdir().unwrap();

@@ -302,6 +302,15 @@ impl Server {
             .expect("VmHWM in /proc/PID/status")
     }
 
+    /// The `--store …` flags of the server's metadata store (none for the embedded one),
+    /// for offline commands that take them.
+    pub fn store_args(&self) -> Vec<String> {
+        self._keyspace
+            .as_ref()
+            .map(cql::TestKeyspace::serve_args)
+            .unwrap_or_default()
+    }
+
     /// Every stored blob: the regular files under `DATA_DIR/blobs`, or on S3 the bucket's
     /// objects and open multipart uploads.
     pub fn blob_files(&self) -> Vec<PathBuf> {
