@@ -51,14 +51,7 @@ async fn a_device_preauthorized_on_two_nodes_at_once_is_registered_once() {
         return;
     };
     let work = Workdir::new();
-    let key = work.path().join("dev.pem");
-    let k = key.to_str().unwrap();
-    common::run_ok(
-        "openssl",
-        ["genpkey", "-algorithm", "ED25519", "-out", k],
-        work.path(),
-    );
-    let pubkey = common::run_ok("openssl", ["pkey", "-in", k, "-pubout"], work.path());
+    let pubkey = ed25519_public_key(&work);
     let post = |server: &Server, body: &serde_json::Value| {
         server
             .http()
@@ -92,17 +85,7 @@ async fn the_preauthorize_command_registers_a_device_while_the_cluster_serves() 
         return;
     }
     let work = Workdir::new();
-    let key = work.path().join("dev.pem");
-    let k = key.to_str().unwrap();
-    common::run_ok(
-        "openssl",
-        ["genpkey", "-algorithm", "ED25519", "-out", k],
-        work.path(),
-    );
-    let pubkey = work.file(
-        "dev.pub",
-        common::run_ok("openssl", ["pkey", "-in", k, "-pubout"], work.path()).as_bytes(),
-    );
+    let pubkey = work.file("dev.pub", ed25519_public_key(&work).as_bytes());
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_rollout"))
         .args(["device", "preauthorize", "--tenant", "acme", "--identity"])
         .arg(r#"{"mac":"02:00:00:00:03:01"}"#)
@@ -123,6 +106,15 @@ async fn the_preauthorize_command_registers_a_device_while_the_cluster_serves() 
         .bearer_auth(server.user_token("acme"));
     let device = common::json_ok(common::send(req).await).await;
     assert_eq!(device["status"], "preauthorized", "{device}");
+}
+
+/// A new Ed25519 key's public half (PKIX PEM), made by openssl in `work`.
+fn ed25519_public_key(work: &Workdir) -> String {
+    let key = work.path().join("dev.pem");
+    let k = key.to_str().unwrap();
+    let args = ["genpkey", "-algorithm", "ED25519", "-out", k];
+    common::run_ok("openssl", args, work.path());
+    common::run_ok("openssl", ["pkey", "-in", k, "-pubout"], work.path())
 }
 
 #[test]

@@ -339,16 +339,7 @@ async fn device_never_receives_a_deployment_older_than_one_it_finished() {
 fn after_a_restart_a_device_still_never_receives_an_older_deployment() {
     let dir = tempfile::tempdir().unwrap();
     let oldest = on_runtime(async {
-        let f = Fixture::open(dir.path()).await;
-        f.store
-            .commit(vec![Write::PutArtifact(artifact(
-                &acme(),
-                RELEASE,
-                &[TYPE],
-                1,
-            ))])
-            .await
-            .unwrap();
+        let f = Fixture::open(dir.path()).await.with_release().await;
         let oldest = f.deploy(f.new_deployment(devices(3))).await;
         tokio::time::advance(Duration::from_secs(1)).await;
         let newer = f.deploy(f.new_deployment(vec!["d00".into()])).await;
@@ -529,16 +520,7 @@ struct Seen {
 fn restart_rehydrates_deployments_and_devices_continue() {
     let dir = tempfile::tempdir().unwrap();
     let seen = on_runtime(async {
-        let f = Fixture::open(dir.path()).await;
-        f.store
-            .commit(vec![Write::PutArtifact(artifact(
-                &acme(),
-                RELEASE,
-                &[TYPE],
-                1,
-            ))])
-            .await
-            .unwrap();
+        let f = Fixture::open(dir.path()).await.with_release().await;
         let done = f.deploy(f.new_deployment(vec!["x".into()])).await;
         assert_eq!(f.check_in("x").await, Some(done));
         f.run_update("x", done, DeviceStatus::Success).await;

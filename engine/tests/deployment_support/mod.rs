@@ -145,6 +145,16 @@ impl Fixture {
         }
     }
 
+    /// Store an artifact of [`RELEASE`] in `acme` (for fixtures opened on a fresh dir).
+    pub async fn with_release(self) -> Fixture {
+        let release = artifact(&acme(), RELEASE, &[TYPE], 1);
+        self.store
+            .commit(vec![Write::PutArtifact(release)])
+            .await
+            .unwrap();
+        self
+    }
+
     /// A deployment of [`RELEASE`] to `devices`, all at once, without retries.
     pub fn new_deployment(&self, devices: Vec<String>) -> NewDeployment {
         NewDeployment {
