@@ -295,6 +295,10 @@ impl DeploymentState {
             .ok_or(EngineError::NotFound("deployment"))?;
         let records = store.device_records(&tenant, id).await?;
         let created = header.created.unix_timestamp_nanos();
+        // Only a device that finished a newer deployment can be superseded; with none
+        // newer (the common case), no device needs looking up.
+        let check_devices = indexing == Indexing::Rehydrate
+            && newer_deployment_exists(store.as_ref(), &tenant, &header).await?;
         let done: HashSet<DeviceKey> = records
             .iter()
             .filter(|r| r.status.is_terminal())
@@ -306,7 +310,7 @@ impl DeploymentState {
         let mut chunk = 0;
         while let Some(ids) = store.device_list_chunk(&tenant, id, chunk).await? {
             let chunk_keys: Vec<DeviceKey> = ids.iter().map(|d| device_key(&tenant, d)).collect();
-            if indexing == Indexing::Rehydrate {
+            if check_devices {
                 let waiting = ids
                     .into_iter()
                     .zip(&chunk_keys)
@@ -558,6 +562,16 @@ pub(crate) async fn abort_stopped(args: DeploymentArgs) -> Result<()> {
 
 /// The deployment's artifacts by the ids it was created with, so that a later artifact of
 /// the same release (which the artifact service may delete at any time) is never handed out.
+/// Whether the tenant has a deployment created after `header`'s.
+async fn newer_deployment_exists(
+    store: &dyn MetaStore,
+    tenant: &TenantId,
+    header: &DeploymentRecord,
+) -> Result<bool> {
+    let all = store.deployments(tenant).await?;
+    Ok(all.iter().any(|d| d.created > header.created))
+}
+
 /// The keys of those `devices` that finished a deployment created after `created`.
 async fn finished_newer(
     store: &dyn MetaStore,
