@@ -27,51 +27,7 @@ BIN=$TARGET_DIR/release
 
 cargo build --release -p api --bin rollout -p load-tests --bin rollout-load --bin baseline-server
 
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT INT TERM
-
-# start NAME CMD...: run CMD with stdout in $tmp/NAME.out; sets $addr to the URL it prints.
-start() {
-    local name=$1
-    shift
-    "$@" >"$tmp/$name.out" 2>"$tmp/$name.log" &
-    pids+=($!)
-    for _ in $(seq 1 600); do
-        addr=$(sed -n 's/^listening on //p' "$tmp/$name.out")
-        if [ -n "$addr" ]; then
-            return 0
-        fi
-        if ! kill -0 "${pids[-1]}" 2>/dev/null; then
-            echo "$name exited:" >&2
-            cat "$tmp/$name.log" >&2
-            exit 1
-        fi
-        sleep 0.1
-    done
-    echo "$name printed no address within 60 s" >&2
-    exit 1
-}
-
-# top-level number KEY of the JSON report FILE
-num() { sed -n "s/^  \"$2\": \([0-9.e+-]*\),\{0,1\}$/\1/p" "$1" | head -n1; }
-# number KEY of kind KIND in the JSON report FILE
-kind_num() {
-    awk -v kind="\"$2\": {" -v key="\"$3\":" '
-        index($0, kind) { inside = 1; next }
-        inside && index($0, key) { gsub(/[ ,]/, "", $2); print $2; exit }
-        inside && /^    }/ { inside = 0 }
-    ' FS=: "$1"
-}
+. load-tests/lib.sh
 
 start baseline "$BIN/baseline-server" --listen 127.0.0.1:0
 baseline=$addr
