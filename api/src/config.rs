@@ -224,7 +224,8 @@ pub struct ServeArgs {
     #[arg(long, env = "ROLLOUT_BLOB_STORE", value_enum, default_value_t = BlobBackend::Fs)]
     pub blob_store: BlobBackend,
 
-    /// S3 bucket (with `--blob-store s3`).
+    /// S3 bucket (with `--blob-store s3`; credentials from the environment variables
+    /// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY).
     #[arg(long, env = "ROLLOUT_S3_BUCKET")]
     pub s3_bucket: Option<String>,
 
