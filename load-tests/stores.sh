@@ -62,7 +62,7 @@ for name in embedded cassandra; do
     mixed "$name" /dev/null checkin=100,status=0,log=0 --create-deployment --duration "$WARMUP"
 done
 
-declare -A server_cpu node_cpu
+declare -A wrk_rps wrk_cpu
 for round in $(seq 1 "$ROUNDS"); do
     for name in embedded cassandra; do
         for run in update status; do
@@ -79,6 +79,27 @@ for round in $(seq 1 "$ROUNDS"); do
         done
     done
 done
+
+# A second client: wrk (Debian's), on the update check-in of one device of the deployment,
+# so a figure limited by rollout-load shows as such.
+wrk_check() { # wrk_check NAME: prints "req/s client-CPU-s"
+    local name=$1 token query
+    token=$("$BIN/rollout" token device --tenant updates --device dev-00000001 \
+        --data-dir "$tmp/$name")
+    query="artifact_name=factory-0.1&device_type=rollout-load-device"
+    /usr/bin/time -f "%U %S" -o "$tmp/wrk-$name.time" \
+        wrk -t2 -c"$CONCURRENCY" -d"$DURATION" -H "Authorization: Bearer $token" \
+        "${!name}/api/devices/v1/deployments/device/deployments/next?$query" >"$tmp/wrk-$name.out"
+    printf '%.0f %.2f' "$(sed -n 's/^Requests\/sec: *//p' "$tmp/wrk-$name.out")" \
+        "$(awk '{ print $1 + $2 }' "$tmp/wrk-$name.time")"
+}
+if command -v wrk >/dev/null; then
+    for name in embedded cassandra; do
+        read -r rps cpu <<<"$(wrk_check "$name")"
+        wrk_rps[$name]=$rps
+        wrk_cpu[$name]=$cpu
+    done
+fi
 
 # median NAME RUN KIND: the report of the median round by that kind's req/s
 median() {
@@ -112,3 +133,9 @@ for run in update status; do
     [ "$run" = status ] && kind=status
     echo "$run req/s per round: embedded $(rounds embedded "$run" "$kind")| cassandra $(rounds cassandra "$run" "$kind")"
 done
+if [ ${#wrk_rps[@]} -gt 0 ]; then
+    echo "wrk, one device's update check-in, c=$CONCURRENCY: embedded ${wrk_rps[embedded]} req/s" \
+        "(wrk CPU ${wrk_cpu[embedded]} s) | cassandra ${wrk_rps[cassandra]} req/s (wrk CPU ${wrk_cpu[cassandra]} s)"
+else
+    echo "wrk not installed (apt-get install wrk): no second-client check"
+fi
