@@ -23,7 +23,7 @@ use uuid::Uuid;
 use crate::keys;
 use crate::model::*;
 use crate::stripes::Stripes;
-use crate::{DeviceAuthRecord, Durable, MetaStore, Result, StoreError, Write};
+use crate::{DeviceAuthRecord, Durable, Lease, MetaStore, Result, StoreError, Write};
 
 /// Upper bound on writes applied in one durable commit.
 pub const MAX_GROUP: usize = 16_384;
@@ -39,6 +39,7 @@ struct Tables {
     last_finished: Keyspace,
     inventory: Keyspace,
     device_auth: Keyspace,
+    leases: Keyspace,
 }
 
 impl Tables {
@@ -53,6 +54,7 @@ impl Tables {
             last_finished: ks("last_finished")?,
             inventory: ks("inventory")?,
             device_auth: ks("device_auth")?,
+            leases: ks("leases")?,
         })
     }
 }
@@ -80,6 +82,7 @@ enum Swap {
         device: String,
         attributes: serde_json::Value,
     },
+    Lease(Lease),
 }
 
 /// Commit statistics the committer reports through a callback (for metrics).
@@ -301,6 +304,11 @@ fn apply_swap(batch: &mut fjall::OwnedWriteBatch, t: &Tables, swap: &Swap) {
             keys::tenant_device(tenant, device),
             encode(attributes),
         ),
+        Swap::Lease(l) => batch.insert(
+            &t.leases,
+            keys::tenant_id(&l.tenant, l.deployment),
+            encode(l),
+        ),
     }
 }
 
@@ -503,6 +511,19 @@ impl MetaStore for EmbeddedStore {
             attributes,
         };
         self.enqueue(Vec::new(), Some(swap)).await?;
+        Ok(true)
+    }
+
+    async fn lease(&self, tenant: &TenantId, deployment: Uuid) -> Result<Option<Lease>> {
+        Self::get_json(&self.tables.leases, &keys::tenant_id(tenant, deployment))
+    }
+
+    async fn replace_lease(&self, expected: Option<&Lease>, lease: Lease) -> Result<bool> {
+        let _serial = self.swaps.lock((&lease.tenant, lease.deployment)).await;
+        if self.lease(&lease.tenant, lease.deployment).await?.as_ref() != expected {
+            return Ok(false);
+        }
+        self.enqueue(Vec::new(), Some(Swap::Lease(lease))).await?;
         Ok(true)
     }
 }

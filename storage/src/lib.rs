@@ -24,6 +24,7 @@ pub mod device_auth;
 pub mod embedded;
 pub mod error;
 pub mod keys;
+pub mod lease;
 pub mod model;
 pub mod scylla;
 mod stripes;
@@ -37,6 +38,7 @@ pub use blob::{BlobConfig, BlobStore};
 pub use device_auth::{AuthSet, DeviceAuthRecord, DeviceAuthStatus};
 pub use embedded::EmbeddedStore;
 pub use error::StoreError;
+pub use lease::{Claim, Lease};
 pub use model::*;
 
 /// Result of store operations.
@@ -222,4 +224,12 @@ pub trait MetaStore: Send + Sync + 'static {
         expected: Option<&serde_json::Value>,
         attributes: serde_json::Value,
     ) -> Result<bool>;
+
+    /// The lease of a deployment ([`lease`]), as the last compare-and-set left it.
+    async fn lease(&self, tenant: &TenantId, deployment: Uuid) -> Result<Option<Lease>>;
+
+    /// Store `lease` only if the deployment's stored lease is still `expected` (`None`:
+    /// there is none), atomically across processes; `false`: it changed first. The only
+    /// way to write a lease; [`lease::claim`] and [`lease::release`] decide what to write.
+    async fn replace_lease(&self, expected: Option<&Lease>, lease: Lease) -> Result<bool>;
 }

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use storage::lease::{self, Claim};
 use storage::{
     ArtifactInfo, ArtifactMeta, ArtifactRecord, AuthSet, DeploymentRecord, DeploymentStatus,
     DeviceAuthRecord, DeviceAuthStatus, DeviceDeploymentRecord, DeviceStatus, EmbeddedStore,
@@ -133,6 +134,8 @@ conformance!(
     an_artifact_name_is_held_by_one_artifact_per_device_type,
     device_auth_is_replaced_only_if_unchanged,
     an_inventory_is_replaced_only_if_unchanged,
+    a_lease_has_one_holder_and_a_new_epoch_with_each_new_holder,
+    concurrent_claims_of_a_lease_grant_it_once,
 );
 
 fn tenant() -> TenantId {
@@ -871,4 +874,81 @@ async fn an_inventory_is_replaced_only_if_unchanged(s: Subject) {
         .filter(|r| *r.as_ref().unwrap())
         .count();
     assert_eq!(applied, 1);
+}
+
+async fn a_lease_has_one_holder_and_a_new_epoch_with_each_new_holder(s: Subject) {
+    let store = s.store.as_ref();
+    let (t, d) = (tenant(), Uuid::new_v4());
+    let ttl = std::time::Duration::from_secs(60);
+    assert_eq!(store.lease(&t, d).await.unwrap(), None);
+
+    let Claim::Granted(first) = lease::claim(store, &t, d, "node-a", ttl).await.unwrap() else {
+        panic!("a free lease is granted");
+    };
+    assert_eq!((first.owner.as_str(), first.epoch), ("node-a", 1));
+    assert_eq!(store.lease(&t, d).await.unwrap(), Some(first.clone()));
+    assert_eq!(
+        store.lease(&tenant(), d).await.unwrap(),
+        None,
+        "leases stay in their tenant"
+    );
+
+    match lease::claim(store, &t, d, "node-b", ttl).await.unwrap() {
+        Claim::Held(held) => assert_eq!(held, first),
+        other => panic!("another node's live lease must be held: {other:?}"),
+    }
+    let Claim::Granted(renewed) = lease::claim(store, &t, d, "node-a", ttl).await.unwrap() else {
+        panic!("the holder renews");
+    };
+    assert_eq!(renewed.epoch, 1);
+    assert!(renewed.expires >= first.expires);
+
+    // Handed over at shutdown: the next holder gets a higher epoch at once.
+    assert!(lease::release(store, &renewed).await.unwrap());
+    assert!(
+        !lease::release(store, &renewed).await.unwrap(),
+        "already released"
+    );
+    let Claim::Granted(taken) = lease::claim(store, &t, d, "node-b", ttl).await.unwrap() else {
+        panic!("a released lease is granted");
+    };
+    assert_eq!((taken.owner.as_str(), taken.epoch), ("node-b", 2));
+    match lease::claim(store, &t, d, "node-a", ttl).await.unwrap() {
+        Claim::Held(held) => assert_eq!(held.epoch, 2, "the stale holder sees the new epoch"),
+        other => panic!("{other:?}"),
+    }
+
+    // A lease nobody renews lapses and is taken over.
+    let short = std::time::Duration::from_millis(300);
+    assert!(lease::release(store, &taken).await.unwrap());
+    let Claim::Granted(brief) = lease::claim(store, &t, d, "node-c", short).await.unwrap() else {
+        panic!("granted");
+    };
+    tokio::time::sleep(short + std::time::Duration::from_millis(100)).await;
+    let Claim::Granted(after) = lease::claim(store, &t, d, "node-a", ttl).await.unwrap() else {
+        panic!("a lapsed lease is taken over");
+    };
+    assert_eq!(
+        (after.owner.as_str(), after.epoch),
+        ("node-a", brief.epoch + 1)
+    );
+}
+
+async fn concurrent_claims_of_a_lease_grant_it_once(s: Subject) {
+    let store = s.store.as_ref();
+    let (t, d) = (tenant(), Uuid::new_v4());
+    let ttl = std::time::Duration::from_secs(60);
+    let nodes: Vec<String> = (0..8).map(|i| format!("node-{i}")).collect();
+    let claims = nodes.iter().map(|n| lease::claim(store, &t, d, n, ttl));
+    let answers = futures_util::future::join_all(claims).await;
+    let granted: Vec<_> = answers
+        .into_iter()
+        .filter_map(|a| match a.unwrap() {
+            Claim::Granted(l) => Some(l),
+            Claim::Held(_) => None,
+        })
+        .collect();
+    assert_eq!(granted.len(), 1, "{granted:?}");
+    assert_eq!(granted[0].epoch, 1);
+    assert_eq!(store.lease(&t, d).await.unwrap(), Some(granted[0].clone()));
 }

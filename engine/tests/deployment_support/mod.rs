@@ -15,7 +15,7 @@ use engine::deployment::{NewPhase, Statistics};
 use engine::{Clock, Delivery, DeploymentService, EngineError, NewDeployment, Snapshot};
 use storage::{
     ArtifactInfo, ArtifactMeta, ArtifactRecord, DeploymentRecord, DeviceAuthRecord,
-    DeviceDeploymentRecord, DeviceStatus, Durable, EmbeddedStore, LogMessage, MetaStore,
+    DeviceDeploymentRecord, DeviceStatus, Durable, EmbeddedStore, Lease, LogMessage, MetaStore,
     StoreError, TenantId, Write,
 };
 use tempfile::TempDir;
@@ -416,5 +416,11 @@ impl MetaStore for FaultyStore {
         self.inner
             .replace_inventory(tenant, device, expected, attributes)
             .await
+    }
+    async fn lease(&self, tenant: &TenantId, deployment: Uuid) -> storage::Result<Option<Lease>> {
+        self.inner.lease(tenant, deployment).await
+    }
+    async fn replace_lease(&self, expected: Option<&Lease>, lease: Lease) -> storage::Result<bool> {
+        self.inner.replace_lease(expected, lease).await
     }
 }

@@ -1,6 +1,6 @@
 //! The uniqueness rules that must hold across rollout processes, as lightweight
 //! transactions (Paxos on a partition): artifact names per device type, and
-//! compare-and-set of device authentication records and inventories.
+//! compare-and-set of device authentication records, inventories and deployment leases.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::error::CqlError;
 use super::{buckets, Inner};
 use crate::model::TenantId;
-use crate::{DeviceAuthRecord, Result, StoreError};
+use crate::{DeviceAuthRecord, Lease, Result, StoreError};
 
 /// A claim whose artifact was never stored (its process died between claim and store) is
 /// taken over after this long; an upload in progress stores its artifact within
@@ -147,6 +147,33 @@ impl Inner {
         };
         self.swap(statements, key, expected, attributes.to_string())
             .await
+    }
+
+    pub(crate) async fn lease(&self, tenant: &TenantId, deployment: Uuid) -> Result<Option<Lease>> {
+        let values = (tenant.as_str(), deployment);
+        let body = self
+            .one::<String>(&self.st.get_lease_serial, values)
+            .await?;
+        super::decode_opt(|| format!("deployment_leases/{tenant}/{deployment}"), body)
+    }
+
+    pub(crate) async fn replace_lease(
+        &self,
+        expected: Option<&Lease>,
+        lease: Lease,
+    ) -> Result<bool> {
+        let key = vec![
+            CqlValue::Text(lease.tenant.as_str().to_owned()),
+            CqlValue::Uuid(lease.deployment),
+        ];
+        let statements = Swap {
+            what: "deployment_leases",
+            get: &self.st.get_lease_serial,
+            insert_if_absent: &self.st.insert_lease_if_absent,
+            update_if: &self.st.update_lease_if,
+        };
+        let body = serde_json::to_string(&lease).unwrap_or_default();
+        self.swap(statements, key, expected, body).await
     }
 
     /// Compare-and-set of one JSON text column: insert `body` if no row exists and

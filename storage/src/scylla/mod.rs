@@ -29,7 +29,7 @@ use uuid::Uuid;
 pub use config::{Consistency, Credentials, Keyspace, Replication, ScyllaConfig};
 
 use crate::model::*;
-use crate::{DeviceAuthRecord, Durable, MetaStore, Result, StoreError, Write};
+use crate::{DeviceAuthRecord, Durable, Lease, MetaStore, Result, StoreError, Write};
 use error::CqlError;
 use statements::Statements;
 use writes::WriteClock;
@@ -385,5 +385,13 @@ impl MetaStore for ScyllaStore {
         self.inner
             .replace_inventory(tenant, device, expected, attributes)
             .await
+    }
+
+    async fn lease(&self, tenant: &TenantId, deployment: Uuid) -> Result<Option<Lease>> {
+        self.inner.lease(tenant, deployment).await
+    }
+
+    async fn replace_lease(&self, expected: Option<&Lease>, lease: Lease) -> Result<bool> {
+        self.inner.replace_lease(expected, lease).await
     }
 }

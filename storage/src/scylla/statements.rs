@@ -76,6 +76,9 @@ pub(crate) struct Statements {
     pub insert_inventory_if_absent: PreparedStatement,
     pub update_inventory_if: PreparedStatement,
     pub get_inventory_serial: PreparedStatement,
+    pub insert_lease_if_absent: PreparedStatement,
+    pub update_lease_if: PreparedStatement,
+    pub get_lease_serial: PreparedStatement,
 }
 
 impl Statements {
@@ -262,6 +265,24 @@ impl Statements {
             get_inventory_serial: serial_read(
                 s,
                 "SELECT attributes FROM {ks}.inventory WHERE tenant = ? AND device = ?",
+                serial,
+            )
+            .await?,
+            insert_lease_if_absent: conditional(
+                s,
+                "INSERT INTO {ks}.deployment_leases (tenant, deployment, body) VALUES (?, ?, ?) \
+                 IF NOT EXISTS",
+            )
+            .await?,
+            update_lease_if: conditional(
+                s,
+                "UPDATE {ks}.deployment_leases SET body = ? WHERE tenant = ? AND deployment = ? \
+                 IF body = ?",
+            )
+            .await?,
+            get_lease_serial: serial_read(
+                s,
+                "SELECT body FROM {ks}.deployment_leases WHERE tenant = ? AND deployment = ?",
                 serial,
             )
             .await?,
