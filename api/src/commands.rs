@@ -1,9 +1,10 @@
-//! The offline subcommands: `rollout token …` and `rollout device preauthorize`.
+//! The offline subcommands: `rollout token …`, `rollout device preauthorize`, `rollout
+//! schema apply` and `rollout cluster status`.
 
 use anyhow::Context;
 
 use crate::auth::{SigningKey, TokenIssuer};
-use crate::config::{DeviceCommand, SchemaCommand, TokenCommand};
+use crate::config::{ClusterCommand, DeviceCommand, SchemaCommand, TokenCommand};
 
 /// Print the token a `rollout token` command asks for.
 pub fn token(cmd: TokenCommand) -> anyhow::Result<()> {
@@ -72,6 +73,17 @@ pub async fn device(cmd: DeviceCommand) -> anyhow::Result<()> {
             let record =
                 crate::identity::preauthorize(store.as_ref(), &tenant, identity_data, &pem).await?;
             println!("{}", record.id);
+            Ok(())
+        }
+    }
+}
+
+/// Run a `rollout cluster` command.
+pub async fn cluster(cmd: ClusterCommand) -> anyhow::Result<()> {
+    match cmd {
+        ClusterCommand::Status { dir, store } => {
+            let store = crate::open_store(&store, &dir.data_dir).await?;
+            print!("{}", crate::membership::status(store.as_ref()).await?);
             Ok(())
         }
     }

@@ -32,6 +32,25 @@ pub enum Command {
     /// Manage the ScyllaDB schema.
     #[command(subcommand)]
     Schema(SchemaCommand),
+    /// The nodes sharing a store.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+/// `rollout cluster …`.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// List the nodes of a store (alive or not, from their heartbeats) and its unfinished
+    /// deployments with the node holding each one's lease. Meant for a cluster store: the
+    /// embedded store cannot be opened while `rollout serve` runs on it.
+    Status {
+        /// Data dir.
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// The metadata store.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 /// Default validity of tokens printed by `rollout token user|device`: 7 days.
@@ -281,6 +300,11 @@ pub struct ServeArgs {
     #[arg(long, env = "ROLLOUT_MAX_CONCURRENT_UPLOADS", default_value_t = 16,
           value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
     pub max_concurrent_uploads: usize,
+
+    /// This node's id among the nodes sharing the store (`rollout cluster status`); by
+    /// default the host name and the bound port.
+    #[arg(long, env = "ROLLOUT_NODE_ID")]
+    pub node_id: Option<String>,
 
     /// CHAOS DRILLS ONLY, never in production: every this many milliseconds, make the actor
     /// of a random running deployment panic, so that supervision is exercised under real

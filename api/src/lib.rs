@@ -14,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod files;
 pub mod identity;
+mod membership;
 pub mod metrics;
 pub mod multipart;
 pub mod request_id;
@@ -70,6 +71,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("rehydrating deployments")?;
     let (auth, identity) = identity(&args, store.clone())?;
+    let store_for_heartbeat = store.clone();
     let state = AppState::new(Services {
         artifacts,
         deployments: deployments.clone(),
@@ -104,9 +106,21 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(%addr, data_dir = %args.data_dir.display(), "rollout started");
+    let node_id = args
+        .node_id
+        .clone()
+        .unwrap_or_else(|| membership::default_node_id(addr.port()));
+    let address = args
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let heartbeat = membership::start_heartbeat(store_for_heartbeat, node_id, address)
+        .await
+        .context("writing this node's first heartbeat")?;
     println!("listening on http://{addr}");
     std::io::stdout().flush().ok();
     server::run(listener, app, connection_limits, server::shutdown_signal()).await;
+    heartbeat.abort();
     if let Some(task) = metrics_server {
         task.abort();
     }

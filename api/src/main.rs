@@ -18,5 +18,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Token(cmd) => api::commands::token(cmd),
         Command::Device(cmd) => api::commands::device(cmd).await,
         Command::Schema(cmd) => api::commands::schema(cmd).await,
+        Command::Cluster(cmd) => api::commands::cluster(cmd).await,
     }
 }

@@ -108,6 +108,57 @@ async fn the_preauthorize_command_registers_a_device_while_the_cluster_serves() 
     assert_eq!(device["status"], "preauthorized", "{device}");
 }
 
+#[tokio::test]
+async fn cluster_status_lists_every_live_node_and_the_unfinished_deployments() {
+    let first = Server::start().await;
+    let Some(second) = Server::start_beside(&first).await else {
+        eprintln!("\n!!! SKIPPED: needs ROLLOUT_TEST_STORE=scylla and ROLLOUT_TEST_CQL !!!\n");
+        return;
+    };
+    let store = first.store_args();
+    let api = first.as_user("acme");
+    let work = Workdir::new();
+    let built = work.single_file("status-release", &["dev-a"], &[]);
+    api.upload_ok(&built.path, "").await;
+    let body = serde_json::json!({
+        "name": "watched", "artifact_name": "status-release", "devices": ["d1", "d2"],
+    });
+    let created = common::fleet::create(&api, &body).await;
+    let deployment = common::fleet::deployment_id(created).await;
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rollout"))
+        .args(["cluster", "status", "--data-dir"])
+        .arg(&first.data_dir)
+        .args(&store)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Each node under its default id (host name and port) and its address.
+    for server in [&first, &second] {
+        let port = server.base.rsplit(':').next().unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.contains(&server.base))
+            .unwrap_or_else(|| panic!("{} is not listed:\n{text}", server.base));
+        assert!(line
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .ends_with(&format!(":{port}")));
+        assert!(line.contains(" yes "), "not alive: {line}");
+    }
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(&deployment) && l.contains("acme")),
+        "the deployment is not listed:\n{text}"
+    );
+}
+
 /// A new Ed25519 key's public half (PKIX PEM), made by openssl in `work`.
 fn ed25519_public_key(work: &Workdir) -> String {
     let key = work.path().join("dev.pem");

@@ -23,7 +23,7 @@ use uuid::Uuid;
 use crate::keys;
 use crate::model::*;
 use crate::stripes::Stripes;
-use crate::{DeviceAuthRecord, Durable, Lease, MetaStore, Result, StoreError, Write};
+use crate::{DeviceAuthRecord, Durable, Lease, MetaStore, NodeRecord, Result, StoreError, Write};
 
 /// Upper bound on writes applied in one durable commit.
 pub const MAX_GROUP: usize = 16_384;
@@ -40,6 +40,7 @@ struct Tables {
     inventory: Keyspace,
     device_auth: Keyspace,
     leases: Keyspace,
+    nodes: Keyspace,
 }
 
 impl Tables {
@@ -55,6 +56,7 @@ impl Tables {
             inventory: ks("inventory")?,
             device_auth: ks("device_auth")?,
             leases: ks("leases")?,
+            nodes: ks("nodes")?,
         })
     }
 }
@@ -285,6 +287,7 @@ fn apply_write(batch: &mut fjall::OwnedWriteBatch, t: &Tables, w: &Write) {
             keys::tenant_device(tenant, device),
             created_nanos.to_be_bytes().to_vec(),
         ),
+        Write::PutNode(n) => batch.insert(&t.nodes, n.id.as_bytes(), encode(n)),
     }
 }
 
@@ -512,6 +515,10 @@ impl MetaStore for EmbeddedStore {
         };
         self.enqueue(Vec::new(), Some(swap)).await?;
         Ok(true)
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeRecord>> {
+        Self::scan_json(&self.tables.nodes, b"")
     }
 
     async fn lease(&self, tenant: &TenantId, deployment: Uuid) -> Result<Option<Lease>> {

@@ -25,6 +25,7 @@ pub mod embedded;
 pub mod error;
 pub mod keys;
 pub mod lease;
+pub mod membership;
 pub mod model;
 pub mod scylla;
 mod stripes;
@@ -39,6 +40,7 @@ pub use device_auth::{AuthSet, DeviceAuthRecord, DeviceAuthStatus};
 pub use embedded::EmbeddedStore;
 pub use error::StoreError;
 pub use lease::{Claim, Lease};
+pub use membership::NodeRecord;
 pub use model::*;
 
 /// Result of store operations.
@@ -99,6 +101,8 @@ pub enum Write {
         /// Creation time of that deployment, Unix nanoseconds.
         created_nanos: i128,
     },
+    /// A node's heartbeat: insert or replace its record.
+    PutNode(NodeRecord),
 }
 
 /// A future that resolves once a submitted batch is durable (or failed).
@@ -224,6 +228,10 @@ pub trait MetaStore: Send + Sync + 'static {
         expected: Option<&serde_json::Value>,
         attributes: serde_json::Value,
     ) -> Result<bool>;
+
+    /// Every node that sent a heartbeat ([`membership`]), ordered by id; a cluster store
+    /// forgets a node a day after its last heartbeat.
+    async fn nodes(&self) -> Result<Vec<NodeRecord>>;
 
     /// The lease of a deployment ([`lease`]), as the last compare-and-set left it.
     async fn lease(&self, tenant: &TenantId, deployment: Uuid) -> Result<Option<Lease>>;

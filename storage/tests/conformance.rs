@@ -136,6 +136,7 @@ conformance!(
     an_inventory_is_replaced_only_if_unchanged,
     a_lease_has_one_holder_and_a_new_epoch_with_each_new_holder,
     concurrent_claims_of_a_lease_grant_it_once,
+    heartbeats_keep_one_record_per_node,
 );
 
 fn tenant() -> TenantId {
@@ -951,4 +952,37 @@ async fn concurrent_claims_of_a_lease_grant_it_once(s: Subject) {
     assert_eq!(granted.len(), 1, "{granted:?}");
     assert_eq!(granted[0].epoch, 1);
     assert_eq!(store.lease(&t, d).await.unwrap(), Some(granted[0].clone()));
+}
+
+async fn heartbeats_keep_one_record_per_node(s: Subject) {
+    let store = &s.store;
+    let run = Uuid::new_v4();
+    let node = |name: &str, seen: OffsetDateTime| storage::NodeRecord {
+        id: format!("{run}-{name}"),
+        address: format!("http://{name}:8080"),
+        started: now(),
+        seen,
+    };
+    let (a, b) = (node("a", now()), node("b", now()));
+    store
+        .commit(vec![Write::PutNode(b.clone()), Write::PutNode(a.clone())])
+        .await
+        .unwrap();
+    let later = node("a", now() + time::Duration::seconds(5));
+    store
+        .commit(vec![Write::PutNode(later.clone())])
+        .await
+        .unwrap();
+    let mine: Vec<_> = store
+        .nodes()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.id.starts_with(&run.to_string()))
+        .collect();
+    assert_eq!(
+        mine,
+        vec![later, b],
+        "one record per node, the latest, ordered by id"
+    );
 }

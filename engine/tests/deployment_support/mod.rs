@@ -417,6 +417,9 @@ impl MetaStore for FaultyStore {
             .replace_inventory(tenant, device, expected, attributes)
             .await
     }
+    async fn nodes(&self) -> storage::Result<Vec<storage::NodeRecord>> {
+        self.inner.nodes().await
+    }
     async fn lease(&self, tenant: &TenantId, deployment: Uuid) -> storage::Result<Option<Lease>> {
         self.inner.lease(tenant, deployment).await
     }

@@ -29,7 +29,7 @@ use uuid::Uuid;
 pub use config::{Consistency, Credentials, Keyspace, Replication, ScyllaConfig};
 
 use crate::model::*;
-use crate::{DeviceAuthRecord, Durable, Lease, MetaStore, Result, StoreError, Write};
+use crate::{DeviceAuthRecord, Durable, Lease, MetaStore, NodeRecord, Result, StoreError, Write};
 use error::CqlError;
 use statements::Statements;
 use writes::WriteClock;
@@ -385,6 +385,16 @@ impl MetaStore for ScyllaStore {
         self.inner
             .replace_inventory(tenant, device, expected, attributes)
             .await
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeRecord>> {
+        let rows = self
+            .inner
+            .rows::<(String,)>(&self.inner.st.list_nodes, ())
+            .await?;
+        rows.into_iter()
+            .map(|(body,)| decode("nodes", &body))
+            .collect()
     }
 
     async fn lease(&self, tenant: &TenantId, deployment: Uuid) -> Result<Option<Lease>> {

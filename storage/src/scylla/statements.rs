@@ -76,6 +76,8 @@ pub(crate) struct Statements {
     pub insert_inventory_if_absent: PreparedStatement,
     pub update_inventory_if: PreparedStatement,
     pub get_inventory_serial: PreparedStatement,
+    pub put_node: PreparedStatement,
+    pub list_nodes: PreparedStatement,
     pub insert_lease_if_absent: PreparedStatement,
     pub update_lease_if: PreparedStatement,
     pub get_lease_serial: PreparedStatement,
@@ -268,6 +270,13 @@ impl Statements {
                 serial,
             )
             .await?,
+            put_node: prepare(
+                s,
+                "INSERT INTO {ks}.nodes (cluster, id, body) VALUES ('rollout', ?, ?) \
+                 USING TTL 86400 AND TIMESTAMP ?",
+            )
+            .await?,
+            list_nodes: prepare(s, "SELECT body FROM {ks}.nodes WHERE cluster = 'rollout'").await?,
             insert_lease_if_absent: conditional(
                 s,
                 "INSERT INTO {ks}.deployment_leases (tenant, deployment, body) VALUES (?, ?, ?) \

@@ -84,6 +84,7 @@ fn key(w: &Write) -> (u8, String) {
             ..
         } => (4, format!("{tenant}\0{deployment}\0{device}")),
         Write::PutLastFinished { tenant, device, .. } => (5, format!("{tenant}\0{device}")),
+        Write::PutNode(n) => (6, n.id.clone()),
     }
 }
 
@@ -250,6 +251,10 @@ async fn apply(inner: &Inner, w: Write, ts: i64) -> Result<(), CqlError> {
             let created = created_nanos.to_be_bytes().to_vec();
             let values = (tenant.as_str(), device, created, ts);
             s.execute_unpaged(&st.put_last_finished, values).await?;
+        }
+        Write::PutNode(n) => {
+            let values = (n.id.as_str(), json(&n), ts);
+            s.execute_unpaged(&st.put_node, values).await?;
         }
     }
     Ok(())
