@@ -306,6 +306,22 @@ pub struct ServeArgs {
     #[arg(long, env = "ROLLOUT_NODE_ID")]
     pub node_id: Option<String>,
 
+    /// With `--store scylla`, where this node accepts requests other nodes forward to it
+    /// for the deployments it runs (port 0: any free port, written in its node record).
+    #[arg(long, env = "ROLLOUT_CLUSTER_LISTEN", default_value = "127.0.0.1:0")]
+    pub cluster_listen: SocketAddr,
+
+    /// The `HOST:PORT` other nodes dial to reach `--cluster-listen`, when that is a
+    /// wildcard address or behind NAT.
+    #[arg(long, env = "ROLLOUT_CLUSTER_ADVERTISE")]
+    pub cluster_advertise: Option<String>,
+
+    /// Seconds a node holds a deployment's lease unless it renews it (every third of it):
+    /// a dead node's deployments carry on elsewhere within about this long.
+    #[arg(long, env = "ROLLOUT_LEASE_TTL", default_value_t = 3,
+          value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub lease_ttl: u64,
+
     /// CHAOS DRILLS ONLY, never in production: every this many milliseconds, make the actor
     /// of a random running deployment panic, so that supervision is exercised under real
     /// load (the supervisor restarts it from the store; drills are not charged to the

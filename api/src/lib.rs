@@ -28,8 +28,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use engine::{ArtifactLimits, ArtifactService, Clock, DeploymentService};
-use storage::{BlobConfig, BlobStore, EmbeddedStore, MetaStore, ScyllaStore};
+use engine::{ArtifactLimits, ArtifactService, Clock, ClusterConfig, DeploymentService};
+use storage::{BlobConfig, BlobStore, EmbeddedStore, MetaStore, NodeRecord, ScyllaStore};
 
 use crate::auth::{SigningKey, TokenIssuer, TokenVerifier, VerifyKey};
 use crate::config::{BlobBackend, ServeArgs, StoreArgs, StoreBackend};
@@ -67,7 +67,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_concurrent_uploads: args.max_concurrent_uploads,
         },
     ));
-    let deployments = DeploymentService::start(store.clone(), Clock::new())
+    // Bound before the deployments start: a node in a cluster is named by its port.
+    let (listener, addr) = server::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let node_id = args
+        .node_id
+        .clone()
+        .unwrap_or_else(|| membership::default_node_id(addr.port()));
+    let deployments = start_deployments(&args, store.clone(), &signer, &node_id)
         .await
         .context("rehydrating deployments")?;
     let (auth, identity) = identity(&args, store.clone())?;
@@ -102,19 +110,19 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let app = routes::app(state, metrics);
     server::raise_open_files_limit(args.max_connections);
     let connection_limits = connection_limits(&args);
-    let (listener, addr) = server::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(%addr, data_dir = %args.data_dir.display(), "rollout started");
-    let node_id = args
-        .node_id
-        .clone()
-        .unwrap_or_else(|| membership::default_node_id(addr.port()));
     let address = args
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
-    let heartbeat = membership::start_heartbeat(store_for_heartbeat, node_id, address)
+    let node = NodeRecord {
+        id: node_id,
+        address,
+        cluster: deployments.cluster_address(),
+        started: time::OffsetDateTime::now_utc(),
+        seen: time::OffsetDateTime::now_utc(),
+    };
+    let heartbeat = membership::start_heartbeat(store_for_heartbeat, node)
         .await
         .context("writing this node's first heartbeat")?;
     println!("listening on http://{addr}");
@@ -128,6 +136,27 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     deployments.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The deployment service: on a cluster store, as one node among those sharing it, each
+/// running the deployments whose leases it holds; on the embedded store, alone.
+async fn start_deployments(
+    args: &ServeArgs,
+    store: Arc<dyn MetaStore>,
+    signer: &LinkSigner,
+    node_id: &str,
+) -> anyhow::Result<DeploymentService> {
+    if args.store.backend == StoreBackend::Embedded {
+        return Ok(DeploymentService::start(store, Clock::new()).await?);
+    }
+    let config = ClusterConfig {
+        node_id: node_id.to_owned(),
+        listen: args.cluster_listen,
+        advertise: args.cluster_advertise.clone(),
+        cookie: signer.derive("cluster cookie"),
+        lease_ttl: Duration::from_secs(args.lease_ttl),
+    };
+    Ok(DeploymentService::start_clustered(store, Clock::new(), config).await?)
 }
 
 /// The `/metrics` token of `--metrics-token-file`, if given.

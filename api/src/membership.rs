@@ -32,15 +32,11 @@ pub(crate) fn default_node_id(port: u16) -> String {
 /// failed write is logged and tried again at the next beat.
 pub(crate) async fn start_heartbeat(
     store: Arc<dyn MetaStore>,
-    id: String,
-    address: String,
+    node: NodeRecord,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let started = OffsetDateTime::now_utc();
     let record = move || NodeRecord {
-        id: id.clone(),
-        address: address.clone(),
-        started,
         seen: OffsetDateTime::now_utc(),
+        ..node.clone()
     };
     // The first beat is written before the node says it is ready, so a listing right after
     // start-up shows it.

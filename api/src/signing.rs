@@ -56,6 +56,15 @@ impl LinkSigner {
     }
 
     /// The MAC of a GET of `path` until `expires` for `tenant`.
+    /// A secret for another purpose, derived from this key: nodes that share a data dir's
+    /// keys share it without another file (the cluster cookie).
+    pub fn derive(&self, purpose: &str) -> String {
+        let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes keys of any size");
+        mac.update(b"rollout derived secret\n");
+        mac.update(purpose.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
     fn mac(&self, path: &str, expires: i64, tenant: &TenantId) -> HmacSha256 {
         let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes keys of any size");
         for part in ["GET", path, &expires.to_string(), tenant.as_str()] {

@@ -4,6 +4,7 @@
 
 pub mod artifact;
 pub mod artifact_service;
+pub mod cluster;
 pub mod deployment;
 pub mod error;
 pub mod metrics;
@@ -12,6 +13,7 @@ pub use artifact::SingleFileSpec;
 pub use artifact_service::{
     ArtifactLimits, ArtifactService, GenerateRequest, Release, StorageUsage,
 };
+pub use cluster::ClusterConfig;
 pub use deployment::{
     Clock, Crash, Delivery, DeploymentService, ListQuery, NewDeployment, Snapshot,
 };

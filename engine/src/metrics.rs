@@ -43,3 +43,19 @@ pub fn artifact_bytes_changed(tenant: &storage::TenantId, delta: f64) {
     metrics::gauge!("rollout_artifact_bytes", "tenant" => tenant.as_str().to_owned())
         .increment(delta);
 }
+
+/// A request for a deployment owned by another node was forwarded to it.
+pub(crate) fn forwarded() {
+    metrics::counter!("rollout_cluster_forwarded_total").increment(1);
+}
+
+/// This node took a deployment's lease: `how` is `new` (nobody held it) or `takeover` (it
+/// had lapsed in another node's hands).
+pub(crate) fn lease_taken(how: &'static str) {
+    metrics::counter!("rollout_cluster_leases_taken_total", "how" => how).increment(1);
+}
+
+/// This node lost a deployment's lease it held (it lapsed and another node took it).
+pub(crate) fn lease_lost() {
+    metrics::counter!("rollout_cluster_leases_lost_total").increment(1);
+}

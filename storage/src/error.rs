@@ -27,6 +27,10 @@ pub enum StoreError {
     /// source says which.
     #[error("cluster store: {0}")]
     Cluster(Box<dyn std::error::Error + Send + Sync>),
+    /// This node no longer holds the lease of the deployment it wrote for (its lease lapsed
+    /// or another node took it over), so the write was not made, or not acknowledged.
+    #[error("this node no longer owns deployment {0}")]
+    LeaseLost(uuid::Uuid),
     /// A blocking task panicked.
     #[error("storage task failed: {0}")]
     Task(String),

@@ -14,6 +14,10 @@ pub struct NodeRecord {
     pub id: String,
     /// Where the node serves the API (`http://HOST:PORT`).
     pub address: String,
+    /// Where the node takes messages forwarded by other nodes (`HOST:PORT`), for
+    /// deployments it owns; absent for a node that does not forward (one on its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
     /// When this process started.
     #[serde(with = "time::serde::rfc3339")]
     pub started: OffsetDateTime,

@@ -960,6 +960,7 @@ async fn heartbeats_keep_one_record_per_node(s: Subject) {
     let node = |name: &str, seen: OffsetDateTime| storage::NodeRecord {
         id: format!("{run}-{name}"),
         address: format!("http://{name}:8080"),
+        cluster: Some(format!("{name}:7946")),
         started: now(),
         seen,
     };

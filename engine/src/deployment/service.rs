@@ -13,16 +13,22 @@ use storage::{
 };
 use uuid::Uuid;
 
-use super::actor::{Ack, CheckInOutcome, DeploymentMsg, Indexing, Snapshot};
+use super::actor::{self as deployment_actor, Ack, CheckInOutcome, DeploymentArgs, DeploymentMsg, Indexing, Snapshot};
 use super::clock::Clock;
 use super::fleet::{device_key, Fleet};
 use super::plan::{self, NewDeployment};
 use super::stats::Statistics;
 use super::supervisor::{Registry, Supervisor, SupervisorArgs, SupervisorMsg};
+use crate::cluster::gateway::Gateway;
+use crate::cluster::{ClusterConfig, Fence};
 use crate::error::{EngineError, Result};
+use ownership::ClusterNode;
+use route::{unexpected, Answer, Request};
 
 mod ask;
 mod drill;
+mod ownership;
+mod route;
 
 pub use ask::{ASK_TIMEOUT, RESTART_WAIT};
 pub use drill::Crash;
@@ -72,11 +78,46 @@ pub struct DeploymentService {
     registry: Registry,
     supervisor: ActorRef<SupervisorMsg>,
     clock: Clock,
+    /// This node's part in a cluster; `None` for a node on its own store.
+    cluster: Option<Arc<ClusterNode>>,
+    /// The lease loop, in a cluster.
+    lease_task: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 impl DeploymentService {
-    /// Start the supervisor and rehydrate every unfinished deployment from the store.
+    /// Start the supervisor and rehydrate every unfinished deployment from the store: a
+    /// node on its own store runs them all.
     pub async fn start(store: Arc<dyn MetaStore>, clock: Clock) -> Result<Self> {
+        let svc = Self::start_supervisor(store, clock, None).await?;
+        for d in svc.store.unfinished_deployments().await? {
+            svc.spawn(&d.tenant, d.id, Indexing::Rehydrate, Fence::unbounded())
+                .await?;
+        }
+        Ok(svc)
+    }
+
+    /// Start as one node of a cluster sharing the store: link to the other nodes, claim
+    /// the unfinished deployments nobody holds and index the others, then keep doing so
+    /// (see [`ownership`]).
+    pub async fn start_clustered(
+        store: Arc<dyn MetaStore>,
+        clock: Clock,
+        config: ClusterConfig,
+    ) -> Result<Self> {
+        let cluster = ClusterNode::start(config, store.clone()).await?;
+        let svc = Self::start_supervisor(store, clock, Some(Arc::new(cluster))).await?;
+        Gateway::spawn(None, Gateway, svc.clone())
+            .await
+            .map_err(|e| EngineError::Internal(format!("starting the cluster gateway: {e}")))?;
+        svc.start_lease_loop().await?;
+        Ok(svc)
+    }
+
+    async fn start_supervisor(
+        store: Arc<dyn MetaStore>,
+        clock: Clock,
+        cluster: Option<Arc<ClusterNode>>,
+    ) -> Result<Self> {
         let fleet = Fleet::new();
         let registry = Registry::default();
         let (supervisor, _) = Supervisor::spawn(
@@ -91,22 +132,30 @@ impl DeploymentService {
         )
         .await
         .map_err(|e| EngineError::Internal(format!("starting the supervisor: {e}")))?;
-        let svc = DeploymentService {
+        Ok(DeploymentService {
             store,
             fleet,
             registry,
             supervisor,
             clock,
-        };
-        for d in svc.store.unfinished_deployments().await? {
-            svc.spawn(&d.tenant, d.id, Indexing::Rehydrate).await?;
-        }
-        Ok(svc)
+            cluster,
+            lease_task: Arc::default(),
+        })
     }
 
     /// Stop every deployment actor and the supervisor, after the messages already queued.
     /// Everything acknowledged is already durable; this only releases the store.
+    /// In a cluster, the leases are then handed over, so other nodes take the deployments at
+    /// once rather than after the leases lapse.
     pub async fn shutdown(&self) {
+        if let Some(task) = self
+            .lease_task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            task.abort();
+        }
         let timeout = Some(std::time::Duration::from_secs(10));
         self.supervisor
             .stop_children_and_wait(Some("shutdown".into()), timeout)
@@ -115,6 +164,7 @@ impl DeploymentService {
             .supervisor
             .stop_and_wait(Some("shutdown".into()), timeout)
             .await;
+        self.release_leases().await;
     }
 
     /// Number of running deployment actors.
@@ -143,12 +193,19 @@ impl DeploymentService {
         out
     }
 
-    async fn spawn(&self, tenant: &TenantId, id: Uuid, indexing: Indexing) -> Result<()> {
+    async fn spawn(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        indexing: Indexing,
+        fence: Fence,
+    ) -> Result<()> {
         let tenant = tenant.clone();
         let start = |reply| SupervisorMsg::Start {
             tenant,
             id,
             indexing,
+            fence,
             reply,
         };
         match self.supervisor.call(start, None).await {
@@ -207,19 +264,55 @@ impl DeploymentService {
             });
         }
         self.store.commit(writes).await?;
-        self.spawn(tenant, header.id, Indexing::New).await?;
+        self.start_created(tenant, header.id).await?;
         Ok(header)
+    }
+
+    /// Start the actor of a deployment just created: here on its own store; in a cluster,
+    /// here once this node holds its lease (the lease loop of some node starts it
+    /// otherwise, within a tick).
+    async fn start_created(&self, tenant: &TenantId, id: Uuid) -> Result<()> {
+        let Some(cluster) = &self.cluster else {
+            return self
+                .spawn(tenant, id, Indexing::New, Fence::unbounded())
+                .await;
+        };
+        match self.claim(cluster, tenant, id).await {
+            Ok(ownership::Claimed::Run(fence)) => self.spawn(tenant, id, Indexing::New, fence).await,
+            Ok(ownership::Claimed::Elsewhere { .. }) => Ok(()),
+            Err(e) => {
+                tracing::warn!(deployment = %id, error = %e, "claiming a new deployment failed; the lease loop tries again");
+                Ok(())
+            }
+        }
+    }
+
+    /// Add the devices of a deployment run by another node to this node's fleet index.
+    async fn index_only(&self, tenant: &TenantId, id: Uuid) -> Result<()> {
+        deployment_actor::index_only(DeploymentArgs {
+            tenant: tenant.clone(),
+            id,
+            store: self.store.clone(),
+            fleet: self.fleet.clone(),
+            clock: self.clock,
+            indexing: Indexing::Rehydrate,
+            fence: Fence::lapsed(),
+        })
+        .await
     }
 
     /// One deployment with live status, phase counts and statistics.
     pub async fn get(&self, tenant: &TenantId, id: Uuid) -> Result<Snapshot> {
         // Read first: the actor does not check the tenant of a snapshot request.
         self.header(tenant, id).await?;
-        if let Some(s) = self
-            .ask(id, |reply| DeploymentMsg::Snapshot { reply }, RESTART_WAIT)
+        if let Some(answer) = self
+            .perform(tenant, id, Request::Snapshot, RESTART_WAIT)
             .await?
         {
-            return Ok(s);
+            return match answer {
+                Answer::Snapshot(s) => Ok(s),
+                other => Err(unexpected(other)),
+            };
         }
         // Again: the deployment may have finished while the request waited.
         let header = self.header(tenant, id).await?;
@@ -289,13 +382,9 @@ impl DeploymentService {
             .filter(|d| d.status != DeploymentStatus::Finished)
         {
             let snapshot = self
-                .ask(
-                    d.id,
-                    |reply| DeploymentMsg::Snapshot { reply },
-                    Duration::ZERO,
-                )
+                .perform(tenant, d.id, Request::Snapshot, Duration::ZERO)
                 .await;
-            if let Ok(Some(s)) = snapshot {
+            if let Ok(Some(Answer::Snapshot(s))) = snapshot {
                 *d = s.header;
             }
         }
@@ -309,11 +398,13 @@ impl DeploymentService {
         id: Uuid,
     ) -> Result<Vec<DeviceDeploymentRecord>> {
         let header = self.header(tenant, id).await?;
-        let records = self
-            .ask(id, |reply| DeploymentMsg::Devices { reply }, RESTART_WAIT)
-            .await?;
-        if let Some(v) = records {
-            return v;
+        match self
+            .perform(tenant, id, Request::Devices, RESTART_WAIT)
+            .await?
+        {
+            Some(Answer::Devices(v)) => return Ok(v),
+            Some(other) => return Err(unexpected(other)),
+            None => {}
         }
         let mut records = self.store.device_records(tenant, id).await?;
         let known: std::collections::HashSet<String> =
@@ -347,10 +438,10 @@ impl DeploymentService {
         let header = self.header(tenant, id).await?;
         if header.status != DeploymentStatus::Finished {
             let aborted = self
-                .ask(id, |reply| DeploymentMsg::Abort { reply }, RESTART_WAIT)
+                .perform(tenant, id, Request::Abort, RESTART_WAIT)
                 .await?;
-            if let Some(r) = aborted {
-                return r?.durable().await;
+            if aborted.is_some() {
+                return Ok(());
             }
         }
         Err(EngineError::Unprocessable(
@@ -361,19 +452,11 @@ impl DeploymentService {
     /// Decommission a device in every deployment it still takes part in.
     pub async fn decommission(&self, tenant: &TenantId, device: &str) -> Result<()> {
         for m in self.fleet.memberships(device_key(tenant, device)) {
-            let ack = self
-                .ask(
-                    m.deployment,
-                    |reply| DeploymentMsg::Decommission {
-                        device: device.to_owned(),
-                        reply,
-                    },
-                    RESTART_WAIT,
-                )
+            let request = Request::Decommission {
+                device: device.to_owned(),
+            };
+            self.perform(tenant, m.deployment, request, RESTART_WAIT)
                 .await?;
-            if let Some(ack) = ack {
-                ack.durable().await?;
-            }
         }
         Ok(())
     }
@@ -387,44 +470,55 @@ impl DeploymentService {
         artifact_name: &str,
     ) -> Result<Delivery> {
         // Memberships older than a deployment the device finished were pruned when it
-        // finished, so the oldest one left is the one to serve.
-        let Some(m) = self.fleet.oldest(device_key(tenant, device)) else {
-            return Ok(Delivery::Nothing);
-        };
-        let reply = self
-            .ask(
-                m.deployment,
-                |reply| DeploymentMsg::CheckIn {
-                    device: device.to_owned(),
-                    device_type: device_type.to_owned(),
-                    artifact_name: artifact_name.to_owned(),
-                    reply,
+        // finished, so the oldest one left is the one to serve. On a node that does not
+        // run that deployment, a membership may be stale (the device finished there since
+        // this node indexed it): the owner says so, and the next one is tried.
+        let key = device_key(tenant, device);
+        while let Some(m) = self.fleet.oldest(key) {
+            let request = Request::CheckIn {
+                device: device.to_owned(),
+                device_type: device_type.to_owned(),
+                artifact_name: artifact_name.to_owned(),
+            };
+            let outcome = match self.perform(tenant, m.deployment, request, RESTART_WAIT).await {
+                Ok(Some(Answer::CheckIn(outcome))) => outcome,
+                Ok(Some(other)) => return Err(unexpected(other)),
+                Ok(None) => return Ok(Delivery::Nothing),
+                // Only a (practically impossible) fleet key collision gets here.
+                Err(EngineError::NotFound(_)) => return Ok(Delivery::Nothing),
+                Err(e) => return Err(e),
+            };
+            return Ok(match outcome {
+                CheckInOutcome::Over if self.registry.slot(m.deployment).is_none() => {
+                    self.fleet.remove(key, m.deployment);
+                    self.fleet.prune_older(key, m.created);
+                    continue;
+                }
+                CheckInOutcome::Deliver(artifact) => Delivery::Update {
+                    deployment: m.deployment,
+                    artifact,
                 },
-                RESTART_WAIT,
-            )
-            .await?;
-        let Some(reply) = reply else {
-            return Ok(Delivery::Nothing);
-        };
-        let reply = match reply {
-            Ok(r) => r,
-            // Only a (practically impossible) fleet key collision gets here.
-            Err(EngineError::NotFound(_)) => return Ok(Delivery::Nothing),
-            Err(e) => return Err(e),
-        };
-        reply.ack.durable().await?;
-        match reply.outcome {
-            CheckInOutcome::Deliver(artifact) => Ok(Delivery::Update {
-                deployment: m.deployment,
-                artifact,
-            }),
-            CheckInOutcome::Nothing => Ok(Delivery::Nothing),
-            CheckInOutcome::Finished(DeviceStatus::AlreadyInstalled) => {
-                Ok(Delivery::AlreadyInstalled)
-            }
-            CheckInOutcome::Finished(DeviceStatus::Noartifact) => Ok(Delivery::NoArtifact),
-            CheckInOutcome::Finished(_) => Ok(Delivery::Nothing),
-            CheckInOutcome::Conflict(msg) => Err(EngineError::Conflict(msg)),
+                CheckInOutcome::Nothing | CheckInOutcome::Over => Delivery::Nothing,
+                CheckInOutcome::Finished(status) => {
+                    self.forget_finished(key, m);
+                    match status {
+                        DeviceStatus::AlreadyInstalled => Delivery::AlreadyInstalled,
+                        DeviceStatus::Noartifact => Delivery::NoArtifact,
+                        _ => Delivery::Nothing,
+                    }
+                }
+                CheckInOutcome::Conflict(msg) => return Err(EngineError::Conflict(msg)),
+            });
+        }
+        Ok(Delivery::Nothing)
+    }
+
+    /// A device finished a deployment another node runs: drop the membership here too (the
+    /// owner's node did the same in its own index).
+    fn forget_finished(&self, key: super::fleet::DeviceKey, m: super::fleet::Membership) {
+        if self.registry.slot(m.deployment).is_none() {
+            self.fleet.remove(key, m.deployment);
+            self.fleet.prune_older(key, m.created);
         }
     }
 
@@ -444,21 +538,19 @@ impl DeploymentService {
         }
         // Running deployment: straight to its actor (which checks the tenant), no store
         // read on this hot path.
-        let reported = self
-            .ask(
-                id,
-                |reply| DeploymentMsg::ReportStatus {
-                    tenant: tenant.clone(),
-                    device: device.to_owned(),
-                    status,
-                    substate: substate.clone(),
-                    reply,
-                },
-                RESTART_WAIT,
-            )
-            .await?;
-        if let Some(r) = reported {
-            return r?.durable().await;
+        let request = Request::Report {
+            device: device.to_owned(),
+            status,
+            substate,
+        };
+        if self.perform(tenant, id, request, RESTART_WAIT).await?.is_some() {
+            if status.is_terminal() {
+                let key = device_key(tenant, device);
+                if let Some(m) = self.fleet.memberships(key).into_iter().find(|m| m.deployment == id) {
+                    self.forget_finished(key, m);
+                }
+            }
+            return Ok(());
         }
         let header = self.header(tenant, id).await?;
         // Finished deployment: only a repeat of the final status is accepted.
@@ -506,20 +598,12 @@ impl DeploymentService {
         id: Uuid,
         messages: Vec<LogMessage>,
     ) -> Result<()> {
-        let uploaded = self
-            .ask(
-                id,
-                |reply| DeploymentMsg::UploadLog {
-                    tenant: tenant.clone(),
-                    device: device.to_owned(),
-                    messages: messages.clone(),
-                    reply,
-                },
-                RESTART_WAIT,
-            )
-            .await?;
-        if let Some(r) = uploaded {
-            return r?.durable().await;
+        let request = Request::UploadLog {
+            device: device.to_owned(),
+            messages: messages.clone(),
+        };
+        if self.perform(tenant, id, request, RESTART_WAIT).await?.is_some() {
+            return Ok(());
         }
         let header = self.header(tenant, id).await?;
         let mut rec = self.stored_record(tenant, &header, device).await?;

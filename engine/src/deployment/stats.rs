@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use storage::DeviceStatus;
 
 /// Devices per status.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Statistics {
     counts: [u64; DeviceStatus::ALL.len()],
 }

@@ -22,6 +22,7 @@ use uuid::Uuid;
 use super::actor::{self, DeploymentActor, DeploymentArgs, Indexing};
 use super::clock::Clock;
 use super::fleet::Fleet;
+use crate::cluster::Fence;
 use crate::error::{EngineError, Result};
 
 pub use budget::{RestartBudget, MAX_RESTARTS, RESTART_WINDOW};
@@ -43,6 +44,8 @@ pub enum SupervisorMsg {
         id: Uuid,
         /// [`Indexing::New`] on creation, [`Indexing::Rehydrate`] at server start-up.
         indexing: Indexing,
+        /// Until when this node may write for it; kept across restarts.
+        fence: Fence,
         /// Answer.
         reply: RpcReplyPort<Result<()>>,
     },
@@ -66,6 +69,8 @@ pub enum SupervisorMsg {
     },
 }
 
+impl ractor::Message for SupervisorMsg {}
+
 /// What the supervisor shares with the actors it starts.
 pub struct SupervisorArgs {
     /// Store.
@@ -85,6 +90,8 @@ pub struct Supervisor;
 pub struct SupervisorState {
     args: SupervisorArgs,
     running: std::collections::HashMap<ActorId, (TenantId, Uuid)>,
+    /// The fence of each deployment this supervisor runs, for its restarts.
+    fences: std::collections::HashMap<Uuid, Fence>,
     budget: RestartBudget,
 }
 
@@ -97,6 +104,7 @@ impl SupervisorState {
             fleet: self.args.fleet.clone(),
             clock: self.args.clock,
             indexing,
+            fence: self.fences.get(&id).cloned().unwrap_or_else(Fence::unbounded),
         }
     }
 
@@ -205,6 +213,7 @@ impl SupervisorState {
     /// The deployment no longer has, nor will have, an actor.
     fn forget(&mut self, id: Uuid) {
         self.args.registry.remove(id);
+        self.fences.remove(&id);
         self.budget.forget(id);
         self.publish();
     }
@@ -258,6 +267,7 @@ impl Actor for Supervisor {
         Ok(SupervisorState {
             args,
             running: std::collections::HashMap::new(),
+            fences: std::collections::HashMap::new(),
             budget: RestartBudget::default(),
         })
     }
@@ -273,8 +283,10 @@ impl Actor for Supervisor {
                 tenant,
                 id,
                 indexing,
+                fence,
                 reply,
             } => {
+                state.fences.insert(id, fence);
                 let r = state.start(&myself, tenant, id, indexing).await;
                 if r.is_err() {
                     state.args.registry.remove(id);

@@ -33,7 +33,10 @@ impl DeploymentState {
             || rec.reported_artifact.as_deref() != Some(artifact_name);
         let status = rec.status;
         if status.is_terminal() {
-            return Ok(nothing());
+            return Ok(CheckInReply {
+                outcome: CheckInOutcome::Over,
+                ack: Ack(None),
+            });
         }
         if status == DeviceStatus::Pending && artifact_name == self.header.artifact_name {
             return Ok(self.finish_at_check_in(

@@ -10,13 +10,15 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde::{Deserialize, Serialize};
 use storage::{
     ArtifactRecord, DeploymentRecord, DeploymentStatus, DeviceDeploymentRecord, DeviceStatus,
-    Durable, LogMessage, MetaStore, TenantId, Write,
+    Durable, LogMessage, MetaStore, StoreError, TenantId, Write,
 };
 use uuid::Uuid;
 
 use super::clock::Clock;
+use crate::cluster::Fence;
 use super::device::{self, Change, ReportError, Reported};
 use super::fleet::{device_key, DeviceKey, Fleet, Membership};
 use super::plan;
@@ -91,6 +93,8 @@ pub enum DeploymentMsg {
     Crash,
 }
 
+impl ractor::Message for DeploymentMsg {}
+
 /// Acknowledgement of a change: resolves once the change is durable.
 pub struct Ack(pub Option<Durable>);
 
@@ -98,18 +102,30 @@ impl Ack {
     /// Wait until the change is on disk.
     pub async fn durable(self) -> Result<()> {
         if let Some(d) = self.0 {
-            d.await?;
+            match d.await {
+                Ok(()) => {}
+                Err(StoreError::LeaseLost(id)) => {
+                    return Err(EngineError::Unavailable {
+                        reason: format!("deployment {id} is moving to another node"),
+                        retry_after: std::time::Duration::from_secs(1),
+                    })
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         Ok(())
     }
 }
 
 /// What a check-in gets.
+#[derive(Debug, Serialize, Deserialize)]
 pub enum CheckInOutcome {
     /// Install this artifact.
     Deliver(Arc<ArtifactRecord>),
-    /// Nothing now (waiting for a phase, or already finished here).
+    /// Nothing now (waiting for a phase, or for the next check-in).
     Nothing,
+    /// Nothing: the device finished this deployment already.
+    Over,
     /// Nothing, and the check-in finished the device with this status (`already-installed`
     /// or `noartifact`).
     Finished(DeviceStatus),
@@ -126,7 +142,7 @@ pub struct CheckInReply {
 }
 
 /// A consistent view of the deployment.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Snapshot {
     /// The header, with live phase counts and status.
     pub header: DeploymentRecord,
@@ -148,6 +164,8 @@ pub struct DeploymentArgs {
     pub clock: Clock,
     /// Whether loading adds the deployment's devices to the fleet index.
     pub indexing: Indexing,
+    /// Until when this node may write for the deployment (in a cluster, its lease).
+    pub fence: Fence,
 }
 
 /// Whether a loading deployment adds its devices to the fleet index.
@@ -182,6 +200,7 @@ pub struct DeploymentState {
     store: Arc<dyn MetaStore>,
     fleet: Fleet,
     clock: Clock,
+    fence: Fence,
 }
 
 impl Actor for DeploymentActor {
@@ -205,7 +224,7 @@ impl Actor for DeploymentActor {
         state.schedule_phase_timer(&myself);
         if state.stats.unfinished() == 0 {
             let writes = state.finish_writes();
-            state.store.submit(writes).await?;
+            state.submit(writes).await?;
             myself.stop(Some("finished".into()));
         }
         Ok(())
@@ -267,13 +286,19 @@ impl Actor for DeploymentActor {
                 let writes = state.refresh_status();
                 if !writes.is_empty() {
                     // Nobody waits on this change; the committer makes it durable.
-                    drop(state.store.submit(writes));
+                    drop(state.submit(writes));
                 }
                 state.schedule_phase_timer(&myself);
             }
         }
         if state.header.status == DeploymentStatus::Finished {
             myself.stop(Some("finished".into()));
+        } else if !state.fence.holds() {
+            // The lease lapsed (this node was paused, or cut off): whatever the messages
+            // changed in memory was not written; the node that holds the lease now loads
+            // the deployment from the store.
+            tracing::warn!(deployment = %state.header.id, "the deployment's lease lapsed; its actor stops here");
+            myself.stop(Some("lease lapsed".into()));
         }
         Ok(())
     }
@@ -288,6 +313,7 @@ impl DeploymentState {
             fleet,
             clock,
             indexing,
+            fence,
         } = args;
         let mut header = store
             .deployment(&tenant, id)
@@ -350,6 +376,26 @@ impl DeploymentState {
             store,
             fleet,
             clock,
+            fence,
+        })
+    }
+
+    /// Hand writes to the store's committer if this node still holds the deployment, and
+    /// acknowledge them only if it still does once they are durable ([`Fence`]).
+    fn submit(&self, writes: Vec<Write>) -> Durable {
+        let id = self.header.id;
+        if !self.fence.holds() {
+            return Box::pin(async move { Err(StoreError::LeaseLost(id)) });
+        }
+        let durable = self.store.submit(writes);
+        let fence = self.fence.clone();
+        Box::pin(async move {
+            durable.await?;
+            if fence.holds() {
+                Ok(())
+            } else {
+                Err(StoreError::LeaseLost(id))
+            }
         })
     }
 
@@ -404,7 +450,7 @@ impl DeploymentState {
         if writes.is_empty() {
             return Ack(None);
         }
-        Ack(Some(self.store.submit(writes)))
+        Ack(Some(self.submit(writes)))
     }
 
     /// Recompute the deployment status; the header write if it changed.
@@ -511,7 +557,7 @@ impl DeploymentState {
         }
         self.header.aborted = true;
         writes.extend(self.finish_writes());
-        Ok(Ack(Some(self.store.submit(writes))))
+        Ok(Ack(Some(self.submit(writes))))
     }
 
     fn decommission(&mut self, device: &str) -> Ack {
@@ -548,6 +594,12 @@ impl DeploymentState {
         out.sort_by(|a, b| a.device_id.cmp(&b.device_id));
         Ok(out)
     }
+}
+
+/// Index the devices of a deployment another node runs (its memberships, as a starting
+/// actor would add them), without running it here.
+pub(crate) async fn index_only(args: DeploymentArgs) -> Result<()> {
+    DeploymentState::load(args).await.map(drop)
 }
 
 /// Abort a deployment whose actor is not running, through the same code as an operator's
