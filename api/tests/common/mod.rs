@@ -177,6 +177,28 @@ impl Server {
         self.child.as_ref().expect("the server is running").id()
     }
 
+    /// Whether the process has been started and not killed or stopped by the test.
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Kill the process with SIGKILL and reap it (nothing flushed, no shutdown).
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("the server is running");
+        child.kill().expect("sending SIGKILL");
+        child.wait().expect("reaping the killed server");
+    }
+
+    /// Send a signal by name (`STOP`, `CONT`…) to the process.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
     /// The server's stderr so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

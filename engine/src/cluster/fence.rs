@@ -92,7 +92,10 @@ mod tests {
             Duration::from_secs(3),
             Duration::from_millis(500),
         );
-        assert!(!old.holds(), "a pause past the lease must leave the fence lapsed");
+        assert!(
+            !old.holds(),
+            "a pause past the lease must leave the fence lapsed"
+        );
         assert!(Fence::unbounded().holds());
     }
 }

@@ -36,7 +36,10 @@ impl Transport {
     /// Bind the cluster listener and start the node server.
     pub(crate) async fn start(config: &ClusterConfig) -> Result<Self> {
         let listener = TcpListener::bind(config.listen).await.map_err(|e| {
-            EngineError::Internal(format!("binding the cluster listener {}: {e}", config.listen))
+            EngineError::Internal(format!(
+                "binding the cluster listener {}: {e}",
+                config.listen
+            ))
         })?;
         let bound = listener
             .local_addr()
@@ -88,7 +91,9 @@ impl Transport {
         let dial = ractor_cluster::client_connect(&self.server, address);
         match tokio::time::timeout(Duration::from_secs(2), dial).await {
             Ok(Ok(())) => tracing::info!(peer = node, %address, "linking to a cluster node"),
-            Ok(Err(e)) => tracing::debug!(peer = node, %address, error = %e, "dialing a cluster node failed"),
+            Ok(Err(e)) => {
+                tracing::debug!(peer = node, %address, error = %e, "dialing a cluster node failed")
+            }
             Err(_) => tracing::debug!(peer = node, %address, "dialing a cluster node timed out"),
         }
     }

@@ -13,7 +13,10 @@ use storage::{
 };
 use uuid::Uuid;
 
-use super::actor::{self as deployment_actor, Ack, CheckInOutcome, DeploymentArgs, DeploymentMsg, Indexing, Snapshot};
+use super::actor::{
+    self as deployment_actor, Ack, CheckInOutcome, DeploymentArgs, DeploymentMsg, Indexing,
+    Snapshot,
+};
 use super::clock::Clock;
 use super::fleet::{device_key, Fleet};
 use super::plan::{self, NewDeployment};
@@ -278,7 +281,9 @@ impl DeploymentService {
                 .await;
         };
         match self.claim(cluster, tenant, id).await {
-            Ok(ownership::Claimed::Run(fence)) => self.spawn(tenant, id, Indexing::New, fence).await,
+            Ok(ownership::Claimed::Run(fence)) => {
+                self.spawn(tenant, id, Indexing::New, fence).await
+            }
             Ok(ownership::Claimed::Elsewhere { .. }) => Ok(()),
             Err(e) => {
                 tracing::warn!(deployment = %id, error = %e, "claiming a new deployment failed; the lease loop tries again");
@@ -480,7 +485,10 @@ impl DeploymentService {
                 device_type: device_type.to_owned(),
                 artifact_name: artifact_name.to_owned(),
             };
-            let outcome = match self.perform(tenant, m.deployment, request, RESTART_WAIT).await {
+            let outcome = match self
+                .perform(tenant, m.deployment, request, RESTART_WAIT)
+                .await
+            {
                 Ok(Some(Answer::CheckIn(outcome))) => outcome,
                 Ok(Some(other)) => return Err(unexpected(other)),
                 Ok(None) => return Ok(Delivery::Nothing),
@@ -543,13 +551,13 @@ impl DeploymentService {
             status,
             substate,
         };
-        if self.perform(tenant, id, request, RESTART_WAIT).await?.is_some() {
-            if status.is_terminal() {
-                let key = device_key(tenant, device);
-                if let Some(m) = self.fleet.memberships(key).into_iter().find(|m| m.deployment == id) {
-                    self.forget_finished(key, m);
-                }
-            }
+        // (A device that finished a deployment another node runs keeps its membership in
+        // this node's index until its next check-in here, which the owner answers `Over`.)
+        if self
+            .perform(tenant, id, request, RESTART_WAIT)
+            .await?
+            .is_some()
+        {
             return Ok(());
         }
         let header = self.header(tenant, id).await?;
@@ -602,7 +610,11 @@ impl DeploymentService {
             device: device.to_owned(),
             messages: messages.clone(),
         };
-        if self.perform(tenant, id, request, RESTART_WAIT).await?.is_some() {
+        if self
+            .perform(tenant, id, request, RESTART_WAIT)
+            .await?
+            .is_some()
+        {
             return Ok(());
         }
         let header = self.header(tenant, id).await?;

@@ -104,7 +104,11 @@ impl SupervisorState {
             fleet: self.args.fleet.clone(),
             clock: self.args.clock,
             indexing,
-            fence: self.fences.get(&id).cloned().unwrap_or_else(Fence::unbounded),
+            fence: self
+                .fences
+                .get(&id)
+                .cloned()
+                .unwrap_or_else(Fence::unbounded),
         }
     }
 

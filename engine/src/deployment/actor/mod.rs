@@ -18,12 +18,12 @@ use storage::{
 use uuid::Uuid;
 
 use super::clock::Clock;
-use crate::cluster::Fence;
 use super::device::{self, Change, ReportError, Reported};
 use super::fleet::{device_key, DeviceKey, Fleet, Membership};
 use super::plan;
 use super::roster::Roster;
 use super::stats::Statistics;
+use crate::cluster::Fence;
 use crate::error::{EngineError, Result};
 
 /// Messages of a deployment actor; one per operation of the API.

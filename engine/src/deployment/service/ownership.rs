@@ -89,7 +89,6 @@ impl ClusterNode {
         self.leases().known.remove(&id);
     }
 
-
     /// The gateway of `node`, linking to it first if need be (its address is in its node
     /// record).
     pub(super) async fn gateway(&self, node: &str) -> Option<ActorRef<GatewayMsg>> {
@@ -281,16 +280,26 @@ impl DeploymentService {
         };
         let held: Vec<Lease> = {
             let mut leases = cluster.leases();
-            let ids: Vec<Uuid> = leases.held.drain().map(|(id, f)| {
-                f.revoke();
-                id
-            }).collect();
-            ids.iter().filter_map(|id| leases.known.get(id).cloned()).collect()
+            let ids: Vec<Uuid> = leases
+                .held
+                .drain()
+                .map(|(id, f)| {
+                    f.revoke();
+                    id
+                })
+                .collect();
+            ids.iter()
+                .filter_map(|id| leases.known.get(id).cloned())
+                .collect()
         };
         for l in &held {
             match lease::release(self.store.as_ref(), l).await {
-                Ok(_) => tracing::info!(deployment = %l.deployment, "handed a deployment's lease over"),
-                Err(e) => tracing::warn!(deployment = %l.deployment, error = %e, "handing a lease over failed; it lapses on its own"),
+                Ok(_) => {
+                    tracing::info!(deployment = %l.deployment, "handed a deployment's lease over")
+                }
+                Err(e) => {
+                    tracing::warn!(deployment = %l.deployment, error = %e, "handing a lease over failed; it lapses on its own")
+                }
             }
         }
         cluster.transport.stop();

@@ -7,10 +7,7 @@ use std::time::Duration;
 
 use ractor::rpc::CallResult;
 use serde::{Deserialize, Serialize};
-use storage::{
-    DeploymentStatus, DeviceDeploymentRecord, DeviceStatus, LogMessage,
-    TenantId,
-};
+use storage::{DeploymentStatus, DeviceDeploymentRecord, DeviceStatus, LogMessage, TenantId};
 use uuid::Uuid;
 
 use super::ask::{ASK_TIMEOUT, RESTART_WAIT};
@@ -368,7 +365,9 @@ impl DeploymentService {
                 .perform_local(&f.tenant, f.deployment, &f.request, RESTART_WAIT)
                 .await
                 .map_err(WireError::from),
-            Err(e) => Err(WireError::Invalid(format!("undecodable forwarded request: {e}"))),
+            Err(e) => Err(WireError::Invalid(format!(
+                "undecodable forwarded request: {e}"
+            ))),
         };
         serde_json::to_vec(&reply).unwrap_or_else(|e| {
             let fallback: Reply = Err(WireError::Other(format!("encoding the answer: {e}")));
