@@ -315,7 +315,7 @@ impl DeploymentService {
             .await?
         {
             return match answer {
-                Answer::Snapshot(s) => Ok(s),
+                Answer::Snapshot(s) => Ok(*s),
                 other => Err(unexpected(other)),
             };
         }

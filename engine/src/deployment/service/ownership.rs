@@ -163,7 +163,7 @@ impl DeploymentService {
             loop {
                 ticks.tick().await;
                 round += 1;
-                if round % 5 == 0 {
+                if round.is_multiple_of(5) {
                     cluster.link_all().await;
                 }
                 if let Err(e) = svc.lease_round(&cluster).await {

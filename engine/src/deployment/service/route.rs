@@ -46,7 +46,8 @@ pub(crate) enum Request {
 pub(crate) enum Answer {
     CheckIn(CheckInOutcome),
     Done,
-    Snapshot(Snapshot),
+    /// Boxed: by far the largest variant.
+    Snapshot(Box<Snapshot>),
     Devices(Vec<DeviceDeploymentRecord>),
 }
 
@@ -263,7 +264,7 @@ impl DeploymentService {
                 let Some(s) = self.ask(id, build, wait).await? else {
                     return Ok(None);
                 };
-                Answer::Snapshot(s)
+                Answer::Snapshot(Box::new(s))
             }
             Request::Devices => {
                 let build = |reply| DeploymentMsg::Devices { reply };
