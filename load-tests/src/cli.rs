@@ -16,10 +16,11 @@ use reqwest::Url;
 #[command(name = "rollout-load", version, about)]
 #[command(group(ArgGroup::new("token_source").required(true).args(["tokens", "data_dir"])))]
 pub struct Cli {
-    /// Base URL of the server. Only loopback addresses are accepted: this tool must not load
-    /// anybody else's machine.
+    /// Base URL of the server; repeat it for the nodes of a cluster, and the devices are
+    /// spread over them (each device keeps to one node; management calls go to the first).
+    /// Only loopback addresses are accepted: this tool must not load anybody else's machine.
     #[arg(long, default_value = "http://127.0.0.1:8080", value_parser = parse_server)]
-    pub server: Url,
+    pub server: Vec<Url>,
 
     /// What the devices do.
     #[arg(long, value_enum, default_value_t = Mode::Checkin)]

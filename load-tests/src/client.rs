@@ -60,28 +60,57 @@ struct NextSource {
     uri: String,
 }
 
-/// An HTTP client of the device API of one server.
+/// An HTTP client of the device API of one server, or of several nodes serving as one
+/// (each device always talks to the same node).
 #[derive(Clone)]
 pub struct DeviceApi {
     http: reqwest::Client,
+    nodes: Vec<Node>,
+}
+
+/// One server's URLs.
+#[derive(Clone)]
+struct Node {
     base: String,
     next_url: String,
 }
 
 impl DeviceApi {
-    /// A client of `server` for devices of `device_type` that run `current_artifact`.
-    pub fn new(server: &Url, device_type: &str, current_artifact: &str) -> anyhow::Result<Self> {
-        let base = server.as_str().trim_end_matches('/').to_owned();
-        let mut next = Url::parse(&format!("{base}{DEVICE_BASE}/next"))
-            .context("building the check-in URL")?;
-        next.query_pairs_mut()
-            .append_pair("artifact_name", current_artifact)
-            .append_pair("device_type", device_type);
+    /// A client of `servers` for devices of `device_type` that run `current_artifact`.
+    pub fn new(servers: &[Url], device_type: &str, current_artifact: &str) -> anyhow::Result<Self> {
+        anyhow::ensure!(!servers.is_empty(), "no server to talk to");
+        let mut nodes = Vec::with_capacity(servers.len());
+        for server in servers {
+            let base = server.as_str().trim_end_matches('/').to_owned();
+            let mut next = Url::parse(&format!("{base}{DEVICE_BASE}/next"))
+                .context("building the check-in URL")?;
+            next.query_pairs_mut()
+                .append_pair("artifact_name", current_artifact)
+                .append_pair("device_type", device_type);
+            nodes.push(Node {
+                base,
+                next_url: next.into(),
+            });
+        }
         Ok(DeviceApi {
             http: http_client()?,
-            base,
-            next_url: next.into(),
+            nodes,
         })
+    }
+
+    /// The node the device with `token` talks to: chosen by the token's last bytes (part of
+    /// its signature, so spread evenly), the same on every request.
+    fn node(&self, token: &str) -> &Node {
+        let n = self.nodes.len();
+        if n == 1 {
+            return &self.nodes[0];
+        }
+        let hash = token
+            .bytes()
+            .rev()
+            .take(8)
+            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+        &self.nodes[(hash % n as u64) as usize]
     }
 
     /// The shared HTTP client (also used for management calls).
@@ -95,7 +124,7 @@ impl DeviceApi {
     pub async fn check_in(&self, token: &str, parse: bool) -> anyhow::Result<(CheckIn, u64)> {
         let resp = self
             .http
-            .get(&self.next_url)
+            .get(&self.node(token).next_url)
             .header(AUTHORIZATION, bearer(token))
             .send()
             .await?;
@@ -169,7 +198,7 @@ impl DeviceApi {
     async fn put(&self, token: &str, path: &str, body: String) -> anyhow::Result<Answer> {
         let resp = self
             .http
-            .put(format!("{}{DEVICE_BASE}/{path}", self.base))
+            .put(format!("{}{DEVICE_BASE}/{path}", self.node(token).base))
             .header(AUTHORIZATION, bearer(token))
             .header(CONTENT_TYPE, "application/json")
             .body(body)

@@ -103,7 +103,12 @@ pub async fn run(cli: &Cli) -> anyhow::Result<(Report, u8)> {
     let requests = recorder.total();
     let mut report = Report {
         mode: cli.mode,
-        server: cli.server.as_str().trim_end_matches('/').to_owned(),
+        server: cli
+            .server
+            .iter()
+            .map(|s| s.as_str().trim_end_matches('/'))
+            .collect::<Vec<_>>()
+            .join(","),
         devices: cli.devices,
         concurrency: cli.concurrency,
         rate: cli.rate,
@@ -160,7 +165,8 @@ async fn create_deployment(
             .user("rollout-load")
             .context("minting the operator token")?,
     };
-    let mgmt = Management::new(api.http().clone(), &cli.server, &token);
+    let first = cli.server.first().context("no --server given")?;
+    let mgmt = Management::new(api.http().clone(), first, &token);
     let exists = mgmt
         .artifact_exists(&cli.artifact_name, &cli.device_type)
         .await?;

@@ -8,6 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt as _;
 use ractor::ActorRef;
 use storage::lease::{self, Claim, Lease};
 use storage::TenantId;
@@ -20,6 +21,10 @@ use crate::cluster::transport::Transport;
 use crate::cluster::{ClusterConfig, Fence};
 use crate::deployment::actor::Indexing;
 use crate::error::Result;
+
+/// Leases claimed or renewed at once in a round, so that a node with many deployments
+/// renews them all well within a tick.
+const CLAIMS_IN_FLIGHT: usize = 32;
 
 /// How long a caller waits for a new link to a node to be ready.
 const LINK_WAIT: Duration = Duration::from_secs(2);
@@ -179,11 +184,13 @@ impl DeploymentService {
     async fn lease_round(&self, cluster: &ClusterNode) -> Result<()> {
         let unfinished = self.store.unfinished_deployments().await?;
         let live: HashSet<Uuid> = unfinished.iter().map(|d| d.id).collect();
-        for d in &unfinished {
-            if let Err(e) = self.lease_one(cluster, &d.tenant, d.id).await {
-                tracing::warn!(deployment = %d.id, error = %e, "claiming a deployment's lease failed");
-            }
-        }
+        futures_util::stream::iter(&unfinished)
+            .for_each_concurrent(CLAIMS_IN_FLIGHT, |d| async move {
+                if let Err(e) = self.lease_one(cluster, &d.tenant, d.id).await {
+                    tracing::warn!(deployment = %d.id, error = %e, "claiming a deployment's lease failed");
+                }
+            })
+            .await;
         // Deployments that finished on another node leave the index here.
         let gone: Vec<Uuid> = {
             let mut leases = cluster.leases();

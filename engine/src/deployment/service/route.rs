@@ -157,7 +157,13 @@ impl DeploymentService {
         if self.cluster.is_none() {
             return Ok(None);
         }
-        let deadline = tokio::time::Instant::now() + OWNERLESS_WAIT.max(wait);
+        // A caller that does not wait (a listing) gets one look at the owner.
+        let patience = if wait.is_zero() {
+            Duration::ZERO
+        } else {
+            OWNERLESS_WAIT.max(wait)
+        };
+        let deadline = tokio::time::Instant::now() + patience;
         loop {
             match self.owner(tenant, id).await? {
                 Owner::Finished => return Ok(None),
