@@ -46,7 +46,7 @@ node() {
 halt() { kill -9 "${pid_of[$1]}" 2>/dev/null || true; wait "${pid_of[$1]}" 2>/dev/null || true; }
 cpu_of() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"; }
 status_of() { # status_of KEYSPACE: rollout cluster status
-    "$BIN/rollout" cluster status --data-dir "$tmp/$1" --store scylla \
+    "$BIN/rollout" cluster status --data-dir "$tmp/$1" --store scylla 2>/dev/null \
         --scylla-nodes "$ROLLOUT_TEST_CQL" --scylla-keyspace "$1"
 }
 # load KEYSPACE OUT MIX NODES... [-- flags]: rollout-load over NODES; client CPU to OUT.cpu
@@ -72,7 +72,7 @@ node n1 "$ks"
 node n2 "$ks"
 node n3 "$ks"
 load "$ks" /dev/null checkin=100,status=0,log=0 n1 -- --create-deployment --duration 1s
-token=$("$BIN/rollout" token user --tenant cluster --data-dir "$tmp/$ks")
+token=$("$BIN/rollout" token user --subject load --tenant cluster --data-dir "$tmp/$ks")
 list="${addr_of[n1]}/api/management/v1/deployments/deployments"
 deployment=$(curl -sS -H "Authorization: Bearer $token" "$list" | grep -o '"id":"[^"]*"' | head -n1 | cut -d'"' -f4)
 [ -n "$deployment" ] || { echo "no deployment was created" >&2; exit 1; }

@@ -1,7 +1,7 @@
 //! Three rollout processes over one Cassandra keyspace acting as one service: a deployment's
 //! actor runs on the node holding its lease, any node serves any device, and when the owner
 //! is killed or paused another node takes the deployment over without losing or doubling
-//! anything acknowledged. Runs when the suites run on the cluster store
+//! anything acknowledged. Artifacts are on the S3 test server when it runs. Runs when the suites run on the cluster store
 //! (`ROLLOUT_TEST_STORE=scylla`, see `common/cql.rs`); with the embedded store the cases say
 //! loudly that they were skipped.
 
@@ -17,7 +17,8 @@ use serde_json::{json, Value};
 
 const TENANT: &str = "acme";
 
-/// Three nodes sharing a keyspace, with the release uploaded.
+/// Three nodes sharing a keyspace and, when the S3 test server runs (`ROLLOUT_TEST_S3`,
+/// started by `scripts/test`), a bucket, with the release uploaded.
 struct Cluster {
     nodes: Vec<Server>,
     _work: Workdir,
@@ -25,7 +26,10 @@ struct Cluster {
 
 impl Cluster {
     async fn start() -> Option<Cluster> {
-        let first = Server::start().await;
+        let bucket = std::env::var("ROLLOUT_TEST_S3")
+            .ok()
+            .map(common::s3::TestBucket::create);
+        let first = Server::start_on(&[], bucket).await;
         let second = Server::start_beside(&first).await?;
         let third = Server::start_beside(&first).await?;
         let work = Workdir::new();

@@ -14,7 +14,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 
-use common::{rollout_binary, start_server, Server, TempDir};
+use common::{start_server, statistics_and_records, tail, TempDir};
 use serde_json::Value;
 
 const DEVICES: u64 = 10_000;
@@ -117,53 +117,7 @@ fn a_rollout_survives_deployment_actors_crashing_at_random() {
         report["elapsed_secs"].as_f64().unwrap_or(0.0)
     );
     let id = report["deployment"]["id"].as_str().expect("deployment id");
-    let (statistics, counted) = statistics_and_records(&server, &dir, id);
+    let (statistics, counted) = statistics_and_records(&server.base, &dir.0.join("data"), id);
     assert_eq!(statistics, counted, "statistics equal the device records");
     assert_eq!(counted.values().sum::<u64>(), DEVICES);
-}
-
-/// `GET /deployments/{id}/statistics`, and the statuses of `GET /deployments/{id}/devices`
-/// counted, every status key present in both.
-fn statistics_and_records(
-    server: &Server,
-    dir: &TempDir,
-    id: &str,
-) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
-    let token = Command::new(rollout_binary())
-        .args(["token", "user", "--subject", "chaos-test", "--data-dir"])
-        .arg(dir.0.join("data"))
-        .output()
-        .expect("minting a user token");
-    assert!(token.status.success(), "rollout token user failed");
-    let token = String::from_utf8_lossy(&token.stdout).trim().to_owned();
-    let base = format!(
-        "{}/api/management/v1/deployments/deployments/{id}",
-        server.base
-    );
-    let rt = tokio::runtime::Runtime::new().expect("a runtime");
-    rt.block_on(async {
-        let http = reqwest::Client::new();
-        let get = |path: &'static str| {
-            let req = http.get(format!("{base}/{path}")).bearer_auth(&token);
-            async move {
-                let resp = req.send().await.expect("the server answers");
-                assert!(resp.status().is_success(), "{path}: {}", resp.status());
-                resp.json::<Value>().await.expect("JSON")
-            }
-        };
-        let statistics: BTreeMap<String, u64> =
-            serde_json::from_value(get("statistics").await).expect("statistics");
-        let mut counted: BTreeMap<String, u64> =
-            statistics.keys().map(|k| (k.clone(), 0)).collect();
-        for d in get("devices").await.as_array().expect("devices") {
-            let status = d["status"].as_str().expect("status").to_owned();
-            *counted.entry(status).or_default() += 1;
-        }
-        (statistics, counted)
-    })
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }

@@ -82,19 +82,27 @@ impl Transport {
             .map(ActorRef::from)
     }
 
-    /// Dial `node` at `address` unless already linked. The link is ready once ractor has
-    /// authenticated it and shared the process groups, a few milliseconds later.
-    pub(crate) async fn link(&self, node: &str, address: &str) {
+    /// Dial `node` at `address` unless already linked: `false` if it cannot be reached
+    /// (a dead node refuses at once). The link is ready once ractor has authenticated it
+    /// and shared the process groups, a few milliseconds after a successful dial.
+    pub(crate) async fn link(&self, node: &str, address: &str) -> bool {
         if self.gateway(node).is_some() {
-            return;
+            return true;
         }
         let dial = ractor_cluster::client_connect(&self.server, address);
         match tokio::time::timeout(Duration::from_secs(2), dial).await {
-            Ok(Ok(())) => tracing::info!(peer = node, %address, "linking to a cluster node"),
-            Ok(Err(e)) => {
-                tracing::debug!(peer = node, %address, error = %e, "dialing a cluster node failed")
+            Ok(Ok(())) => {
+                tracing::info!(peer = node, %address, "linking to a cluster node");
+                true
             }
-            Err(_) => tracing::debug!(peer = node, %address, "dialing a cluster node timed out"),
+            Ok(Err(e)) => {
+                tracing::debug!(peer = node, %address, error = %e, "dialing a cluster node failed");
+                false
+            }
+            Err(_) => {
+                tracing::debug!(peer = node, %address, "dialing a cluster node timed out");
+                false
+            }
         }
     }
 

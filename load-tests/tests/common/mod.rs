@@ -3,11 +3,14 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
+
+use serde_json::Value;
 
 /// How long the server may take to print its address.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -71,11 +74,17 @@ pub fn rollout_binary() -> PathBuf {
 
 /// Start `rollout serve` on a free port with its data in `dir/data`, plus `extra` flags.
 pub fn start_server(dir: &Path, extra: &[&str]) -> Server {
-    let log = dir.join("server.log");
+    start_node(&dir.join("server.log"), &dir.join("data"), extra)
+}
+
+/// Start `rollout serve` on a free port with its data in `data`, its log in `log`, plus
+/// `extra` flags (several nodes of a cluster share a data dir, each with its own log).
+pub fn start_node(log: &Path, data: &Path, extra: &[&str]) -> Server {
+    let log = log.to_path_buf();
     let log_file = std::fs::File::create(&log).expect("creating the server log");
     let mut child = Command::new(rollout_binary())
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.join("data"))
+        .arg(data)
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -104,4 +113,48 @@ pub fn start_server(dir: &Path, extra: &[&str]) -> Server {
         ),
     }
     server
+}
+
+/// `GET /deployments/{id}/statistics`, and the statuses of `GET /deployments/{id}/devices`
+/// counted, every status key present in both.
+pub fn statistics_and_records(
+    server: &str,
+    data_dir: &Path,
+    id: &str,
+) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
+    let token = Command::new(rollout_binary())
+        .args(["token", "user", "--subject", "load-test", "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .expect("minting a user token");
+    assert!(token.status.success(), "rollout token user failed");
+    let token = String::from_utf8_lossy(&token.stdout).trim().to_owned();
+    let base = format!("{}/api/management/v1/deployments/deployments/{id}", server);
+    let rt = tokio::runtime::Runtime::new().expect("a runtime");
+    rt.block_on(async {
+        let http = reqwest::Client::new();
+        let get = |path: &'static str| {
+            let req = http.get(format!("{base}/{path}")).bearer_auth(&token);
+            async move {
+                let resp = req.send().await.expect("the server answers");
+                assert!(resp.status().is_success(), "{path}: {}", resp.status());
+                resp.json::<Value>().await.expect("JSON")
+            }
+        };
+        let statistics: BTreeMap<String, u64> =
+            serde_json::from_value(get("statistics").await).expect("statistics");
+        let mut counted: BTreeMap<String, u64> =
+            statistics.keys().map(|k| (k.clone(), 0)).collect();
+        for d in get("devices").await.as_array().expect("devices") {
+            let status = d["status"].as_str().expect("status").to_owned();
+            *counted.entry(status).or_default() += 1;
+        }
+        (statistics, counted)
+    })
+}
+
+/// The last `lines` lines of `text`.
+pub fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }

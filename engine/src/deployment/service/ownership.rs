@@ -102,7 +102,9 @@ impl ClusterNode {
         }
         let nodes = self.store.nodes().await.ok()?;
         let address = nodes.into_iter().find(|n| n.id == node)?.cluster?;
-        self.transport.link(node, &address).await;
+        if !self.transport.link(node, &address).await {
+            return None;
+        }
         let deadline = tokio::time::Instant::now() + LINK_WAIT;
         while tokio::time::Instant::now() < deadline {
             if let Some(g) = self.transport.gateway(node) {
