@@ -32,7 +32,8 @@ fn assert_rootfs(a: &Value, id: &str, built: &common::Built, version: u64) {
     assert_eq!(files[0]["checksum"], json!(sha256_hex(&payload)));
     assert_eq!(files[0]["size"], json!(payload.len()));
     common::assert_rfc3339(&files[0]["date"]);
-    assert!(u["meta_data"].is_array(), "meta_data must be an array: {u}");
+    // No meta-data: the field is left out, as upstream does (mender-cli accepts that).
+    assert!(u.get("meta_data").is_none(), "{u}");
 }
 
 #[tokio::test]
@@ -115,6 +116,22 @@ async fn v3_ecdsa_signed_artifact_keeps_provides_and_depends() {
     );
     let clears = a["clears_artifact_provides"].as_array().unwrap();
     assert!(clears.contains(&json!("rootfs-image.*")), "{clears:?}");
+}
+
+#[tokio::test]
+async fn a_bootstrap_artifact_has_files_null_and_no_meta_data_as_upstream_shows_it() {
+    let (server, work) = (Server::start().await, Workdir::new());
+    let api = server.as_user(TENANT);
+    let path = work.path().join("bootstrap.mender");
+    let out = common::utf8(&path);
+    let args = ["write", "bootstrap-artifact", "-n", "boot-1", "-t", "dev-a", "-o", out];
+    common::run_ok("mender-artifact", args, work.path());
+    let id = api.upload_ok(&path, "").await;
+    for a in [api.artifact(&id).await, common::find(&api.artifacts().await, &id).clone()] {
+        let u = update(&a);
+        assert_eq!(u["files"], Value::Null, "{u}");
+        assert!(u.get("meta_data").is_none(), "{u}");
+    }
 }
 
 #[tokio::test]
@@ -357,22 +374,21 @@ async fn deleted_artifact_is_gone_with_its_blob() {
 }
 
 #[tokio::test]
-async fn unknown_artifact_ids_are_404() {
+async fn unknown_artifact_ids_are_404_and_malformed_ones_400() {
     let server = Server::start().await;
     let api = server.as_user(TENANT);
-    for id in [uuid::Uuid::new_v4().to_string(), "not-a-uuid".to_owned()] {
-        assert_error(
-            api.get(&format!("/artifacts/{id}")).await,
-            StatusCode::NOT_FOUND,
-        )
-        .await;
+    let unknown = uuid::Uuid::new_v4().to_string();
+    for (id, status) in [
+        (unknown.as_str(), StatusCode::NOT_FOUND),
+        ("not-a-uuid", StatusCode::BAD_REQUEST),
+    ] {
+        assert_error(api.get(&format!("/artifacts/{id}")).await, status).await;
         let link = api.get(&format!("/artifacts/{id}/download")).await;
-        assert_error(link, StatusCode::NOT_FOUND).await;
-        assert_error(
-            api.delete(&format!("/artifacts/{id}")).await,
-            StatusCode::NOT_FOUND,
-        )
-        .await;
+        assert_error(link, status).await;
+        assert_error(api.delete(&format!("/artifacts/{id}")).await, status).await;
+        let edit = json!({"description": "x"});
+        let put = api.put_json(&format!("/artifacts/{id}"), &edit).await;
+        assert_error(put, status).await;
     }
 }
 
@@ -391,18 +407,16 @@ async fn releases_group_artifacts_by_name_and_filter_by_name() {
         .upload_ok(&work.rootfs("app-2", &["dev-a"], &[]).path, "")
         .await;
 
+    // In upload order, as upstream lists a release's artifacts.
     let ids = |release: &Value| -> Vec<String> {
-        let mut ids: Vec<String> = release["artifacts"]
+        release["artifacts"]
             .as_array()
             .unwrap()
             .iter()
             .map(|a| a["id"].as_str().unwrap().to_owned())
-            .collect();
-        ids.sort();
-        ids
+            .collect()
     };
-    let mut app1 = vec![a1.clone(), a2.clone()];
-    app1.sort();
+    let app1 = vec![a1.clone(), a2.clone()];
 
     let all = json_ok(api.get("/deployments/releases").await).await;
     let all = all.as_array().unwrap();

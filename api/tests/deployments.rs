@@ -365,12 +365,19 @@ async fn list_pages_newest_first_with_link_and_total_count() {
     assert!(ids(beyond).await.is_empty());
     let max = f.user().get("/deployments?per_page=500").await;
     assert_eq!(ids(max).await.len(), 5);
+    let oldest_first = f.user().get("/deployments?sort=asc&per_page=2").await;
+    let mut ascending = made.clone();
+    ascending.reverse();
+    assert_eq!(ids(oldest_first).await, ascending[..2]);
+    let desc = f.user().get("/deployments?sort=desc").await;
+    assert_eq!(ids(desc).await, made);
     for bad in [
         "page=0",
         "page=x",
         "per_page=0",
         "per_page=501",
         "per_page=-1",
+        "sort=bogus",
     ] {
         let resp = f.user().get(&format!("/deployments?{bad}")).await;
         assert_error(resp, StatusCode::BAD_REQUEST).await;
@@ -382,7 +389,12 @@ async fn unknown_deployments_are_404_everywhere() {
     let f = Fleet::start(TENANT).await;
     let id = f.deploy(&["d1"]).await;
     let unknown = uuid::Uuid::new_v4().to_string();
-    for missing in [unknown.as_str(), "not-a-uuid"] {
+    // An id that is no UUID at all is a malformed request (400, as upstream answers); a
+    // UUID that names no deployment is 404.
+    for (missing, status) in [
+        (unknown.as_str(), StatusCode::NOT_FOUND),
+        ("not-a-uuid", StatusCode::BAD_REQUEST),
+    ] {
         for path in [
             "",
             "/devices",
@@ -391,14 +403,14 @@ async fn unknown_deployments_are_404_everywhere() {
             "/devices/d1/log",
         ] {
             let resp = f.user().get(&format!("/deployments/{missing}{path}")).await;
-            assert_error(resp, StatusCode::NOT_FOUND).await;
+            assert_error(resp, status).await;
         }
         let aborted = json!({"status": "aborted"});
         let resp = f
             .user()
             .put_json(&format!("/deployments/{missing}/status"), &aborted)
             .await;
-        assert_error(resp, StatusCode::NOT_FOUND).await;
+        assert_error(resp, status).await;
     }
     // Another tenant's deployment does not exist for this tenant.
     let other = f.server.as_user("globex");

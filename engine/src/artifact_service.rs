@@ -120,9 +120,13 @@ impl ArtifactService {
                 groups.entry(a.meta.name.clone()).or_default().push(a);
             }
         }
+        // Within a release, in upload order (oldest first), as upstream lists them.
         Ok(groups
             .into_iter()
-            .map(|(name, artifacts)| Release { name, artifacts })
+            .map(|(name, mut artifacts)| {
+                artifacts.reverse();
+                Release { name, artifacts }
+            })
             .collect())
     }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use engine::{GenerateRequest, SingleFileSpec};
 use futures_util::{Stream, TryStreamExt};
 use serde::{Deserialize, Serialize};
-use storage::{ArtifactInfo, ArtifactRecord, Update};
+use storage::{ArtifactInfo, ArtifactRecord, TypeInfo, Update, UpdateFile};
 use time::OffsetDateTime;
 use uuid::Uuid;
 use warp::filters::BoxedFilter;
@@ -139,7 +139,7 @@ pub struct ArtifactView<'a> {
     device_types_compatible: &'a [String],
     info: &'a ArtifactInfo,
     signed: bool,
-    updates: &'a [Update],
+    updates: Vec<UpdateView<'a>>,
     artifact_provides: &'a BTreeMap<String, String>,
     artifact_depends: &'a BTreeMap<String, serde_json::Value>,
     clears_artifact_provides: &'a [String],
@@ -157,12 +157,33 @@ impl<'a> From<&'a ArtifactRecord> for ArtifactView<'a> {
             device_types_compatible: &a.meta.device_types_compatible,
             info: &a.meta.info,
             signed: a.meta.signed,
-            updates: &a.meta.updates,
+            updates: a.meta.updates.iter().map(UpdateView::from).collect(),
             artifact_provides: &a.meta.artifact_provides,
             artifact_depends: &a.meta.artifact_depends,
             clears_artifact_provides: &a.meta.clears_artifact_provides,
             size: a.size,
             modified: a.modified,
+        }
+    }
+}
+
+/// An update as upstream's deployments service shows it, which scripts written against it
+/// expect: `files` is `null` when there are none (a bootstrap artifact), and `meta_data` is
+/// left out when the update has none.
+#[derive(Serialize)]
+struct UpdateView<'a> {
+    type_info: &'a TypeInfo,
+    files: Option<&'a [UpdateFile]>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    meta_data: &'a [serde_json::Value],
+}
+
+impl<'a> From<&'a Update> for UpdateView<'a> {
+    fn from(u: &'a Update) -> Self {
+        UpdateView {
+            type_info: &u.type_info,
+            files: (!u.files.is_empty()).then_some(u.files.as_slice()),
+            meta_data: &u.meta_data,
         }
     }
 }
@@ -173,7 +194,8 @@ fn views(list: &[ArtifactRecord]) -> Vec<ArtifactView<'_>> {
 
 /// An artifact id from the path; anything that is not a UUID cannot exist.
 fn artifact_id(raw: &str) -> ApiResult<Uuid> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound("artifact not found".into()))
+    Uuid::parse_str(raw)
+        .map_err(|_| ApiError::BadRequest(format!("artifact id {raw:?} is not a UUID")))
 }
 
 async fn list(id: Identity, st: AppState) -> ApiResult {

@@ -133,7 +133,8 @@ fn raw_query() -> impl Filter<Extract = (String,), Error = std::convert::Infalli
 }
 
 fn deployment_id(raw: &str) -> ApiResult<Uuid> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound("deployment not found".into()))
+    Uuid::parse_str(raw)
+        .map_err(|_| ApiError::BadRequest(format!("deployment id {raw:?} is not a UUID")))
 }
 
 /// The Deployment JSON.
@@ -267,6 +268,13 @@ fn parse_query(raw: &str) -> ApiResult<ListQuery> {
             "search" => q.search = Some(v.into_owned()),
             "created_after" => q.created_after = Some(v.parse().map_err(|_| bad(&k, &v))?),
             "created_before" => q.created_before = Some(v.parse().map_err(|_| bad(&k, &v))?),
+            "sort" => {
+                q.ascending = match v.as_ref() {
+                    "asc" => true,
+                    "desc" => false,
+                    _ => return Err(bad(&k, &v)),
+                }
+            }
             _ => {}
         }
     }

@@ -50,6 +50,8 @@ pub struct ListQuery {
     pub created_after: Option<i64>,
     /// Created at or before (Unix seconds).
     pub created_before: Option<i64>,
+    /// Oldest first (`sort=asc`) instead of newest first.
+    pub ascending: bool,
     /// Page (from 1).
     pub page: u64,
     /// Page size.
@@ -344,7 +346,8 @@ impl DeploymentService {
         Ok(stats)
     }
 
-    /// Deployments of a tenant, newest first, filtered and paged; with the total count.
+    /// Deployments of a tenant, newest first (or oldest first), filtered and paged; with the
+    /// total count.
     pub async fn list(
         &self,
         tenant: &TenantId,
@@ -372,6 +375,9 @@ impl DeploymentService {
             })
             .collect();
         all.sort_by(|a, b| b.created.cmp(&a.created).then(b.id.cmp(&a.id)));
+        if q.ascending {
+            all.reverse();
+        }
         let total = all.len() as u64;
         let skip = usize::try_from(q.page.saturating_sub(1).saturating_mul(q.per_page))
             .unwrap_or(usize::MAX);
