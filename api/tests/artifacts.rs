@@ -124,10 +124,22 @@ async fn a_bootstrap_artifact_has_files_null_and_no_meta_data_as_upstream_shows_
     let api = server.as_user(TENANT);
     let path = work.path().join("bootstrap.mender");
     let out = common::utf8(&path);
-    let args = ["write", "bootstrap-artifact", "-n", "boot-1", "-t", "dev-a", "-o", out];
+    let args = [
+        "write",
+        "bootstrap-artifact",
+        "-n",
+        "boot-1",
+        "-t",
+        "dev-a",
+        "-o",
+        out,
+    ];
     common::run_ok("mender-artifact", args, work.path());
     let id = api.upload_ok(&path, "").await;
-    for a in [api.artifact(&id).await, common::find(&api.artifacts().await, &id).clone()] {
+    for a in [
+        api.artifact(&id).await,
+        common::find(&api.artifacts().await, &id).clone(),
+    ] {
         let u = update(&a);
         assert_eq!(u["files"], Value::Null, "{u}");
         assert!(u.get("meta_data").is_none(), "{u}");
