@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use ractor::rpc::CallResult;
+use ractor::RpcReplyPort;
 use serde::{Deserialize, Serialize};
 use storage::{DeploymentStatus, DeviceDeploymentRecord, DeviceStatus, LogMessage, TenantId};
 use uuid::Uuid;
@@ -13,7 +14,7 @@ use uuid::Uuid;
 use super::ask::{ASK_TIMEOUT, RESTART_WAIT};
 use super::DeploymentService;
 use crate::cluster::gateway::GatewayMsg;
-use crate::deployment::actor::{CheckInOutcome, DeploymentMsg, Snapshot};
+use crate::deployment::actor::{Ack, CheckInOutcome, DeploymentMsg, Snapshot};
 use crate::error::{EngineError, Result};
 
 /// An operation on one deployment's actor.
@@ -227,11 +228,7 @@ impl DeploymentService {
                     substate: substate.clone(),
                     reply,
                 };
-                let Some(ack) = self.ask(id, build, wait).await? else {
-                    return Ok(None);
-                };
-                ack?.durable().await?;
-                Answer::Done
+                return self.change(id, build, wait).await;
             }
             Request::UploadLog { device, messages } => {
                 let build = |reply| DeploymentMsg::UploadLog {
@@ -240,19 +237,12 @@ impl DeploymentService {
                     messages: messages.clone(),
                     reply,
                 };
-                let Some(ack) = self.ask(id, build, wait).await? else {
-                    return Ok(None);
-                };
-                ack?.durable().await?;
-                Answer::Done
+                return self.change(id, build, wait).await;
             }
             Request::Abort => {
-                let build = |reply| DeploymentMsg::Abort { reply };
-                let Some(ack) = self.ask(id, build, wait).await? else {
-                    return Ok(None);
-                };
-                ack?.durable().await?;
-                Answer::Done
+                return self
+                    .change(id, |reply| DeploymentMsg::Abort { reply }, wait)
+                    .await;
             }
             Request::Decommission { device } => {
                 let build = |reply| DeploymentMsg::Decommission {
@@ -281,6 +271,20 @@ impl DeploymentService {
             }
         };
         Ok(Some(answer))
+    }
+
+    /// Ask the actor for a change, and answer once it is durable.
+    async fn change(
+        &self,
+        id: Uuid,
+        build: impl Fn(RpcReplyPort<Result<Ack>>) -> DeploymentMsg,
+        wait: Duration,
+    ) -> Result<Option<Answer>> {
+        let Some(ack) = self.ask(id, build, wait).await? else {
+            return Ok(None);
+        };
+        ack?.durable().await?;
+        Ok(Some(Answer::Done))
     }
 
     /// Who runs the deployment: the lease this node last saw, or the store's when that
