@@ -564,3 +564,114 @@ async fn a_thousand_device_deployment_starts_with_every_device_pending() {
     .await;
     assert_eq!(list, json!(devices));
 }
+
+#[tokio::test]
+async fn devices_list_pages_a_deployments_devices_filtered_by_status() {
+    let f = Fleet::start(TENANT).await;
+    let id = f.deploy(&["d1", "d2", "d3", "d4", "d5"]).await;
+    for (device, statuses) in [
+        ("d1", &["downloading", "success"][..]),
+        ("d2", &["failure"][..]),
+        ("d3", &["downloading"][..]),
+    ] {
+        let d = f.device(device);
+        assert_eq!(d.check_in().await.as_deref(), Some(id.as_str()));
+        d.report_all(&id, statuses).await;
+    }
+    let api = f.user();
+    let list = |query: &str| {
+        let path = format!("/deployments/{id}/devices/list?{query}");
+        let api = &api;
+        async move { api.get(&path).await }
+    };
+    let ids = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .expect("an array")
+            .iter()
+            .map(|d| d["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    // By status, then id: downloading d3, failure d2, pending d4 d5, success d1.
+    let resp = list("per_page=2").await;
+    assert_eq!(header(&resp, "x-total-count"), "5");
+    let link = header(&resp, "link");
+    assert!(link.contains("page=2&per_page=2>; rel=\"next\""), "{link}");
+    assert!(link.contains("page=3&per_page=2>; rel=\"last\""), "{link}");
+    assert_eq!(ids(&json_ok(resp).await), ["d3", "d2"]);
+    let third = json_ok(list("per_page=2&page=3").await).await;
+    assert_eq!(ids(&third), ["d1"]);
+    assert_eq!(third[0]["status"], json!("success"));
+
+    for (status, expected) in [
+        ("finished", &["d2", "d1"][..]),
+        ("active", &["d3", "d4", "d5"][..]),
+        ("pending", &["d4", "d5"][..]),
+        ("pause", &[][..]),
+    ] {
+        let resp = list(&format!("status={status}")).await;
+        assert_eq!(header(&resp, "x-total-count"), expected.len().to_string());
+        assert_eq!(ids(&json_ok(resp).await), expected, "status={status}");
+    }
+    for bad in ["status=bogus", "page=0", "per_page=501"] {
+        assert_error(list(bad).await, StatusCode::BAD_REQUEST).await;
+    }
+    let unknown = uuid::Uuid::new_v4();
+    let resp = f
+        .user()
+        .get(&format!("/deployments/{unknown}/devices/list"))
+        .await;
+    assert_error(resp, StatusCode::NOT_FOUND).await;
+    let resp = f.user().get("/deployments/not-a-uuid/devices/list").await;
+    assert_error(resp, StatusCode::BAD_REQUEST).await;
+    let other = f.server.as_user("globex");
+    let resp = other.get(&format!("/deployments/{id}/devices/list")).await;
+    assert_error(resp, StatusCode::NOT_FOUND).await;
+}
+
+#[tokio::test]
+async fn statistics_of_many_deployments_come_in_one_request() {
+    let f = Fleet::start(TENANT).await;
+    let one = f.deploy(&["d1", "d2"]).await;
+    let two = f.deploy(&["d3"]).await;
+    let d = f.device("d1");
+    assert_eq!(d.check_in().await.as_deref(), Some(one.as_str()));
+    d.report_all(&one, &["installing"]).await;
+    let post = |body: Value| {
+        send(
+            f.user()
+                .request(Method::POST, "/deployments/statistics/list")
+                .json(&body),
+        )
+    };
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let got = json_ok(post(json!({"deployment_ids": [one, two, unknown]})).await).await;
+    let got = got.as_array().expect("an array");
+    assert_eq!(got.len(), 2, "the unknown id is left out: {got:?}");
+    let of = |id: &str| got.iter().find(|s| s["id"] == json!(id)).unwrap()["stats"].clone();
+    assert_eq!(of(&one)["installing"], json!(1));
+    assert_eq!(of(&one)["pending"], json!(1));
+    assert_eq!(of(&two)["pending"], json!(1));
+    assert_eq!(of(&two), statistics(&f.user(), &two).await);
+
+    let none = post(json!({"deployment_ids": [unknown]})).await;
+    assert_error(none, StatusCode::NOT_FOUND).await;
+    assert_eq!(
+        json_ok(post(json!({"deployment_ids": []})).await).await,
+        json!({})
+    );
+    let bad = post(json!({"deployment_ids": ["not-a-uuid"]})).await;
+    assert_error(bad, StatusCode::BAD_REQUEST).await;
+    let many: Vec<String> = (0..101).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let too_many = post(json!({ "deployment_ids": many })).await;
+    assert_error(too_many, StatusCode::BAD_REQUEST).await;
+    // Another tenant sees none of them.
+    let other = send(
+        f.server
+            .as_user("globex")
+            .request(Method::POST, "/deployments/statistics/list")
+            .json(&json!({"deployment_ids": [one]})),
+    )
+    .await;
+    assert_error(other, StatusCode::NOT_FOUND).await;
+}

@@ -1,5 +1,6 @@
-//! Deployment routes of the management API: create, list, show, devices, device list,
-//! statistics, device logs, abort, decommission.
+//! Deployment routes of the management API: create, list, show, devices (all, or paged and
+//! filtered by status), device list, statistics (of one, or of many at once), device logs,
+//! abort, decommission.
 
 use engine::{ListQuery, NewDeployment, Snapshot};
 use serde::{Deserialize, Serialize};
@@ -10,13 +11,14 @@ use warp::filters::BoxedFilter;
 use warp::reply::{Reply, Response};
 use warp::Filter;
 
+use super::paging::Paging;
 use super::{created, json_body, management, no_content, MANAGEMENT_BASE};
 use crate::auth::{self, Identity};
 use crate::error::{respond, ApiError, ApiResult};
 use crate::state::AppState;
 
-/// Largest `per_page`.
-const MAX_PER_PAGE: u64 = 500;
+/// Most deployments `POST /deployments/statistics/list` takes at once.
+const MAX_STATISTICS_IDS: usize = 100;
 
 /// The deployment routes.
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
@@ -60,6 +62,22 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(auth::user())
         .and(st.clone())
         .then(|d, id, st| async move { respond(devices(d, id, st).await) });
+    let devices_page = deployments
+        .clone()
+        .and(warp::path!(String / "devices" / "list"))
+        .and(warp::get())
+        .and(auth::user())
+        .and(raw_query())
+        .and(st.clone())
+        .then(|d, id, q, st| async move { respond(devices_page(d, id, q, st).await) });
+    let statistics_list = deployments
+        .clone()
+        .and(warp::path!("statistics" / "list"))
+        .and(warp::post())
+        .and(auth::user())
+        .and(json_body::<StatisticsListBody>(64 * 1024))
+        .and(st.clone())
+        .then(|id, body, st| async move { respond(statistics_list(id, body, st).await) });
     let device_list = deployments
         .clone()
         .and(warp::path!(String / "device_list"))
@@ -97,6 +115,10 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .or(show)
         .unify()
         .or(devices)
+        .unify()
+        .or(devices_page)
+        .unify()
+        .or(statistics_list)
         .unify()
         .or(device_list)
         .unify()
@@ -243,22 +265,12 @@ fn parse_query(raw: &str) -> ApiResult<ListQuery> {
         ..ListQuery::default()
     };
     let bad = |k: &str, v: &str| ApiError::BadRequest(format!("invalid value {v:?} for {k}"));
+    let mut paging = Paging::default();
     for (k, v) in form_urlencoded::parse(raw.as_bytes()) {
+        if paging.take(&k, &v)? {
+            continue;
+        }
         match k.as_ref() {
-            "page" => {
-                q.page = v
-                    .parse()
-                    .ok()
-                    .filter(|p| *p >= 1)
-                    .ok_or_else(|| bad(&k, &v))?
-            }
-            "per_page" => {
-                q.per_page = v
-                    .parse()
-                    .ok()
-                    .filter(|p| (1..=MAX_PER_PAGE).contains(p))
-                    .ok_or_else(|| bad(&k, &v))?
-            }
             "status" => {
                 q.status = Some(
                     serde_json::from_value(serde_json::Value::String(v.to_string()))
@@ -269,7 +281,7 @@ fn parse_query(raw: &str) -> ApiResult<ListQuery> {
             "created_after" => q.created_after = Some(v.parse().map_err(|_| bad(&k, &v))?),
             "created_before" => q.created_before = Some(v.parse().map_err(|_| bad(&k, &v))?),
             "sort" => {
-                q.ascending = match v.as_ref() {
+                q.ascending = match v.to_ascii_lowercase().as_str() {
                     "asc" => true,
                     "desc" => false,
                     _ => return Err(bad(&k, &v)),
@@ -278,41 +290,20 @@ fn parse_query(raw: &str) -> ApiResult<ListQuery> {
             _ => {}
         }
     }
+    (q.page, q.per_page) = (paging.page, paging.per_page);
     Ok(q)
-}
-
-/// `Link` header with `first`, `prev` and `next` relations.
-fn link_header(raw: &str, q: &ListQuery, total: u64) -> String {
-    let others: Vec<(String, String)> = form_urlencoded::parse(raw.as_bytes())
-        .filter(|(k, _)| k != "page" && k != "per_page")
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    let url = |page: u64| {
-        let mut s = form_urlencoded::Serializer::new(String::new());
-        s.append_pair("page", &page.to_string());
-        s.append_pair("per_page", &q.per_page.to_string());
-        for (k, v) in &others {
-            s.append_pair(k, v);
-        }
-        format!("<{MANAGEMENT_BASE}/deployments?{}>", s.finish())
-    };
-    let mut links = vec![format!("{}; rel=\"first\"", url(1))];
-    if q.page > 1 {
-        links.push(format!("{}; rel=\"prev\"", url(q.page - 1)));
-    }
-    if q.page.saturating_mul(q.per_page) < total {
-        links.push(format!("{}; rel=\"next\"", url(q.page + 1)));
-    }
-    links.join(", ")
 }
 
 async fn list(id: Identity, raw: String, st: AppState) -> ApiResult {
     let q = parse_query(&raw)?;
     let (page, total) = st.deployments.list(&id.tenant, &q).await?;
     let views: Vec<DeploymentView<'_>> = page.iter().map(DeploymentView::new).collect();
-    let reply = warp::reply::json(&views);
-    let reply = warp::reply::with_header(reply, "link", link_header(&raw, &q, total));
-    Ok(warp::reply::with_header(reply, "x-total-count", total.to_string()).into_response())
+    let paging = Paging {
+        page: q.page,
+        per_page: q.per_page,
+    };
+    let path = format!("{MANAGEMENT_BASE}/deployments");
+    Ok(paging.headers(warp::reply::json(&views), &path, &raw, total))
 }
 
 async fn show(raw: String, id: Identity, st: AppState) -> ApiResult {
@@ -329,6 +320,107 @@ async fn devices(raw: String, id: Identity, st: AppState) -> ApiResult {
         .await?;
     let views: Vec<DeviceView<'_>> = records.iter().map(DeviceView::from).collect();
     Ok(warp::reply::json(&views).into_response())
+}
+
+/// Which devices `GET /deployments/{id}/devices/list?status=` keeps: one status, or one of
+/// upstream's groups of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StatusFilter {
+    One(DeviceStatus),
+    /// The three `pause_before_*` statuses.
+    Paused,
+    /// Every status of a device still in the deployment.
+    Active,
+    /// Every final status.
+    Finished,
+}
+
+impl StatusFilter {
+    fn parse(v: &str) -> ApiResult<Self> {
+        Ok(match v {
+            "pause" => StatusFilter::Paused,
+            "active" => StatusFilter::Active,
+            "finished" => StatusFilter::Finished,
+            _ => StatusFilter::One(
+                serde_json::from_value(serde_json::Value::String(v.to_owned()))
+                    .map_err(|_| ApiError::BadRequest(format!("invalid value {v:?} for status")))?,
+            ),
+        })
+    }
+
+    fn keeps(self, s: DeviceStatus) -> bool {
+        match self {
+            StatusFilter::One(one) => s == one,
+            StatusFilter::Paused => matches!(
+                s,
+                DeviceStatus::PauseBeforeInstalling
+                    | DeviceStatus::PauseBeforeCommitting
+                    | DeviceStatus::PauseBeforeRebooting
+            ),
+            StatusFilter::Active => !s.is_terminal(),
+            StatusFilter::Finished => s.is_terminal(),
+        }
+    }
+}
+
+/// A deployment's devices a page at a time, optionally of some statuses only; ordered by
+/// status, then device id, as upstream orders them.
+async fn devices_page(raw: String, id: Identity, q: String, st: AppState) -> ApiResult {
+    let deployment = deployment_id(&raw)?;
+    let mut paging = Paging::default();
+    let mut filter = None;
+    for (k, v) in form_urlencoded::parse(q.as_bytes()) {
+        if !paging.take(&k, &v)? && k == "status" {
+            filter = Some(StatusFilter::parse(&v)?);
+        }
+    }
+    let mut records = st.deployments.devices(&id.tenant, deployment).await?;
+    records.retain(|r| filter.is_none_or(|f| f.keeps(r.status)));
+    records
+        .sort_by(|a, b| (a.status.as_str(), &a.device_id).cmp(&(b.status.as_str(), &b.device_id)));
+    let total = records.len() as u64;
+    let page = paging.page_of(&records);
+    let views: Vec<DeviceView<'_>> = page.into_iter().map(DeviceView::from).collect();
+    let path = format!("{MANAGEMENT_BASE}/deployments/{deployment}/devices/list");
+    Ok(paging.headers(warp::reply::json(&views), &path, &q, total))
+}
+
+/// `POST /deployments/statistics/list`.
+#[derive(Debug, Deserialize)]
+struct StatisticsListBody {
+    #[serde(default)]
+    deployment_ids: Vec<String>,
+}
+
+/// The statistics of several deployments at once (the UI's list view): those of the ids
+/// that name a deployment of the tenant, 404 if none does.
+async fn statistics_list(id: Identity, body: StatisticsListBody, st: AppState) -> ApiResult {
+    if body.deployment_ids.is_empty() {
+        // Upstream answers an empty request with an empty object; scripts may rely on it.
+        return Ok(warp::reply::json(&serde_json::json!({})).into_response());
+    }
+    if body.deployment_ids.len() > MAX_STATISTICS_IDS {
+        return Err(ApiError::BadRequest(format!(
+            "at most {MAX_STATISTICS_IDS} deployment ids at once"
+        )));
+    }
+    let ids = body
+        .deployment_ids
+        .iter()
+        .map(|raw| deployment_id(raw))
+        .collect::<ApiResult<Vec<Uuid>>>()?;
+    let mut out = Vec::with_capacity(ids.len());
+    for d in ids {
+        match st.deployments.get(&id.tenant, d).await {
+            Ok(s) => out.push(serde_json::json!({"id": d, "stats": s.stats.to_map()})),
+            Err(engine::EngineError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if out.is_empty() {
+        return Err(ApiError::NotFound("deployment not found".into()));
+    }
+    Ok(warp::reply::json(&out).into_response())
 }
 
 async fn device_list(raw: String, id: Identity, st: AppState) -> ApiResult {
@@ -395,19 +487,5 @@ mod tests {
             (q.page, q.per_page, q.status),
             (2, 5, Some(DeploymentStatus::Inprogress))
         );
-    }
-
-    #[test]
-    fn link_header_has_first_prev_and_next() {
-        let q = parse_query("page=2&per_page=5&search=x").unwrap();
-        let h = link_header("page=2&per_page=5&search=x", &q, 20);
-        assert!(
-            h.contains("page=1&per_page=5&search=x>; rel=\"first\""),
-            "{h}"
-        );
-        assert!(h.contains("rel=\"prev\""));
-        assert!(h.contains("page=3&per_page=5&search=x>; rel=\"next\""));
-        let last = parse_query("page=4&per_page=5").unwrap();
-        assert!(!link_header("page=4&per_page=5", &last, 20).contains("next"));
     }
 }

@@ -16,6 +16,7 @@ pub mod download;
 pub mod fuzzing;
 pub mod health;
 pub mod identity;
+mod paging;
 
 use std::sync::Arc;
 
