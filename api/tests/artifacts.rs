@@ -637,3 +637,147 @@ async fn generate_rejects_incomplete_requests() {
     assert!(api.artifacts().await.is_empty());
     assert!(server.blob_files().is_empty());
 }
+
+#[tokio::test]
+async fn artifacts_list_pages_filters_and_sorts_as_mender_cli_2_reads_it() {
+    let (server, work) = (Server::start().await, Workdir::new());
+    let api = server.as_user(TENANT);
+    let other = Workdir::new();
+    let b1 = api
+        .upload_ok(
+            &work.single_file("beta-1", &["dev-a"], &[]).path,
+            "Nightly build",
+        )
+        .await;
+    let a1 = api
+        .upload_ok(
+            &other.single_file("alpha-1", &["dev-b", "dev-c"], &[]).path,
+            "stable",
+        )
+        .await;
+    let a2 = api
+        .upload_ok(
+            &work.single_file("alpha-2", &["dev-a"], &[]).path,
+            "stable too",
+        )
+        .await;
+    let get = |query: &str| {
+        let path = format!("/artifacts/list?{query}");
+        let api = &api;
+        async move { api.get(&path).await }
+    };
+    let ids = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .expect("an array")
+            .iter()
+            .map(|a| a["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    // Default: by name ascending, 20 a page.
+    let resp = get("").await;
+    assert_eq!(resp.headers()["x-total-count"], "3");
+    assert_eq!(
+        ids(&json_ok(resp).await),
+        [a1.clone(), a2.clone(), b1.clone()]
+    );
+    let resp = get("per_page=2&page=2").await;
+    let link = resp.headers()["link"].to_str().unwrap().to_owned();
+    assert!(
+        link.contains("rel=\"prev\"") && link.contains("rel=\"last\""),
+        "{link}"
+    );
+    assert_eq!(ids(&json_ok(resp).await), [b1.clone()]);
+    let desc = json_ok(get("sort=name:desc").await).await;
+    assert_eq!(ids(&desc), [b1.clone(), a2.clone(), a1.clone()]);
+    let newest = json_ok(get("sort=modified:desc").await).await;
+    assert_eq!(ids(&newest), [a2.clone(), a1.clone(), b1.clone()]);
+    // Filters: case-insensitive substrings.
+    assert_eq!(
+        ids(&json_ok(get("name=ALPHA").await).await),
+        [a1.clone(), a2.clone()]
+    );
+    assert_eq!(
+        ids(&json_ok(get("description=nightly").await).await),
+        [b1.clone()]
+    );
+    assert_eq!(
+        ids(&json_ok(get("device_type=dev-c").await).await),
+        [a1.clone()]
+    );
+    let both = json_ok(get("name=alpha&device_type=dev-a").await).await;
+    assert_eq!(ids(&both), [a2.clone()]);
+    // Lenient, as upstream: bad paging and unknown sorts fall back to the defaults.
+    let lenient = json_ok(get("page=0&per_page=9999&sort=size:up").await).await;
+    assert_eq!(ids(&lenient), [a1.clone(), a2.clone(), b1.clone()]);
+    // The items are the same Artifact objects as /artifacts/{id}.
+    assert_eq!(
+        json_ok(get("name=beta").await).await[0],
+        api.artifact(&b1).await
+    );
+    // Another tenant's list is empty.
+    let theirs = server.as_user("globex").get("/artifacts/list").await;
+    assert_eq!(theirs.headers()["x-total-count"], "0");
+}
+
+#[tokio::test]
+async fn releases_list_filters_and_sorts_with_upstreams_v1_keys() {
+    let (server, work) = (Server::start().await, Workdir::new());
+    let api = server.as_user(TENANT);
+    let other = Workdir::new();
+    let r1 = api
+        .upload_ok(&work.single_file("app-1", &["dev-a"], &[]).path, "first")
+        .await;
+    let r2 = api
+        .upload_ok(&other.single_file("app-1", &["dev-b"], &[]).path, "")
+        .await;
+    api.upload_ok(&work.rootfs("os-7", &["dev-a"], &[]).path, "base system")
+        .await;
+    let get = |query: &str| {
+        let path = format!("/deployments/releases/list?{query}");
+        let api = &api;
+        async move { api.get(&path).await }
+    };
+    let names = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .expect("an array")
+            .iter()
+            .map(|r| r["Name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let resp = get("").await;
+    assert_eq!(resp.headers()["x-total-count"], "2");
+    let all = json_ok(resp).await;
+    assert_eq!(names(&all), ["app-1", "os-7"]);
+    let app = &all[0];
+    assert_eq!(app["ArtifactsCount"], json!(2));
+    assert_eq!(app["Artifacts"][0]["id"], json!(r1));
+    assert_eq!(app["Artifacts"][1]["id"], json!(r2));
+    assert_eq!(app["tags"], json!([]));
+    common::assert_rfc3339(&app["Modified"]);
+
+    assert_eq!(
+        names(&json_ok(get("sort=name:desc").await).await),
+        ["os-7", "app-1"]
+    );
+    let by_count = json_ok(get("sort=artifacts_count:asc").await).await;
+    assert_eq!(names(&by_count), ["os-7", "app-1"]);
+    assert_eq!(names(&json_ok(get("name=AP").await).await), ["app-1"]);
+    assert_eq!(
+        names(&json_ok(get("name=pp").await).await),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        names(&json_ok(get("description=BASE").await).await),
+        ["os-7"]
+    );
+    assert_eq!(
+        names(&json_ok(get("device_type=dev-b").await).await),
+        ["app-1"]
+    );
+    let rootfs = json_ok(get("update_type=rootfs-image").await).await;
+    assert_eq!(names(&rootfs), ["os-7"]);
+    let paged = get("per_page=1&page=2").await;
+    assert_eq!(paged.headers()["x-total-count"], "2");
+    assert_eq!(names(&json_ok(paged).await), ["os-7"]);
+}

@@ -11,7 +11,7 @@ use warp::filters::BoxedFilter;
 use warp::reply::{Reply, Response};
 use warp::Filter;
 
-use super::paging::Paging;
+use super::paging::{raw_query, Paging};
 use super::{created, json_body, management, no_content, MANAGEMENT_BASE};
 use crate::auth::{self, Identity};
 use crate::error::{respond, ApiError, ApiResult};
@@ -148,10 +148,6 @@ fn st_limit(
                 .map_err(warp::reject::custom)
         })
         .boxed()
-}
-
-fn raw_query() -> impl Filter<Extract = (String,), Error = std::convert::Infallible> + Clone {
-    warp::query::raw().or(warp::any().map(String::new)).unify()
 }
 
 fn deployment_id(raw: &str) -> ApiResult<Uuid> {

@@ -9,6 +9,7 @@
 //! - [`health`] serves `/health`, `/metrics`.
 
 pub mod artifacts;
+mod catalog;
 pub mod deployments;
 pub mod devices;
 pub mod download;
@@ -67,6 +68,8 @@ fn warp_routes(state: AppState, metrics: Option<PrometheusHandle>) -> BoxedFilte
     // Device routes first: check-ins and status reports are the hot path, and warp tries
     // alternatives in order.
     devices::routes(state.clone())
+        .or(catalog::routes(state.clone()))
+        .unify()
         .or(artifacts::routes(state.clone()))
         .unify()
         .or(deployments::routes(state.clone()))

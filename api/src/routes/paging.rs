@@ -3,6 +3,7 @@
 //! `first`, `prev`, `next` and `last` pages that keeps the request's other parameters.
 
 use warp::reply::{Reply, Response};
+use warp::Filter;
 
 use crate::error::{ApiError, ApiResult};
 
@@ -45,6 +46,19 @@ impl Paging {
             _ => return Ok(false),
         }
         Ok(true)
+    }
+
+    /// Like [`Paging::take`], but a value out of range leaves the default in place, as
+    /// upstream's artifact and release listings do.
+    pub(crate) fn take_leniently(&mut self, key: &str, value: &str) -> bool {
+        let mut tried = *self;
+        match tried.take(key, value) {
+            Ok(taken) => {
+                *self = tried;
+                taken
+            }
+            Err(_) => true,
+        }
     }
 
     /// The items of this page, out of all of them.
@@ -90,6 +104,12 @@ impl Paging {
         let reply = warp::reply::with_header(reply, "link", self.link(path, raw, total));
         warp::reply::with_header(reply, "x-total-count", total.to_string()).into_response()
     }
+}
+
+/// The raw query string (empty when there is none).
+pub(crate) fn raw_query(
+) -> impl Filter<Extract = (String,), Error = std::convert::Infallible> + Clone {
+    warp::query::raw().or(warp::any().map(String::new)).unify()
 }
 
 #[cfg(test)]
