@@ -679,7 +679,7 @@ async fn artifacts_list_pages_filters_and_sorts_as_mender_cli_2_reads_it() {
     assert_eq!(resp.headers()["x-total-count"], "3");
     assert_eq!(
         ids(&json_ok(resp).await),
-        [a1.clone(), a2.clone(), b1.clone()]
+        [a1.as_str(), a2.as_str(), b1.as_str()]
     );
     let resp = get("per_page=2&page=2").await;
     let link = resp.headers()["link"].to_str().unwrap().to_owned();
@@ -687,29 +687,29 @@ async fn artifacts_list_pages_filters_and_sorts_as_mender_cli_2_reads_it() {
         link.contains("rel=\"prev\"") && link.contains("rel=\"last\""),
         "{link}"
     );
-    assert_eq!(ids(&json_ok(resp).await), [b1.clone()]);
+    assert_eq!(ids(&json_ok(resp).await), [b1.as_str()]);
     let desc = json_ok(get("sort=name:desc").await).await;
-    assert_eq!(ids(&desc), [b1.clone(), a2.clone(), a1.clone()]);
+    assert_eq!(ids(&desc), [b1.as_str(), a2.as_str(), a1.as_str()]);
     let newest = json_ok(get("sort=modified:desc").await).await;
-    assert_eq!(ids(&newest), [a2.clone(), a1.clone(), b1.clone()]);
+    assert_eq!(ids(&newest), [a2.as_str(), a1.as_str(), b1.as_str()]);
     // Filters: case-insensitive substrings.
     assert_eq!(
         ids(&json_ok(get("name=ALPHA").await).await),
-        [a1.clone(), a2.clone()]
+        [a1.as_str(), a2.as_str()]
     );
     assert_eq!(
         ids(&json_ok(get("description=nightly").await).await),
-        [b1.clone()]
+        [b1.as_str()]
     );
     assert_eq!(
         ids(&json_ok(get("device_type=dev-c").await).await),
-        [a1.clone()]
+        [a1.as_str()]
     );
     let both = json_ok(get("name=alpha&device_type=dev-a").await).await;
-    assert_eq!(ids(&both), [a2.clone()]);
+    assert_eq!(ids(&both), [a2.as_str()]);
     // Lenient, as upstream: bad paging and unknown sorts fall back to the defaults.
     let lenient = json_ok(get("page=0&per_page=9999&sort=size:up").await).await;
-    assert_eq!(ids(&lenient), [a1.clone(), a2.clone(), b1.clone()]);
+    assert_eq!(ids(&lenient), [a1.as_str(), a2.as_str(), b1.as_str()]);
     // The items are the same Artifact objects as /artifacts/{id}.
     assert_eq!(
         json_ok(get("name=beta").await).await[0],
