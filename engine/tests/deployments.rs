@@ -564,8 +564,9 @@ fn restart_rehydrates_deployments_and_devices_continue() {
         let finished = f.snapshot(done).await;
         assert_eq!(finished.header, seen.done.header);
         assert_eq!(finished.stats, seen.done.stats);
+        // Finished devices of a finished deployment cannot become active again.
         assert!(matches!(
-            f.report("x", done, DeviceStatus::Failure).await,
+            f.report("x", done, DeviceStatus::Downloading).await,
             Err(EngineError::Conflict(_))
         ));
 

@@ -19,8 +19,8 @@ pub enum ReportError {
     /// Devices cannot report this status (`pending`, `noartifact`, `aborted`, …).
     #[error("devices cannot report the status {0}")]
     NotReportable(DeviceStatus),
-    /// The deployment was aborted or the device decommissioned, or the device already
-    /// finished with another status.
+    /// The deployment was aborted or the device decommissioned, or a finished device
+    /// reported an active status.
     #[error("the device's deployment is over ({0}); it can no longer change its status")]
     Over(DeviceStatus),
 }
@@ -66,7 +66,7 @@ pub fn report(
         return Ok(Reported::Unchanged);
     }
     if rec.status.is_terminal() {
-        return Err(ReportError::Over(rec.status));
+        return replace_final(rec, status, substate, now);
     }
     if rec.status == DeviceStatus::Pending && rec.artifact_id.is_none() {
         // The device leaves pending without having been handed the update in this attempt
@@ -88,6 +88,31 @@ pub fn report(
         rec.artifact_id = None;
     }
     Ok(Reported::Moved(Change { from, to }))
+}
+
+/// A report from a device that has finished. An aborted or decommissioned device can
+/// report nothing more (409: the client rolls back). Any other final status may be replaced
+/// by another final one, as upstream allows and the contract implies (it refuses reports
+/// only after an abort or a decommission): a client that reported `success` and then failed
+/// to commit reports `failure`, and that is what it ends with. A finished device cannot go
+/// back to an active status: it is no longer handed the deployment.
+fn replace_final(
+    rec: &mut DeviceDeploymentRecord,
+    status: DeviceStatus,
+    substate: Option<String>,
+    now: OffsetDateTime,
+) -> Result<Reported, ReportError> {
+    let interrupted = matches!(
+        rec.status,
+        DeviceStatus::Aborted | DeviceStatus::Decommissioned
+    );
+    if interrupted || !status.is_terminal() {
+        return Err(ReportError::Over(rec.status));
+    }
+    let from = rec.status;
+    set_status(rec, status, now);
+    rec.substate = substate;
+    Ok(Reported::Moved(Change { from, to: status }))
 }
 
 /// Force a status (check-in side effects, abort, decommission).
@@ -215,6 +240,27 @@ mod tests {
             report(&mut r, DeviceStatus::Pending, None, 0, now),
             Err(ReportError::NotReportable(DeviceStatus::Pending))
         );
+    }
+
+    #[test]
+    fn a_final_status_may_be_replaced_by_another_but_not_by_an_active_one() {
+        let mut r = rec();
+        let now = OffsetDateTime::now_utc();
+        report(&mut r, DeviceStatus::Success, None, 1, now).unwrap();
+        let c = report(&mut r, DeviceStatus::Failure, None, 1, now).unwrap();
+        // No retry from a final status, whatever `retries` allows.
+        assert_eq!(
+            c,
+            Reported::Moved(Change {
+                from: DeviceStatus::Success,
+                to: DeviceStatus::Failure
+            })
+        );
+        assert_eq!(
+            report(&mut r, DeviceStatus::Downloading, None, 1, now),
+            Err(ReportError::Over(DeviceStatus::Failure))
+        );
+        assert_eq!(r.status, DeviceStatus::Failure);
     }
 
     fn any_status() -> impl Strategy<Value = DeviceStatus> {

@@ -555,7 +555,7 @@ impl DeploymentService {
         let request = Request::Report {
             device: device.to_owned(),
             status,
-            substate,
+            substate: substate.clone(),
         };
         // (A device that finished a deployment another node runs keeps its membership in
         // this node's index until its next check-in here, which the owner answers `Over`.)
@@ -567,15 +567,21 @@ impl DeploymentService {
             return Ok(());
         }
         let header = self.header(tenant, id).await?;
-        // Finished deployment: only a repeat of the final status is accepted.
-        let rec = self.stored_record(tenant, &header, device).await?;
-        if rec.status == status {
+        // Finished deployment: the same rules, applied to the stored record (every device
+        // has finished, so only a final status may replace another).
+        let mut rec = self.stored_record(tenant, &header, device).await?;
+        let now = self.clock.now();
+        let reported = super::device::report(&mut rec, status, substate, header.retries, now)
+            .map_err(deployment_actor::report_error)?;
+        if reported == super::device::Reported::Unchanged {
             return Ok(());
         }
-        Err(EngineError::Conflict(format!(
-            "the deployment is over for this device ({})",
-            rec.status
-        )))
+        let write = Write::PutDevice {
+            tenant: tenant.clone(),
+            deployment: id,
+            record: rec,
+        };
+        Ack(Some(self.store.submit(vec![write]))).durable().await
     }
 
     async fn stored_record(

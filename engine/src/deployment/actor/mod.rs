@@ -663,7 +663,7 @@ async fn load_artifacts(
     Ok(out)
 }
 
-fn report_error(e: ReportError) -> EngineError {
+pub(crate) fn report_error(e: ReportError) -> EngineError {
     match e {
         ReportError::NotReportable(_) => EngineError::Invalid(e.to_string()),
         ReportError::Over(_) => EngineError::Conflict(e.to_string()),
