@@ -580,3 +580,50 @@ async fn devices_report_inventory_with_put_or_patch() {
     let req = server.http().put(server.url(INVENTORY)).json(&attrs);
     assert_error(send(req).await, StatusCode::UNAUTHORIZED).await;
 }
+
+#[tokio::test]
+async fn all_devices_deploys_to_every_accepted_device_of_the_tenant() {
+    let (server, work) = (Server::start().await, Workdir::new());
+    let mut ids = Vec::new();
+    for n in 0..2 {
+        let key = DeviceKey::new(Kind::Ed25519, work.path(), &format!("all{n}"));
+        let identity = json!({"mac": format!("02:00:00:00:0a:0{n}")});
+        let token = token_for(&server.base, &key, &identity, "").await;
+        ids.push(claims(&token)["sub"].as_str().unwrap().to_owned());
+    }
+    ids.sort();
+    let api = server.as_user("");
+    let release = work.single_file("everyone-1", &["dev-a"], &[]);
+    api.upload_ok(&release.path, "").await;
+    let body = |extra: Value| {
+        let mut b = json!({"name": "everyone", "artifact_name": "everyone-1"});
+        if let (Some(b), Some(e)) = (b.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        b
+    };
+    let created = common::fleet::create(&api, &body(json!({"all_devices": true}))).await;
+    let id = common::fleet::deployment_id(created).await;
+    let d = json_ok(api.get(&format!("/deployments/{id}")).await).await;
+    assert_eq!(d["device_count"], json!(2), "{d}");
+    let listed = json_ok(api.get(&format!("/deployments/{id}/device_list")).await).await;
+    assert_eq!(listed, json!(ids));
+
+    // Either a list or all_devices; and all_devices needs an accepted device.
+    let both = body(json!({"all_devices": true, "devices": [ids[0]]}));
+    assert_error(
+        common::fleet::create(&api, &both).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    let neither = body(json!({}));
+    assert_error(
+        common::fleet::create(&api, &neither).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    let other = server.as_user("globex");
+    other.upload_ok(&release.path, "").await;
+    let empty = common::fleet::create(&other, &body(json!({"all_devices": true}))).await;
+    assert_error(empty, StatusCode::BAD_REQUEST).await;
+}

@@ -21,7 +21,12 @@ pub struct NewDeployment {
     /// The release to deploy.
     pub artifact_name: String,
     /// Device ids.
+    #[serde(default)]
     pub devices: Vec<String>,
+    /// Instead of `devices`: every device accepted in the tenant when the deployment is
+    /// created.
+    #[serde(default)]
+    pub all_devices: bool,
     /// Phases (none: everyone at once).
     #[serde(default)]
     pub phases: Option<Vec<NewPhase>>,
@@ -76,7 +81,9 @@ pub fn validate(new: &NewDeployment, now: OffsetDateTime) -> Result<Vec<PhaseRec
     check_text("name", &new.name)?;
     check_text("artifact_name", &new.artifact_name)?;
     if new.devices.is_empty() {
-        return Err(invalid("devices must not be empty"));
+        return Err(invalid(
+            "provide a list of devices, or set all_devices to deploy to every accepted device",
+        ));
     }
     let mut seen = HashSet::with_capacity(new.devices.len());
     for d in &new.devices {

@@ -8,8 +8,8 @@ use std::time::Duration;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
 use storage::{
-    ArtifactRecord, DeploymentRecord, DeploymentStatus, DeviceDeploymentRecord, DeviceStatus,
-    LogMessage, MetaStore, TenantId, Write,
+    ArtifactRecord, DeploymentRecord, DeploymentStatus, DeviceAuthStatus, DeviceDeploymentRecord,
+    DeviceStatus, LogMessage, MetaStore, TenantId, Write,
 };
 use uuid::Uuid;
 
@@ -223,7 +223,24 @@ impl DeploymentService {
 
     /// Create a deployment: validate, persist header and device list durably, start its
     /// actor.
-    pub async fn create(&self, tenant: &TenantId, new: NewDeployment) -> Result<DeploymentRecord> {
+    pub async fn create(
+        &self,
+        tenant: &TenantId,
+        mut new: NewDeployment,
+    ) -> Result<DeploymentRecord> {
+        if new.all_devices {
+            if !new.devices.is_empty() {
+                return Err(EngineError::Invalid(
+                    "give either a list of devices or all_devices, not both".into(),
+                ));
+            }
+            new.devices = self.accepted_devices(tenant).await?;
+            if new.devices.is_empty() {
+                return Err(EngineError::Invalid(
+                    "all_devices: the tenant has no accepted device".into(),
+                ));
+            }
+        }
         let now = self.clock.now();
         let phases = plan::validate(&new, now)?;
         let artifacts: Vec<Uuid> = self
@@ -271,6 +288,20 @@ impl DeploymentService {
         self.store.commit(writes).await?;
         self.start_created(tenant, header.id).await?;
         Ok(header)
+    }
+
+    /// Every device accepted in the tenant, by id.
+    async fn accepted_devices(&self, tenant: &TenantId) -> Result<Vec<String>> {
+        let mut ids: Vec<String> = self
+            .store
+            .device_auths(tenant)
+            .await?
+            .into_iter()
+            .filter(|d| d.status() == DeviceAuthStatus::Accepted)
+            .map(|d| d.id)
+            .collect();
+        ids.sort();
+        Ok(ids)
     }
 
     /// Start the actor of a deployment just created: here on its own store; in a cluster,

@@ -161,6 +161,7 @@ impl Fixture {
             name: "rollout test".into(),
             artifact_name: RELEASE.into(),
             devices,
+            all_devices: false,
             phases: None,
             retries: None,
         }
