@@ -675,3 +675,43 @@ async fn statistics_of_many_deployments_come_in_one_request() {
     .await;
     assert_error(other, StatusCode::NOT_FOUND).await;
 }
+
+#[tokio::test]
+async fn every_deployment_object_carries_statistics_by_status_and_total_size() {
+    let f = Fleet::start(TENANT).await;
+    let id = f.deploy(&["d1", "d2", "d3"]).await;
+    let size = f.user().artifact(&f.artifact_id).await["size"]
+        .as_u64()
+        .unwrap();
+    for device in ["d1", "d2"] {
+        let d = f.device(device);
+        assert_eq!(d.check_in().await.as_deref(), Some(id.as_str()));
+        d.report_all(&id, &["downloading"]).await;
+    }
+    let check = |d: &Value, downloading: u64, success: u64, total: u64| {
+        let s = &d["statistics"];
+        assert_eq!(s["status"]["downloading"], json!(downloading), "{d}");
+        assert_eq!(s["status"]["success"], json!(success), "{d}");
+        assert_eq!(s["status"]["pause_before_installing"], json!(0), "{d}");
+        assert_eq!(s["total_size"], json!(total), "{d}");
+    };
+    check(&f.deployment(&id).await, 2, 0, 2 * size);
+    let list = json_ok(f.user().get("/deployments").await).await;
+    check(&list[0], 2, 0, 2 * size);
+
+    for device in ["d1", "d2"] {
+        f.device(device).report_all(&id, &["success"]).await;
+    }
+    let d3 = f.device("d3");
+    assert_eq!(d3.check_in().await.as_deref(), Some(id.as_str()));
+    d3.report_all(&id, &["success"]).await;
+    let finished = f.deployment(&id).await;
+    assert_eq!(finished["status"], json!("finished"));
+    check(&finished, 0, 3, 3 * size);
+    // Kept with the finished deployment; a final status replaced later follows.
+    f.device("d3").report_all(&id, &["failure"]).await;
+    let list = json_ok(f.user().get("/deployments").await).await;
+    check(&list[0], 0, 2, 3 * size);
+    assert_eq!(list[0]["statistics"]["status"]["failure"], json!(1));
+    assert_eq!(f.statistics(&id).await["failure"], json!(1));
+}

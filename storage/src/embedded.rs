@@ -554,6 +554,7 @@ mod tests {
             phases: vec![],
             aborted: false,
             artifacts: vec![],
+            final_statistics: None,
         }
     }
 

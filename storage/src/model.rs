@@ -260,6 +260,19 @@ pub struct DeploymentRecord {
     /// Ids of the artifacts of the release at creation time.
     #[serde(default)]
     pub artifacts: Vec<Uuid>,
+    /// What the devices ended with, kept when the deployment finishes so that listings do
+    /// not count its records (absent while it runs, and in deployments stored before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_statistics: Option<FinalStatistics>,
+}
+
+/// A finished deployment's statistics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinalStatistics {
+    /// Devices per status.
+    pub status: BTreeMap<DeviceStatus, u64>,
+    /// Bytes of the artifacts handed to the devices.
+    pub total_size: u64,
 }
 
 /// One device's record in one deployment.

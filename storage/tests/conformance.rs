@@ -186,6 +186,7 @@ fn deployment(tenant: &TenantId, status: DeploymentStatus) -> DeploymentRecord {
         phases: vec![],
         aborted: false,
         artifacts: vec![Uuid::new_v4()],
+        final_statistics: None,
     }
 }
 

@@ -4,7 +4,7 @@
 
 use engine::{ListQuery, NewDeployment, Snapshot};
 use serde::{Deserialize, Serialize};
-use storage::{DeploymentRecord, DeploymentStatus, DeviceDeploymentRecord, DeviceStatus};
+use storage::{DeploymentStatus, DeviceDeploymentRecord, DeviceStatus};
 use time::OffsetDateTime;
 use uuid::Uuid;
 use warp::filters::BoxedFilter;
@@ -173,8 +173,15 @@ struct DeploymentView<'a> {
     retries: u32,
     phases: Vec<PhaseView>,
     artifacts: &'a [Uuid],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    statistics: Option<std::collections::BTreeMap<&'static str, u64>>,
+    statistics: StatisticsView,
+}
+
+/// A deployment's `statistics`, as upstream shows them on every deployment (the UI's
+/// progress reads them): devices per status, and the bytes of the artifacts handed out.
+#[derive(Serialize)]
+struct StatisticsView {
+    status: std::collections::BTreeMap<&'static str, u64>,
+    total_size: u64,
 }
 
 #[derive(Serialize)]
@@ -188,7 +195,8 @@ struct PhaseView {
 }
 
 impl<'a> DeploymentView<'a> {
-    fn new(d: &'a DeploymentRecord) -> Self {
+    fn new(snapshot: &'a Snapshot) -> Self {
+        let d = &snapshot.header;
         DeploymentView {
             id: d.id,
             name: &d.name,
@@ -209,7 +217,10 @@ impl<'a> DeploymentView<'a> {
                 })
                 .collect(),
             artifacts: &d.artifacts,
-            statistics: None,
+            statistics: StatisticsView {
+                status: snapshot.stats.to_map(),
+                total_size: snapshot.total_size,
+            },
         }
     }
 }
@@ -303,10 +314,8 @@ async fn list(id: Identity, raw: String, st: AppState) -> ApiResult {
 }
 
 async fn show(raw: String, id: Identity, st: AppState) -> ApiResult {
-    let Snapshot { header, stats } = st.deployments.get(&id.tenant, deployment_id(&raw)?).await?;
-    let mut view = DeploymentView::new(&header);
-    view.statistics = Some(stats.to_map());
-    Ok(warp::reply::json(&view).into_response())
+    let snapshot = st.deployments.get(&id.tenant, deployment_id(&raw)?).await?;
+    Ok(warp::reply::json(&DeploymentView::new(&snapshot)).into_response())
 }
 
 async fn devices(raw: String, id: Identity, st: AppState) -> ApiResult {

@@ -46,6 +46,11 @@ impl Roster {
         self.keys.binary_search(&key).is_ok()
     }
 
+    /// The records of the devices that did something (untouched ones are pending).
+    pub fn records(&self) -> impl Iterator<Item = &DeviceDeploymentRecord> + '_ {
+        self.records.values().map(|r| r.as_ref())
+    }
+
     /// Put a stored record in place (loading). Records of unknown devices are ignored.
     pub fn load(&mut self, key: DeviceKey, rec: DeviceDeploymentRecord) {
         if self.contains(key) {

@@ -275,6 +275,7 @@ impl DeploymentService {
             phases,
             aborted: false,
             artifacts,
+            final_statistics: None,
         };
         let mut writes = vec![Write::PutDeployment(header.clone())];
         for (i, chunk) in new.devices.chunks(DEVICE_LIST_CHUNK).enumerate() {
@@ -354,8 +355,40 @@ impl DeploymentService {
         }
         // Again: the deployment may have finished while the request waited.
         let header = self.header(tenant, id).await?;
-        let stats = self.stored_statistics(tenant, &header).await?;
-        Ok(Snapshot { header, stats })
+        self.stored_snapshot(tenant, header).await
+    }
+
+    /// A finished deployment's statistics: those stored when it finished, or counted from
+    /// its records (deployments stored without them).
+    async fn stored_snapshot(
+        &self,
+        tenant: &TenantId,
+        header: DeploymentRecord,
+    ) -> Result<Snapshot> {
+        if let Some(f) = &header.final_statistics {
+            let (stats, total_size) = (Statistics::from_stored(&f.status), f.total_size);
+            return Ok(Snapshot {
+                header,
+                stats,
+                total_size,
+            });
+        }
+        let records = self.store.device_records(tenant, header.id).await?;
+        let mut stats = Statistics::count(records.iter().map(|r| &r.status));
+        let untouched = header.device_count.saturating_sub(records.len() as u64);
+        stats.add(DeviceStatus::Pending, untouched);
+        let mut sizes = std::collections::HashMap::new();
+        for a in &header.artifacts {
+            if let Some(rec) = self.store.artifact(tenant, *a).await? {
+                sizes.insert(*a, rec.size);
+            }
+        }
+        let total_size = deployment_actor::total_size(records.iter(), |id| sizes.get(&id).copied());
+        Ok(Snapshot {
+            header,
+            stats,
+            total_size,
+        })
     }
 
     async fn header(&self, tenant: &TenantId, id: Uuid) -> Result<DeploymentRecord> {
@@ -365,25 +398,9 @@ impl DeploymentService {
             .ok_or(EngineError::NotFound("deployment"))
     }
 
-    async fn stored_statistics(
-        &self,
-        tenant: &TenantId,
-        header: &DeploymentRecord,
-    ) -> Result<Statistics> {
-        let records = self.store.device_records(tenant, header.id).await?;
-        let mut stats = Statistics::count(records.iter().map(|r| &r.status));
-        let untouched = header.device_count.saturating_sub(records.len() as u64);
-        stats.add(DeviceStatus::Pending, untouched);
-        Ok(stats)
-    }
-
-    /// Deployments of a tenant, newest first (or oldest first), filtered and paged; with the
-    /// total count.
-    pub async fn list(
-        &self,
-        tenant: &TenantId,
-        q: &ListQuery,
-    ) -> Result<(Vec<DeploymentRecord>, u64)> {
+    /// Deployments of a tenant, newest first (or oldest first), filtered and paged, each with
+    /// its statistics; with the total count.
+    pub async fn list(&self, tenant: &TenantId, q: &ListQuery) -> Result<(Vec<Snapshot>, u64)> {
         let search = q.search.as_ref().map(|s| s.to_lowercase());
         let mut all: Vec<DeploymentRecord> = self
             .store
@@ -412,25 +429,28 @@ impl DeploymentService {
         let total = all.len() as u64;
         let skip = usize::try_from(q.page.saturating_sub(1).saturating_mul(q.per_page))
             .unwrap_or(usize::MAX);
-        let mut page: Vec<DeploymentRecord> = all
+        let page: Vec<DeploymentRecord> = all
             .into_iter()
             .skip(skip)
             .take(q.per_page as usize)
             .collect();
-        // Running deployments: the actor's header has the live phase counts. One being
-        // restarted keeps its stored header rather than hold up the whole list.
-        for d in page
-            .iter_mut()
-            .filter(|d| d.status != DeploymentStatus::Finished)
-        {
-            let snapshot = self
-                .perform(tenant, d.id, Request::Snapshot, Duration::ZERO)
-                .await;
-            if let Ok(Some(Answer::Snapshot(s))) = snapshot {
-                *d = s.header;
+        // Running deployments: the actor's header has the live phase counts and statistics.
+        // One being restarted keeps its stored header and counts from the store rather than
+        // hold up the whole list.
+        let mut out = Vec::with_capacity(page.len());
+        for d in page {
+            if d.status != DeploymentStatus::Finished {
+                let snapshot = self
+                    .perform(tenant, d.id, Request::Snapshot, Duration::ZERO)
+                    .await;
+                if let Ok(Some(Answer::Snapshot(s))) = snapshot {
+                    out.push(*s);
+                    continue;
+                }
             }
+            out.push(self.stored_snapshot(tenant, d).await?);
         }
-        Ok((page, total))
+        Ok((out, total))
     }
 
     /// Every device's record in a deployment.
@@ -604,15 +624,25 @@ impl DeploymentService {
         let now = self.clock.now();
         let reported = super::device::report(&mut rec, status, substate, header.retries, now)
             .map_err(deployment_actor::report_error)?;
-        if reported == super::device::Reported::Unchanged {
-            return Ok(());
-        }
-        let write = Write::PutDevice {
+        let change = match reported {
+            super::device::Reported::Unchanged => return Ok(()),
+            super::device::Reported::Moved(c) => Some(c),
+            super::device::Reported::Substate => None,
+        };
+        let mut writes = vec![Write::PutDevice {
             tenant: tenant.clone(),
             deployment: id,
             record: rec,
-        };
-        Ack(Some(self.store.submit(vec![write]))).durable().await
+        }];
+        // The statistics kept with the finished deployment follow the change.
+        let mut header = header;
+        if let (Some(c), Some(f)) = (change, header.final_statistics.as_mut()) {
+            let mut stats = Statistics::from_stored(&f.status);
+            stats.moved(c.from, c.to);
+            f.status = stats.by_status();
+            writes.push(Write::PutDeployment(header));
+        }
+        Ack(Some(self.store.submit(writes))).durable().await
     }
 
     async fn stored_record(

@@ -59,6 +59,23 @@ impl Statistics {
         self.counts.iter().sum::<u64>() - self.get(DeviceStatus::Pending)
     }
 
+    /// The counts as stored with a finished deployment.
+    pub fn by_status(&self) -> BTreeMap<DeviceStatus, u64> {
+        DeviceStatus::ALL
+            .iter()
+            .map(|s| (*s, self.get(*s)))
+            .collect()
+    }
+
+    /// The counts stored with a finished deployment.
+    pub fn from_stored(counts: &BTreeMap<DeviceStatus, u64>) -> Self {
+        let mut s = Statistics::default();
+        for (status, n) in counts {
+            s.add(*status, *n);
+        }
+        s
+    }
+
     /// The API's `DeploymentStatistics` object: every status key, always present.
     pub fn to_map(&self) -> BTreeMap<&'static str, u64> {
         DeviceStatus::ALL

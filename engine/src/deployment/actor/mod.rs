@@ -13,7 +13,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 use storage::{
     ArtifactRecord, DeploymentRecord, DeploymentStatus, DeviceDeploymentRecord, DeviceStatus,
-    Durable, LogMessage, MetaStore, StoreError, TenantId, Write,
+    Durable, FinalStatistics, LogMessage, MetaStore, StoreError, TenantId, Write,
 };
 use uuid::Uuid;
 
@@ -148,6 +148,9 @@ pub struct Snapshot {
     pub header: DeploymentRecord,
     /// Devices per status.
     pub stats: Statistics,
+    /// Bytes of the artifacts handed to the devices: each device's artifact counted once,
+    /// the same artifact once per device (what upstream shows as `total_size`).
+    pub total_size: u64,
 }
 
 /// What the actor needs to load its deployment.
@@ -482,6 +485,11 @@ impl DeploymentState {
         self.fleet.release(self.header.id);
         self.header.status = DeploymentStatus::Finished;
         self.header.finished.get_or_insert(self.clock.now());
+        let snapshot = self.snapshot();
+        self.header.final_statistics = Some(FinalStatistics {
+            status: snapshot.stats.by_status(),
+            total_size: snapshot.total_size,
+        });
         crate::metrics::deployment_finished(&self.header);
         vec![Write::PutDeployment(self.header.clone())]
     }
@@ -574,9 +582,13 @@ impl DeploymentState {
     }
 
     fn snapshot(&self) -> Snapshot {
+        let artifacts = &self.artifacts;
         Snapshot {
             header: self.header.clone(),
             stats: self.stats.clone(),
+            total_size: total_size(self.devices.records(), |id| {
+                artifacts.iter().find(|a| a.id == id).map(|a| a.size)
+            }),
         }
     }
 
@@ -594,6 +606,17 @@ impl DeploymentState {
         out.sort_by(|a, b| a.device_id.cmp(&b.device_id));
         Ok(out)
     }
+}
+
+/// The bytes of the artifacts `records` were handed, sizes looked up by artifact id.
+pub(crate) fn total_size<'a>(
+    records: impl Iterator<Item = &'a DeviceDeploymentRecord>,
+    size_of: impl Fn(Uuid) -> Option<u64>,
+) -> u64 {
+    records
+        .filter_map(|r| r.artifact_id)
+        .filter_map(size_of)
+        .sum()
 }
 
 /// Index the devices of a deployment another node runs (its memberships, as a starting
