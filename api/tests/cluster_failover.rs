@@ -317,14 +317,15 @@ async fn a_paused_owner_writes_nothing_once_its_lease_has_moved() {
     for i in 0..last {
         report_acked(&cluster.device_via(i, new_owner), &id, "success").await;
     }
-    // ...and send the paused node `failure` reports, queued in its socket. The paused node
-    // still believes them `downloading`, so its actor would accept them and write
-    // `failure` over `success`, were it not fenced.
+    // ...and send the paused node `installing` reports, queued in its socket. The paused
+    // node still believes them `downloading`, so its actor would accept them and write
+    // `installing` over `success`, were it not fenced; the new owner refuses them (a
+    // finished device cannot become active again).
     let stale: Vec<_> = (0..last)
         .map(|i| {
             let device = cluster.device_via(i, owner);
             let id = id.clone();
-            tokio::spawn(async move { device.report(&id, "failure").await.status() })
+            tokio::spawn(async move { device.report(&id, "installing").await.status() })
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -344,7 +345,7 @@ async fn a_paused_owner_writes_nothing_once_its_lease_has_moved() {
     }
     let stats = statistics(&cluster.api(new_owner), &id).await;
     assert_eq!(stats["success"], json!(last), "{stats}");
-    assert_eq!(stats["failure"], json!(0), "{stats}");
+    assert_eq!(stats["installing"], json!(0), "{stats}");
     // The woken node serves again, forwarding to the new owner.
     report_acked(&cluster.device_via(last, owner), &id, "success").await;
     let d = json_ok(cluster.api(owner).get(&format!("/deployments/{id}")).await).await;
