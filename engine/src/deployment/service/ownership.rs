@@ -160,7 +160,9 @@ impl DeploymentService {
             return Ok(());
         };
         cluster.link_all().await;
-        self.lease_round(&cluster).await?;
+        // The first round waits for the loads it starts: a node says it is ready with its
+        // deployments running and its index complete.
+        self.lease_round(&cluster, true).await?;
         let svc = self.clone();
         let task = tokio::spawn(async move {
             let mut ticks = tokio::time::interval(cluster.config.tick());
@@ -173,7 +175,7 @@ impl DeploymentService {
                 if round.is_multiple_of(5) {
                     cluster.link_all().await;
                 }
-                if let Err(e) = svc.lease_round(&cluster).await {
+                if let Err(e) = svc.lease_round(&cluster, false).await {
                     tracing::warn!(error = %e, "a lease round failed; trying again");
                 }
             }
@@ -182,13 +184,13 @@ impl DeploymentService {
         Ok(())
     }
 
-    /// One pass over every unfinished deployment.
-    async fn lease_round(&self, cluster: &ClusterNode) -> Result<()> {
+    /// One pass over every unfinished deployment; `patient` waits for the loads it starts.
+    async fn lease_round(&self, cluster: &ClusterNode, patient: bool) -> Result<()> {
         let unfinished = self.store.unfinished_deployments().await?;
         let live: HashSet<Uuid> = unfinished.iter().map(|d| d.id).collect();
         futures_util::stream::iter(&unfinished)
             .for_each_concurrent(CLAIMS_IN_FLIGHT, |d| async move {
-                if let Err(e) = self.lease_one(cluster, &d.tenant, d.id).await {
+                if let Err(e) = self.lease_one(cluster, &d.tenant, d.id, patient).await {
                     tracing::warn!(deployment = %d.id, error = %e, "claiming a deployment's lease failed");
                 }
             })
@@ -215,11 +217,29 @@ impl DeploymentService {
         Ok(())
     }
 
-    async fn lease_one(&self, cluster: &ClusterNode, tenant: &TenantId, id: Uuid) -> Result<()> {
+    /// Claim or renew one lease, and start what follows from it. Loading a deployment (to
+    /// run it, or only to index its devices) takes seconds for a million devices, so it runs
+    /// in a task of its own: the round must renew every held lease well within the fence's
+    /// deadline. Both loads are idempotent, so a load still running at the next round is
+    /// harmless if started again.
+    async fn lease_one(
+        &self,
+        cluster: &ClusterNode,
+        tenant: &TenantId,
+        id: Uuid,
+        patient: bool,
+    ) -> Result<()> {
+        let mut load = None;
         match self.claim(cluster, tenant, id).await? {
             Claimed::Run(fence) => {
                 if self.registry.slot(id).is_none() {
-                    self.spawn(tenant, id, Indexing::Rehydrate, fence).await?;
+                    let (svc, tenant) = (self.clone(), tenant.clone());
+                    load = Some(tokio::spawn(async move {
+                        let started = svc.spawn(&tenant, id, Indexing::Rehydrate, fence).await;
+                        if let Err(e) = started {
+                            tracing::warn!(deployment = %id, error = %e, "starting a deployment this node took failed; trying again");
+                        }
+                    }));
                 }
                 cluster.leases().indexed.remove(&id);
             }
@@ -232,12 +252,24 @@ impl DeploymentService {
                     }
                     cluster.leases().indexed.insert(id);
                 }
-                let indexed = cluster.leases().indexed.contains(&id);
-                if !indexed && self.registry.slot(id).is_none() {
-                    self.index_only(tenant, id).await?;
-                    cluster.leases().indexed.insert(id);
+                // Marked first, so the next round does not start the same load again.
+                let newly = cluster.leases().indexed.insert(id);
+                if newly && self.registry.slot(id).is_none() {
+                    let (svc, tenant) = (self.clone(), tenant.clone());
+                    let cluster = self.cluster.clone();
+                    load = Some(tokio::spawn(async move {
+                        if let Err(e) = svc.index_only(&tenant, id).await {
+                            tracing::warn!(deployment = %id, error = %e, "indexing a deployment run elsewhere failed; trying again");
+                            if let Some(c) = cluster {
+                                c.leases().indexed.remove(&id);
+                            }
+                        }
+                    }));
                 }
             }
+        }
+        if let (true, Some(load)) = (patient, load) {
+            let _ = load.await;
         }
         Ok(())
     }
