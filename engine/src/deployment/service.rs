@@ -555,8 +555,7 @@ impl DeploymentService {
             };
             return Ok(match outcome {
                 CheckInOutcome::Over if self.registry.slot(m.deployment).is_none() => {
-                    self.fleet.remove(key, m.deployment);
-                    self.fleet.prune_older(key, m.created);
+                    self.forget_finished(key, m);
                     continue;
                 }
                 CheckInOutcome::Deliver(artifact) => Delivery::Update {
