@@ -28,7 +28,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use engine::{ArtifactLimits, ArtifactService, Clock, ClusterConfig, DeploymentService};
+use engine::{
+    ArtifactLimits, ArtifactService, Clock, ClusterConfig, DeploymentService, InventoryService,
+};
 use storage::{BlobConfig, BlobStore, EmbeddedStore, MetaStore, NodeRecord, ScyllaStore};
 
 use crate::auth::{SigningKey, TokenIssuer, TokenVerifier, VerifyKey};
@@ -79,10 +81,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("rehydrating deployments")?;
     let (auth, identity) = identity(&args, store.clone())?;
+    keep_revocations(&args, store.clone(), auth.clone()).await?;
     let store_for_heartbeat = store.clone();
+    let inventory = InventoryService::new(store.clone(), deployments.clone(), Clock::new());
     let state = AppState::new(Services {
         artifacts,
         deployments: deployments.clone(),
+        inventory,
         store,
         signer,
         device_links: LinkCache::new(args.device_link_ttl),
@@ -140,6 +145,38 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 /// The deployment service: on a cluster store, as one node among those sharing it, each
 /// running the deployments whose leases it holds; on the embedded store, alone.
+/// How often a node on a cluster store rereads the decommissioned devices, which another
+/// node may have added.
+const REVOCATIONS_REFRESH: Duration = Duration::from_secs(2);
+
+/// Load the decommissioned devices whose tokens the verifier refuses; on a cluster store,
+/// keep rereading them.
+async fn keep_revocations(
+    args: &ServeArgs,
+    store: Arc<dyn MetaStore>,
+    verifier: Arc<TokenVerifier>,
+) -> anyhow::Result<()> {
+    let all = store
+        .revocations()
+        .await
+        .context("reading the decommissioned devices")?;
+    verifier.revocations().load(&all);
+    if args.store.backend == StoreBackend::Embedded {
+        return Ok(());
+    }
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(REVOCATIONS_REFRESH);
+        loop {
+            ticks.tick().await;
+            match store.revocations().await {
+                Ok(all) => verifier.revocations().load(&all),
+                Err(e) => tracing::warn!(error = %e, "rereading the decommissioned devices failed"),
+            }
+        }
+    });
+    Ok(())
+}
+
 async fn start_deployments(
     args: &ServeArgs,
     store: Arc<dyn MetaStore>,

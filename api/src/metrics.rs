@@ -71,6 +71,19 @@ fn describe() {
         "rollout_artifact_bytes",
         "Bytes of artifacts stored per tenant."
     );
+    describe_counter!(
+        "rollout_deployments_auto_aborted_total",
+        "Deployments whose auto-abort rule tripped, by action (abort, stop_admitting)."
+    );
+    describe_counter!(
+        "rollout_devices_timed_out_total",
+        "Devices failed for staying downloading, installing or rebooting past their deployment's timeout."
+    );
+    // Present from the start, so that `increase()` and alerts see the first trip.
+    for action in ["abort", "stop_admitting"] {
+        metrics::counter!("rollout_deployments_auto_aborted_total", "action" => action).absolute(0);
+    }
+    metrics::counter!("rollout_devices_timed_out_total").absolute(0);
 }
 
 /// Record one HTTP request.

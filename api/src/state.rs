@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use engine::{ArtifactService, DeploymentService};
+use engine::{ArtifactService, DeploymentService, InventoryService};
 use storage::MetaStore;
 
 use crate::auth::TokenVerifier;
@@ -54,6 +54,8 @@ pub struct Services {
     pub artifacts: Arc<ArtifactService>,
     /// Deployments.
     pub deployments: DeploymentService,
+    /// Device inventory, groups and saved filters.
+    pub inventory: InventoryService,
     /// The metadata store.
     pub store: Arc<dyn MetaStore>,
     /// Download link signer.

@@ -194,3 +194,57 @@ fn serve_on_scylla_without_nodes_or_with_a_bad_keyspace_says_what_is_missing() {
     let half = serve(&["--scylla-nodes", "127.0.0.1:9", "--scylla-user", "u"]);
     assert!(half.contains("--scylla-password-file"), "{half}");
 }
+
+#[tokio::test]
+async fn a_device_that_starts_matching_on_one_node_joins_a_dynamic_deployment_run_by_another() {
+    let first = Server::start().await;
+    let Some(second) = Server::start_beside(&first).await else {
+        eprintln!("\n!!! SKIPPED: needs ROLLOUT_TEST_STORE=scylla and ROLLOUT_TEST_CQL !!!\n");
+        return;
+    };
+    let work = Workdir::new();
+    let built = work.single_file("dyn-1", &["dev-a"], &[]);
+    first.as_user("acme").upload_ok(&built.path, "").await;
+    // Created on the first node, which claims it and runs its actor.
+    let body = serde_json::json!({
+        "name": "dynamic", "artifact_name": "dyn-1",
+        "filter": {"terms": [{"scope": "inventory", "attribute": "site", "type": "$eq", "value": "oslo"}]},
+    });
+    let resp = common::send(
+        first
+            .http()
+            .post(first.url("/api/management/v2/deployments/deployments"))
+            .bearer_auth(first.user_token("acme"))
+            .json(&body),
+    )
+    .await;
+    let id = common::fleet::deployment_id(resp).await;
+    // The device reports its inventory to the second node, and checks in there.
+    let device = second.device("acme", "far-away");
+    let attrs = serde_json::json!([{"name": "site", "value": "oslo"}]);
+    let req = second
+        .http()
+        .patch(second.url("/api/devices/v1/inventory/device/attributes"))
+        .bearer_auth(second.device_token_for("acme", "far-away"))
+        .json(&attrs);
+    assert_eq!(common::send(req).await.status(), StatusCode::OK);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if device.check_in().await == Some(id.clone()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second node never routed the joined device to the deployment"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let d = common::json_ok(
+        first
+            .as_user("acme")
+            .get(&format!("/deployments/{id}"))
+            .await,
+    )
+    .await;
+    assert_eq!(d["device_count"], serde_json::json!(1), "{d}");
+}

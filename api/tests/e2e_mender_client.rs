@@ -247,15 +247,12 @@ async fn wait_finished(user: &Api<'_>, device: &Device, deployment: &str, outcom
     .await;
 }
 
-#[tokio::test]
-async fn mender_client_installs_a_generated_single_file_artifact() {
-    let server = Server::start().await;
-    let mut device = Device::setup(&server, "02:00:00:00:00:01", &[]);
-    let user = server.as_user("");
-    let payload = "hello from rollout\n";
+/// Generate a single-file artifact `name` that installs `payload` as `hello.txt` in the
+/// device's installed dir.
+async fn generate_hello(user: &Api<'_>, device: &Device, name: &str, payload: &str) {
     let args = json!({"dest_dir": device.installed(), "filename": "hello.txt"});
     let form = reqwest::multipart::Form::new()
-        .text("name", "app-1.0")
+        .text("name", name.to_owned())
         .text("device_types_compatible", DEVICE_TYPE)
         .text("type", "single_file")
         .text("args", args.to_string())
@@ -270,16 +267,74 @@ async fn mender_client_installs_a_generated_single_file_artifact() {
         "{}",
         resp.text().await.unwrap()
     );
+}
+
+/// Wait until `hello.txt` holds `payload`.
+async fn wait_installed(device: &Device, payload: &str) {
+    let file = device.installed().join("hello.txt");
+    wait_for("hello.txt to be installed", device, || async {
+        std::fs::read_to_string(&file).ok().filter(|t| t == payload)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn mender_client_installs_a_generated_single_file_artifact() {
+    let server = Server::start().await;
+    let mut device = Device::setup(&server, "02:00:00:00:00:01", &[]);
+    let user = server.as_user("");
+    let payload = "hello from rollout\n";
+    generate_hello(&user, &device, "app-1.0", payload).await;
 
     device.start();
     let id = device_id(&server, &device).await;
     let deployment = deploy(&user, "app-1.0", &id).await;
-    let file = device.installed().join("hello.txt");
-    wait_for("hello.txt to be installed", &device, || async {
-        std::fs::read_to_string(&file).ok().filter(|t| t == payload)
-    })
-    .await;
+    wait_installed(&device, payload).await;
     wait_finished(&user, &device, &deployment, "success").await;
+}
+
+/// A dynamic deployment made before the device is known: the real client authenticates,
+/// reports the inventory its script gives (`os=e2e test`), joins because that matches the
+/// filter, installs, and the deployment finishes once `max_devices` devices have.
+#[tokio::test]
+async fn a_device_whose_inventory_matches_joins_a_dynamic_deployment() {
+    let server = Server::start().await;
+    let mut device = Device::setup(&server, "02:00:00:00:00:04", &[]);
+    let user = server.as_user("");
+    let payload = "joined a dynamic deployment\n";
+    generate_hello(&user, &device, "app-2.0", payload).await;
+    let filter = json!({"terms": [
+        {"scope": "inventory", "attribute": "os", "type": "$eq", "value": "e2e test"},
+    ]});
+    let body =
+        json!({"name": "dyn", "artifact_name": "app-2.0", "filter": filter, "max_devices": 1});
+    let req = server
+        .http()
+        .post(server.url("/api/management/v2/deployments/deployments"))
+        .bearer_auth(server.user_token(""))
+        .json(&body);
+    let deployment = common::location_id(send(req).await, "deployments").await;
+    let before = json_ok(user.get(&format!("/deployments/{deployment}")).await).await;
+    assert_eq!(before["dynamic"], json!(true), "{before}");
+    assert_eq!(before["initial_device_count"], json!(0), "{before}");
+    assert_eq!(before["max_devices"], json!(1), "{before}");
+
+    device.start();
+    let id = device_id(&server, &device).await;
+    wait_installed(&device, payload).await;
+    wait_finished(&user, &device, &deployment, "success").await;
+    let path = format!("/api/management/v1/inventory/devices/{id}");
+    let req = server
+        .http()
+        .get(server.url(&path))
+        .bearer_auth(server.user_token(""));
+    let inventory = json_ok(send(req).await).await;
+    let os = inventory["attributes"]
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["name"] == json!("os")))
+        .unwrap_or_else(|| panic!("no os attribute in {inventory}"));
+    assert_eq!(os["value"], json!("e2e test"), "{inventory}");
+    assert_eq!(os["scope"], json!("inventory"), "{inventory}");
 }
 
 /// An update module that fails its install step.

@@ -627,3 +627,90 @@ async fn all_devices_deploys_to_every_accepted_device_of_the_tenant() {
     let empty = common::fleet::create(&other, &body(json!({"all_devices": true}))).await;
     assert_error(empty, StatusCode::BAD_REQUEST).await;
 }
+
+#[tokio::test]
+async fn decommissioning_a_device_revokes_its_tokens_on_every_node_and_ends_its_deployments() {
+    let (mut server, work) = (Server::start().await, Workdir::new());
+    let key = DeviceKey::new(Kind::Ed25519, work.path(), "gone");
+    let identity = json!({"mac": "02:00:00:00:0d:01"});
+    let token = token_for(&server.base, &key, &identity, "").await;
+    let id = claims(&token)["sub"].as_str().unwrap().to_owned();
+    let api = server.as_user("");
+    let release = work.single_file("gone-1", &["dev-a"], &[]);
+    api.upload_ok(&release.path, "").await;
+    let body = json!({"name": "before", "artifact_name": "gone-1", "devices": [id]});
+    let deployment = common::fleet::deployment_id(common::fleet::create(&api, &body).await).await;
+    let next = |base: String, token: String| async move {
+        let req = reqwest::Client::new()
+            .get(format!("{base}{NEXT}"))
+            .bearer_auth(token);
+        send(req).await.status()
+    };
+    assert_eq!(
+        next(server.base.clone(), token.clone()).await,
+        StatusCode::OK
+    );
+    let inventory = server
+        .http()
+        .patch(server.url(INVENTORY))
+        .bearer_auth(&token);
+    let resp = send(inventory.json(&json!([{"name": "device_type", "value": "dev-a"}]))).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    // A second node on the same cluster store, when the suite runs on one.
+    let beside = Server::start_beside(&server).await;
+    if let Some(other) = &beside {
+        assert_eq!(
+            next(other.base.clone(), token.clone()).await,
+            StatusCode::OK
+        );
+    }
+
+    let user = server.user_token("");
+    let delete = |id: String| {
+        let req = server.http().delete(server.url(&format!("{DEVAUTH}/{id}")));
+        send(req.bearer_auth(user.clone()))
+    };
+    assert_error(delete("no-such-device".into()).await, StatusCode::NOT_FOUND).await;
+    common::no_body(delete(id.clone()).await, StatusCode::NO_CONTENT).await;
+
+    // The token is refused at once here, within seconds on the other node, and after a
+    // restart; the device left its deployment and the registry and the inventory.
+    assert_eq!(
+        next(server.base.clone(), token.clone()).await,
+        StatusCode::UNAUTHORIZED
+    );
+    if let Some(other) = &beside {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while next(other.base.clone(), token.clone()).await != StatusCode::UNAUTHORIZED {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the other node still takes the token"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+    let api = server.as_user("");
+    let records = json_ok(api.get(&format!("/deployments/{deployment}/devices")).await).await;
+    assert_eq!(records[0]["status"], "decommissioned");
+    assert!(devices(&server, "").await.is_empty());
+    let inv = server
+        .http()
+        .get(server.url(&format!("/api/management/v1/inventory/devices/{id}")))
+        .bearer_auth(&user);
+    assert_error(send(inv).await, StatusCode::NOT_FOUND).await;
+    drop(beside);
+    server.restart().await;
+    assert_eq!(
+        next(server.base.clone(), token.clone()).await,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Admitted again (auto admission takes an unknown device), it gets a token that works.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let again = token_for(&server.base, &key, &identity, "").await;
+    assert_eq!(claims(&again)["sub"], json!(id));
+    assert_eq!(
+        next(server.base.clone(), again).await,
+        StatusCode::NO_CONTENT
+    );
+}

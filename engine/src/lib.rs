@@ -1,12 +1,13 @@
 //! The rollout domain, without HTTP: Mender artifacts (format, storage, generation) and
 //! deployments (device state machine, phases, retries, statistics, and the actors that own
-//! them).
+//! them), and the device inventory that groups and dynamic deployments select devices by.
 
 pub mod artifact;
 pub mod artifact_service;
 pub mod cluster;
 pub mod deployment;
 pub mod error;
+pub mod inventory;
 pub mod metrics;
 
 pub use artifact::SingleFileSpec;
@@ -18,3 +19,4 @@ pub use deployment::{
     Clock, Crash, Delivery, DeploymentService, ListQuery, NewDeployment, Snapshot,
 };
 pub use error::{EngineError, Result};
+pub use inventory::InventoryService;

@@ -18,6 +18,20 @@ pub fn deployment_finished(_deployment: &DeploymentRecord) {
     metrics::counter!("rollout_deployments_finished_total").increment(1);
 }
 
+/// A deployment's auto-abort tripped; `action` is what it did.
+pub(crate) fn auto_aborted(action: storage::AbortAction) {
+    let action = match action {
+        storage::AbortAction::Abort => "abort",
+        storage::AbortAction::StopAdmitting => "stop_admitting",
+    };
+    metrics::counter!("rollout_deployments_auto_aborted_total", "action" => action).increment(1);
+}
+
+/// A device stayed in progress past its deployment's timeout and was failed.
+pub(crate) fn device_timed_out() {
+    metrics::counter!("rollout_devices_timed_out_total").increment(1);
+}
+
 /// Messages sent to deployment actors and not yet answered (all deployments).
 static IN_FLIGHT: AtomicI64 = AtomicI64::new(0);
 

@@ -8,7 +8,7 @@ mod deployment_support;
 use std::time::Duration;
 
 use deployment_support::*;
-use engine::{Delivery, EngineError, Snapshot};
+use engine::{Delivery, EngineError, NewDeployment, Snapshot};
 use storage::{
     DeploymentStatus, DeviceDeploymentRecord, DeviceStatus, LogMessage, MetaStore, TenantId, Write,
 };
@@ -320,7 +320,12 @@ async fn device_never_receives_a_deployment_older_than_one_it_finished() {
     tokio::time::advance(Duration::from_secs(1)).await;
     let middle = f.deploy(f.new_deployment(devices(1))).await;
     tokio::time::advance(Duration::from_secs(1)).await;
-    let newest = f.deploy(f.new_deployment(devices(1))).await;
+    // Another name: the same request twice while `middle` is active would be a 409.
+    let newest = NewDeployment {
+        name: "newest".into(),
+        ..f.new_deployment(devices(1))
+    };
+    let newest = f.deploy(newest).await;
 
     // d00 ends `middle` (aborted) without ever taking part in `oldest`.
     f.svc.abort(&f.tenant, middle).await.unwrap();

@@ -13,7 +13,7 @@ use std::time::Duration;
 use deployment_support::*;
 use engine::deployment::service::{ASK_TIMEOUT, RESTART_WAIT};
 use engine::deployment::supervisor::{MAX_RESTARTS, RESTART_WINDOW};
-use engine::{Crash, Delivery, EngineError};
+use engine::{Crash, Delivery, EngineError, NewDeployment};
 use storage::{DeploymentStatus, DeviceStatus, LogMessage, MetaStore, Write};
 use uuid::Uuid;
 
@@ -109,7 +109,12 @@ async fn a_restarted_deployment_does_not_take_back_devices_that_finished_a_newer
     tokio::time::advance(Duration::from_secs(1)).await;
     let middle = f.deploy(f.new_deployment(devices(1))).await;
     tokio::time::advance(Duration::from_secs(1)).await;
-    let newest = f.deploy(f.new_deployment(devices(1))).await;
+    // Another name: the same request twice while `middle` is active would be a 409.
+    let newest = NewDeployment {
+        name: "newest".into(),
+        ..f.new_deployment(devices(1))
+    };
+    let newest = f.deploy(newest).await;
     // d00 finishes `middle`, so it must never receive `oldest`.
     f.svc.abort(&f.tenant, middle).await.unwrap();
 

@@ -73,6 +73,17 @@ impl DeviceAuthRecord {
     }
 }
 
+/// A decommissioned device: its tokens issued at or before `revoked_at` are refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    /// Owning tenant.
+    pub tenant: TenantId,
+    /// Device id.
+    pub device: String,
+    /// Unix seconds.
+    pub revoked_at: i64,
+}
+
 /// A record as stored: the current layout, or the one from before auth sets, which held a
 /// single `pubkey` and `status` (read as one auth set, so existing devices keep working).
 #[derive(Deserialize)]

@@ -23,7 +23,10 @@ use uuid::Uuid;
 use crate::keys;
 use crate::model::*;
 use crate::stripes::Stripes;
-use crate::{DeviceAuthRecord, Durable, Lease, MetaStore, NodeRecord, Result, StoreError, Write};
+use crate::{
+    DeviceAuthRecord, Durable, Lease, MetaStore, NodeRecord, Result, Revocation, SavedFilter,
+    StoreError, Write,
+};
 
 /// Upper bound on writes applied in one durable commit.
 pub const MAX_GROUP: usize = 16_384;
@@ -41,6 +44,8 @@ struct Tables {
     device_auth: Keyspace,
     leases: Keyspace,
     nodes: Keyspace,
+    filters: Keyspace,
+    revocations: Keyspace,
 }
 
 impl Tables {
@@ -57,6 +62,8 @@ impl Tables {
             device_auth: ks("device_auth")?,
             leases: ks("leases")?,
             nodes: ks("nodes")?,
+            filters: ks("filters")?,
+            revocations: ks("revocations")?,
         })
     }
 }
@@ -79,6 +86,10 @@ impl Pending {
 /// [`MetaStore::replace_inventory`]), never by a plain [`Write`].
 enum Swap {
     DeviceAuth(DeviceAuthRecord),
+    RemoveDeviceAuth {
+        tenant: TenantId,
+        device: String,
+    },
     Inventory {
         tenant: TenantId,
         device: String,
@@ -288,6 +299,17 @@ fn apply_write(batch: &mut fjall::OwnedWriteBatch, t: &Tables, w: &Write) {
             created_nanos.to_be_bytes().to_vec(),
         ),
         Write::PutNode(n) => batch.insert(&t.nodes, n.id.as_bytes(), encode(n)),
+        Write::PutFilter(f) => {
+            batch.insert(&t.filters, keys::tenant_id(&f.tenant, f.id), encode(f))
+        }
+        Write::DeleteFilter { tenant, id } => {
+            batch.remove(&t.filters, keys::tenant_id(tenant, *id))
+        }
+        Write::PutRevocation(r) => batch.insert(
+            &t.revocations,
+            keys::tenant_device(&r.tenant, &r.device),
+            encode(r),
+        ),
     }
 }
 
@@ -298,6 +320,9 @@ fn apply_swap(batch: &mut fjall::OwnedWriteBatch, t: &Tables, swap: &Swap) {
             keys::tenant_device(&d.tenant, &d.id),
             encode(d),
         ),
+        Swap::RemoveDeviceAuth { tenant, device } => {
+            batch.remove(&t.device_auth, keys::tenant_device(tenant, device))
+        }
         Swap::Inventory {
             tenant,
             device,
@@ -384,6 +409,18 @@ impl MetaStore for EmbeddedStore {
         )
     }
 
+    async fn device_record(
+        &self,
+        tenant: &TenantId,
+        deployment: Uuid,
+        device: &str,
+    ) -> Result<Option<DeviceDeploymentRecord>> {
+        Self::get_json(
+            &self.tables.devices,
+            &keys::deployment_device(tenant, deployment, device),
+        )
+    }
+
     async fn log(
         &self,
         tenant: &TenantId,
@@ -423,6 +460,25 @@ impl MetaStore for EmbeddedStore {
         Self::get_json(&self.tables.inventory, &keys::tenant_device(tenant, device))
     }
 
+    async fn inventories(&self, tenant: &TenantId) -> Result<Vec<(String, serde_json::Value)>> {
+        let prefix = keys::tenant_prefix(tenant);
+        let mut out = Vec::new();
+        for guard in self.tables.inventory.prefix(&prefix) {
+            let (k, v) = guard.into_inner()?;
+            let device = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            out.push((device, decode(&k, &v)?));
+        }
+        Ok(out)
+    }
+
+    async fn filter(&self, tenant: &TenantId, id: Uuid) -> Result<Option<SavedFilter>> {
+        Self::get_json(&self.tables.filters, &keys::tenant_id(tenant, id))
+    }
+
+    async fn filters(&self, tenant: &TenantId) -> Result<Vec<SavedFilter>> {
+        Self::scan_json(&self.tables.filters, &keys::tenant_prefix(tenant))
+    }
+
     async fn device_auth(
         &self,
         tenant: &TenantId,
@@ -436,6 +492,10 @@ impl MetaStore for EmbeddedStore {
 
     async fn device_auths(&self, tenant: &TenantId) -> Result<Vec<DeviceAuthRecord>> {
         Self::scan_json(&self.tables.device_auth, &keys::tenant_prefix(tenant))
+    }
+
+    async fn revocations(&self) -> Result<Vec<Revocation>> {
+        Self::scan_json(&self.tables.revocations, b"")
     }
 
     async fn claim_artifact_name(
@@ -497,6 +557,20 @@ impl MetaStore for EmbeddedStore {
         Ok(true)
     }
 
+    async fn remove_device_auth(&self, expected: &DeviceAuthRecord) -> Result<bool> {
+        let _serial = self.swaps.lock((&expected.tenant, &expected.id)).await;
+        let stored = self.device_auth(&expected.tenant, &expected.id).await?;
+        if stored.as_ref() != Some(expected) {
+            return Ok(false);
+        }
+        let swap = Swap::RemoveDeviceAuth {
+            tenant: expected.tenant.clone(),
+            device: expected.id.clone(),
+        };
+        self.enqueue(Vec::new(), Some(swap)).await?;
+        Ok(true)
+    }
+
     async fn replace_inventory(
         &self,
         tenant: &TenantId,
@@ -555,6 +629,12 @@ mod tests {
             aborted: false,
             artifacts: vec![],
             final_statistics: None,
+            dynamic: false,
+            filter: None,
+            max_devices: None,
+            initial_device_count: None,
+            force_installation: false,
+            safety: Default::default(),
         }
     }
 

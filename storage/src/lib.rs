@@ -23,6 +23,7 @@ pub mod blob;
 pub mod device_auth;
 pub mod embedded;
 pub mod error;
+pub mod filter;
 pub mod keys;
 pub mod lease;
 pub mod membership;
@@ -36,9 +37,10 @@ use uuid::Uuid;
 
 pub use self::scylla::{ScyllaConfig, ScyllaStore};
 pub use blob::{BlobConfig, BlobStore};
-pub use device_auth::{AuthSet, DeviceAuthRecord, DeviceAuthStatus};
+pub use device_auth::{AuthSet, DeviceAuthRecord, DeviceAuthStatus, Revocation};
 pub use embedded::EmbeddedStore;
 pub use error::StoreError;
+pub use filter::{DeploymentFilter, FilterOp, FilterTerm, SavedFilter};
 pub use lease::{Claim, Lease};
 pub use membership::NodeRecord;
 pub use model::*;
@@ -103,6 +105,17 @@ pub enum Write {
     },
     /// A node's heartbeat: insert or replace its record.
     PutNode(NodeRecord),
+    /// Insert or replace a saved inventory filter.
+    PutFilter(SavedFilter),
+    /// Remove a saved inventory filter.
+    DeleteFilter {
+        /// Owner.
+        tenant: TenantId,
+        /// Filter id.
+        id: Uuid,
+    },
+    /// Refuse a decommissioned device's tokens issued until now.
+    PutRevocation(Revocation),
 }
 
 /// A future that resolves once a submitted batch is durable (or failed).
@@ -156,6 +169,13 @@ pub trait MetaStore: Send + Sync + 'static {
         tenant: &TenantId,
         deployment: Uuid,
     ) -> Result<Vec<DeviceDeploymentRecord>>;
+    /// One device's record in a deployment, if it was ever written.
+    async fn device_record(
+        &self,
+        tenant: &TenantId,
+        deployment: Uuid,
+        device: &str,
+    ) -> Result<Option<DeviceDeploymentRecord>>;
     /// The log of a device in a deployment.
     async fn log(
         &self,
@@ -175,6 +195,12 @@ pub trait MetaStore: Send + Sync + 'static {
     /// A device's inventory attributes.
     async fn inventory(&self, tenant: &TenantId, device: &str)
         -> Result<Option<serde_json::Value>>;
+    /// Every device inventory of a tenant, as (device id, attributes), ordered by device id.
+    async fn inventories(&self, tenant: &TenantId) -> Result<Vec<(String, serde_json::Value)>>;
+    /// One saved inventory filter.
+    async fn filter(&self, tenant: &TenantId, id: Uuid) -> Result<Option<SavedFilter>>;
+    /// Every saved inventory filter of a tenant.
+    async fn filters(&self, tenant: &TenantId) -> Result<Vec<SavedFilter>>;
     /// A device's authentication record.
     async fn device_auth(
         &self,
@@ -183,6 +209,8 @@ pub trait MetaStore: Send + Sync + 'static {
     ) -> Result<Option<DeviceAuthRecord>>;
     /// Every device authentication record of a tenant (ordered by device id).
     async fn device_auths(&self, tenant: &TenantId) -> Result<Vec<DeviceAuthRecord>>;
+    /// Every token revocation, of every tenant (decommissioned devices; few).
+    async fn revocations(&self) -> Result<Vec<Revocation>>;
 
     /// Claim artifact name `name` for `device_type` in a tenant on behalf of `artifact`,
     /// atomically across every process sharing the store (a lightweight transaction on a
@@ -216,6 +244,10 @@ pub trait MetaStore: Send + Sync + 'static {
         expected: Option<&DeviceAuthRecord>,
         record: DeviceAuthRecord,
     ) -> Result<bool>;
+
+    /// Delete a device's authentication record only if it is still `expected`, atomically
+    /// across processes; `false`: it changed first.
+    async fn remove_device_auth(&self, expected: &DeviceAuthRecord) -> Result<bool>;
 
     /// Store a device's inventory `attributes` only if the stored ones are still
     /// `expected` (`None`: there are none), atomically across processes; `false`: they

@@ -227,6 +227,31 @@ pub struct PhaseRecord {
     pub capacity: u64,
     /// Devices admitted so far.
     pub device_count: u64,
+    /// The phase opens only once the previous phase's devices succeeded this well.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<PhaseGate>,
+    /// The phase opens only once an operator approved it.
+    #[serde(default)]
+    pub needs_approval: bool,
+    /// When an operator approved it.
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub approved: Option<OffsetDateTime>,
+}
+
+/// What the previous phase must reach before a phase opens: of its devices that ended with
+/// `success` or `failure` (at least `min_finished`, and at least one), `success_percent`
+/// succeeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhaseGate {
+    /// Share of the previous phase's finished devices that succeeded, in percent (1 to 100).
+    pub success_percent: u32,
+    /// Finished devices of the previous phase needed before the share counts.
+    #[serde(default)]
+    pub min_finished: u64,
 }
 
 /// The deployment header: everything but the per-device records.
@@ -264,6 +289,104 @@ pub struct DeploymentRecord {
     /// not count its records (absent while it runs, and in deployments stored before).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_statistics: Option<FinalStatistics>,
+    /// Devices that start matching `filter` while it runs join it.
+    #[serde(default)]
+    pub dynamic: bool,
+    /// The inventory filter of a dynamic deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<crate::DeploymentFilter>,
+    /// A dynamic deployment takes at most this many devices, and finishes once they have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_devices: Option<u64>,
+    /// The devices a dynamic deployment matched when it was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_device_count: Option<u64>,
+    /// Hand the update also to devices that report running the release already.
+    #[serde(default)]
+    pub force_installation: bool,
+    /// What keeps a bad release from spreading, and what it did.
+    #[serde(default, skip_serializing_if = "Safety::is_default")]
+    pub safety: Safety,
+}
+
+/// A deployment's safety rules (set at creation) and their state (an operator's pause, an
+/// auto-abort that tripped).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Safety {
+    /// Stop the deployment when too many devices fail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_abort: Option<AutoAbort>,
+    /// At most so many devices start the update per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pacing: Option<Pacing>,
+    /// A device downloading, installing or rebooting longer than this fails (and is
+    /// retried if it has attempts left).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_timeout_secs: Option<u64>,
+    /// An operator paused the deployment: no device starts the update until it resumes.
+    #[serde(default)]
+    pub paused: bool,
+    /// Why the auto-abort rule tripped, once it has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort_reason: Option<String>,
+    /// The auto-abort rule tripped with [`AbortAction::StopAdmitting`]: devices that have
+    /// not started stay pending until an operator resumes or aborts the deployment.
+    #[serde(default)]
+    pub halted: bool,
+}
+
+impl Safety {
+    /// Whether no rule is set and nothing happened (then it is not stored).
+    pub fn is_default(&self) -> bool {
+        *self == Safety::default()
+    }
+
+    /// Whether devices that have not started the update may start it now.
+    pub fn admits(&self) -> bool {
+        !self.paused && !self.halted
+    }
+}
+
+/// When failures stop a deployment: once `failure_percent` of the finished devices (at
+/// least `min_finished` of them) failed, overall or within one phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutoAbort {
+    /// Share of the finished devices that failed, in percent (1 to 100).
+    pub failure_percent: u32,
+    /// Finished devices needed before the share counts (overall, and in a phase).
+    #[serde(default)]
+    pub min_finished: u64,
+    /// What tripping does.
+    #[serde(default)]
+    pub action: AbortAction,
+}
+
+/// What a tripped auto-abort does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AbortAction {
+    /// Abort the deployment, as an operator would.
+    #[default]
+    Abort,
+    /// Let devices in the middle of the update finish, start no more.
+    StopAdmitting,
+}
+
+/// How fast devices start the update: `per_minute` at first, multiplied by `factor` each
+/// time `step` more devices have succeeded, never above `max_per_minute`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Pacing {
+    /// Devices that may start the update in any minute, at first.
+    pub per_minute: u32,
+    /// The ramp: the rate grows by this factor (more than 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub factor: Option<f64>,
+    /// The ramp: successes between two increases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<u64>,
+    /// The ramp never goes above this rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_per_minute: Option<u32>,
 }
 
 /// A finished deployment's statistics.

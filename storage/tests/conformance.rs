@@ -137,6 +137,9 @@ conformance!(
     a_lease_has_one_holder_and_a_new_epoch_with_each_new_holder,
     concurrent_claims_of_a_lease_grant_it_once,
     heartbeats_keep_one_record_per_node,
+    inventories_list_a_tenant_in_id_order,
+    saved_filters_are_kept_per_tenant_until_deleted,
+    a_device_auth_record_is_removed_only_if_unchanged_and_revocations_are_kept,
 );
 
 fn tenant() -> TenantId {
@@ -187,6 +190,12 @@ fn deployment(tenant: &TenantId, status: DeploymentStatus) -> DeploymentRecord {
         aborted: false,
         artifacts: vec![Uuid::new_v4()],
         final_statistics: None,
+        dynamic: false,
+        filter: None,
+        max_devices: None,
+        initial_device_count: None,
+        force_installation: false,
+        safety: Default::default(),
     }
 }
 
@@ -435,6 +444,11 @@ async fn device_records_and_logs_stay_in_their_deployment(s: Subject) {
     assert_eq!(ids, expected.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(records[42].status, DeviceStatus::Downloading);
     assert_eq!(records[41].status, DeviceStatus::Pending);
+    let one = store.device_record(&t, d1, "dev-042").await.unwrap();
+    assert_eq!(one.map(|r| r.status), Some(DeviceStatus::Downloading));
+    let other = store.device_record(&t, d2, "dev-000").await.unwrap();
+    assert_eq!(other.map(|r| r.status), Some(DeviceStatus::Success));
+    assert_eq!(store.device_record(&t, d2, "dev-001").await.unwrap(), None);
     let other = store.device_records(&t, d2).await.unwrap();
     assert_eq!(other.len(), 1);
     assert_eq!(other[0].status, DeviceStatus::Success);
@@ -987,4 +1001,101 @@ async fn heartbeats_keep_one_record_per_node(s: Subject) {
         vec![later, b],
         "one record per node, the latest, ordered by id"
     );
+}
+
+async fn inventories_list_a_tenant_in_id_order(s: Subject) {
+    let store = &s.store;
+    let (t1, t2) = (tenant(), tenant());
+    for (i, id) in ["m", "c", "x"].iter().enumerate() {
+        put_inventory(
+            store,
+            &t1,
+            id,
+            serde_json::json!([{"name": "n", "value": i}]),
+        )
+        .await;
+    }
+    put_inventory(store, &t2, "other", serde_json::json!([])).await;
+    let updated = serde_json::json!([{"name": "n", "value": 9}]);
+    let first = store.inventory(&t1, "c").await.unwrap();
+    assert!(store
+        .replace_inventory(&t1, "c", first.as_ref(), updated.clone())
+        .await
+        .unwrap());
+
+    let listed = store.inventories(&t1).await.unwrap();
+    let ids: Vec<&str> = listed.iter().map(|(d, _)| d.as_str()).collect();
+    assert_eq!(ids, ["c", "m", "x"]);
+    assert_eq!(listed[0].1, updated);
+    assert_eq!(store.inventories(&t2).await.unwrap().len(), 1);
+    assert!(store.inventories(&tenant()).await.unwrap().is_empty());
+}
+
+async fn saved_filters_are_kept_per_tenant_until_deleted(s: Subject) {
+    let store = &s.store;
+    let (t1, t2) = (tenant(), tenant());
+    let filter = |t: &TenantId, name: &str| storage::SavedFilter {
+        id: Uuid::new_v4(),
+        tenant: t.clone(),
+        name: name.into(),
+        terms: vec![storage::FilterTerm {
+            scope: "inventory".into(),
+            attribute: "device_type".into(),
+            op: storage::FilterOp::In,
+            value: serde_json::json!(["rpi4", "qemu"]),
+        }],
+    };
+    let (a, b, c) = (filter(&t1, "a"), filter(&t1, "b"), filter(&t2, "c"));
+    let puts = [&a, &b, &c].map(|f| Write::PutFilter(f.clone()));
+    store.commit(puts.to_vec()).await.unwrap();
+
+    assert_eq!(store.filter(&t1, a.id).await.unwrap(), Some(a.clone()));
+    assert_eq!(store.filter(&t2, a.id).await.unwrap(), None);
+    let mut names: Vec<String> = store
+        .filters(&t1)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a", "b"]);
+
+    let delete = Write::DeleteFilter {
+        tenant: t1.clone(),
+        id: a.id,
+    };
+    store.commit(vec![delete]).await.unwrap();
+    assert_eq!(store.filter(&t1, a.id).await.unwrap(), None);
+    assert_eq!(store.filters(&t1).await.unwrap(), vec![b]);
+    assert_eq!(store.filters(&t2).await.unwrap(), vec![c]);
+}
+
+async fn a_device_auth_record_is_removed_only_if_unchanged_and_revocations_are_kept(s: Subject) {
+    let store = &s.store;
+    let t = tenant();
+    let pending = auth(&t, "d1", DeviceAuthStatus::Pending);
+    put_auth(store, pending.clone()).await;
+    let accepted = auth(&t, "d1", DeviceAuthStatus::Accepted);
+    assert!(store
+        .replace_device_auth(Some(&pending), accepted.clone())
+        .await
+        .unwrap());
+    assert!(!store.remove_device_auth(&pending).await.unwrap(), "stale");
+    assert!(store.device_auth(&t, "d1").await.unwrap().is_some());
+    assert!(store.remove_device_auth(&accepted).await.unwrap());
+    assert_eq!(store.device_auth(&t, "d1").await.unwrap(), None);
+    assert!(!store.remove_device_auth(&accepted).await.unwrap(), "gone");
+
+    let r = storage::Revocation {
+        tenant: t.clone(),
+        device: "d1".into(),
+        revoked_at: 1_700_000_000,
+    };
+    store
+        .commit(vec![Write::PutRevocation(r.clone())])
+        .await
+        .unwrap();
+    let all = store.revocations().await.unwrap();
+    assert!(all.contains(&r), "{all:?}");
 }

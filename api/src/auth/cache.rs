@@ -22,6 +22,8 @@ type Shard = Mutex<HashMap<[u8; 32], Entry>>;
 #[derive(Clone)]
 struct Entry {
     identity: Identity,
+    /// The token's `iat`, Unix seconds (checked against revocations on every hit).
+    issued: Option<i64>,
     /// The token's `exp`, Unix seconds.
     expires: i64,
 }
@@ -51,17 +53,24 @@ impl TokenCache {
         &self.shards[key[0] as usize % SHARDS]
     }
 
-    /// The identity of a token verified earlier, if it has not expired by `now`.
-    pub fn get(&self, key: &[u8; 32], now: i64) -> Option<Identity> {
+    /// The identity (and `iat`) of a token verified earlier, if it has not expired by `now`.
+    pub fn get(&self, key: &[u8; 32], now: i64) -> Option<(Identity, Option<i64>)> {
         let shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
         shard
             .get(key)
             .filter(|e| now < e.expires)
-            .map(|e| e.identity.clone())
+            .map(|e| (e.identity.clone(), e.issued))
     }
 
     /// Remember a verified token until `expires`.
-    pub fn insert(&self, key: [u8; 32], identity: Identity, expires: i64, now: i64) {
+    pub fn insert(
+        &self,
+        key: [u8; 32],
+        identity: Identity,
+        issued: Option<i64>,
+        expires: i64,
+        now: i64,
+    ) {
         if self.per_shard == 0 {
             return;
         }
@@ -79,7 +88,14 @@ impl TokenCache {
                 }
             }
         }
-        shard.insert(key, Entry { identity, expires });
+        shard.insert(
+            key,
+            Entry {
+                identity,
+                issued,
+                expires,
+            },
+        );
     }
 
     /// Tokens cached now (for tests and metrics).
@@ -114,8 +130,8 @@ mod tests {
     fn an_entry_is_never_served_past_its_expiry() {
         let cache = TokenCache::new(64);
         let key = TokenCache::key("t");
-        cache.insert(key, id(1), 100, 50);
-        assert_eq!(cache.get(&key, 99), Some(id(1)));
+        cache.insert(key, id(1), Some(1), 100, 50);
+        assert_eq!(cache.get(&key, 99), Some((id(1), Some(1))));
         assert_eq!(cache.get(&key, 100), None);
         assert_eq!(cache.get(&TokenCache::key("other"), 50), None);
     }
@@ -124,18 +140,18 @@ mod tests {
     fn the_cache_stays_within_its_capacity() {
         let cache = TokenCache::new(1024);
         for n in 0..10_000 {
-            cache.insert(TokenCache::key(&n.to_string()), id(n), 1000, 0);
+            cache.insert(TokenCache::key(&n.to_string()), id(n), None, 1000, 0);
         }
         assert!(cache.len() <= 1024, "{} entries", cache.len());
         assert!(cache.len() >= 512, "{} entries", cache.len());
         let last = TokenCache::key("9999");
-        assert_eq!(cache.get(&last, 1), Some(id(9999)));
+        assert_eq!(cache.get(&last, 1), Some((id(9999), None)));
     }
 
     #[test]
     fn a_zero_capacity_cache_caches_nothing() {
         let cache = TokenCache::new(0);
-        cache.insert(TokenCache::key("t"), id(1), 100, 0);
+        cache.insert(TokenCache::key("t"), id(1), None, 100, 0);
         assert!(cache.is_empty());
     }
 }

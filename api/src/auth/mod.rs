@@ -14,6 +14,7 @@
 pub mod cache;
 pub mod claims;
 pub mod keys;
+pub mod revoked;
 pub mod verify;
 
 use std::sync::Arc;

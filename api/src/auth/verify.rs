@@ -8,6 +8,7 @@ use storage::{TenantId, TenantIdError};
 use super::cache::TokenCache;
 use super::claims::{Claims, TENANT_SUBJECT};
 use super::keys::VerifyKey;
+use super::revoked::Revocations;
 use super::{Identity, PrincipalKind};
 
 /// Default number of verified tokens kept ([`TokenCache`]).
@@ -34,6 +35,9 @@ pub enum AuthError {
     /// `exp` has passed.
     #[error("token expired")]
     Expired,
+    /// The device was decommissioned after the token was issued.
+    #[error("the device of this token was decommissioned")]
+    Revoked,
     /// `nbf` is in the future.
     #[error("token is not valid yet")]
     NotYetValid,
@@ -54,6 +58,8 @@ pub struct TokenVerifier {
     /// Read claims without verifying signatures (behind a gateway that verifies them).
     trust_gateway: bool,
     cache: TokenCache,
+    /// Decommissioned devices, whose earlier tokens are refused.
+    revoked: Revocations,
 }
 
 impl TokenVerifier {
@@ -64,7 +70,13 @@ impl TokenVerifier {
             keys,
             trust_gateway,
             cache: TokenCache::new(cache_capacity),
+            revoked: Revocations::default(),
         }
+    }
+
+    /// Decommissioned devices, whose tokens issued until then this verifier refuses.
+    pub fn revocations(&self) -> &Revocations {
+        &self.revoked
     }
 
     /// Whether signatures are skipped.
@@ -86,19 +98,27 @@ impl TokenVerifier {
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let key = TokenCache::key(token);
-        if let Some(id) = self.cache.get(&key, now) {
-            return Ok(id);
+        if let Some((id, issued)) = self.cache.get(&key, now) {
+            return self.unrevoked(id, issued);
         }
         let claims = self.claims(token, true)?;
         let exp = claims.exp.ok_or(AuthError::MissingClaim("exp"))?;
         if exp <= now {
             return Err(AuthError::Expired);
         }
+        let issued = claims.iat;
         let identity = identity(claims)?;
         if !self.trust_gateway {
-            self.cache.insert(key, identity.clone(), exp, now);
+            self.cache.insert(key, identity.clone(), issued, exp, now);
         }
-        Ok(identity)
+        self.unrevoked(identity, issued)
+    }
+
+    fn unrevoked(&self, id: Identity, issued: Option<i64>) -> Result<Identity, AuthError> {
+        if self.revoked.covers(&id, issued) {
+            return Err(AuthError::Revoked);
+        }
+        Ok(id)
     }
 
     /// The tenant a tenant token names. An empty token is the default tenant.

@@ -18,7 +18,7 @@ pub mod login;
 use std::sync::Arc;
 
 use serde::Deserialize;
-use storage::{DeviceAuthRecord, DeviceAuthStatus, MetaStore, TenantId};
+use storage::{DeviceAuthRecord, DeviceAuthStatus, MetaStore, Revocation, TenantId, Write};
 use time::OffsetDateTime;
 
 use crate::auth::{AuthError, TokenIssuer, TokenVerifier};
@@ -129,6 +129,16 @@ pub struct AuthRequest {
     pub tenant_token: String,
 }
 
+/// A device token, and whose it is.
+pub struct Admitted {
+    /// The token.
+    pub token: String,
+    /// The device's tenant.
+    pub tenant: TenantId,
+    /// The device's id.
+    pub device: String,
+}
+
 /// Settings of the identity service.
 #[derive(Debug, Clone)]
 pub struct IdentityConfig {
@@ -174,7 +184,7 @@ impl IdentityService {
         &self,
         body: &[u8],
         signature: Option<&str>,
-    ) -> Result<String, IdentityError> {
+    ) -> Result<Admitted, IdentityError> {
         let req: AuthRequest = serde_json::from_slice(body)
             .map_err(|e| IdentityError::InvalidBody(format!("auth request: {e}")))?;
         let key = DevicePublicKey::from_pem(&req.pubkey)?;
@@ -197,9 +207,14 @@ impl IdentityService {
         .await?;
         match verdict {
             Verdict::Admitted => {
-                Ok(self
+                let token = self
                     .issuer
-                    .device_token(&tenant, &id, self.config.device_token_ttl)?)
+                    .device_token(&tenant, &id, self.config.device_token_ttl)?;
+                Ok(Admitted {
+                    token,
+                    tenant,
+                    device: id,
+                })
             }
             Verdict::Refused(reason) => Err(IdentityError::NotAdmitted {
                 id,
@@ -235,6 +250,38 @@ impl IdentityService {
             Ok((Some(record), ()))
         })
         .await
+    }
+
+    /// Decommission a device: refuse every token it holds (on every node, see
+    /// [`crate::auth::revoked`]) and forget its authentication record, so that it must be
+    /// admitted again to get a new token. The caller takes it out of its deployments and
+    /// the inventory.
+    pub async fn decommission(&self, tenant: &TenantId, device: &str) -> Result<(), IdentityError> {
+        let Some(mut stored) = self.store.device_auth(tenant, device).await? else {
+            return Err(IdentityError::NotFound(format!(
+                "device {device} not found"
+            )));
+        };
+        let revocation = Revocation {
+            tenant: tenant.clone(),
+            device: device.to_owned(),
+            revoked_at: OffsetDateTime::now_utc().unix_timestamp(),
+        };
+        // Durable before anything else: once answered, no node may take its tokens.
+        self.store
+            .commit(vec![Write::PutRevocation(revocation.clone())])
+            .await?;
+        self.verifier.revocations().revoke(&revocation);
+        for _ in 0..MAX_SWAPS {
+            if self.store.remove_device_auth(&stored).await? {
+                return Ok(());
+            }
+            match self.store.device_auth(tenant, device).await? {
+                Some(again) => stored = again,
+                None => return Ok(()),
+            }
+        }
+        Err(IdentityError::Contended(device.to_owned()))
     }
 
     /// Check the administrator's Basic credentials and return a user token.

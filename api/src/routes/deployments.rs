@@ -24,6 +24,8 @@ const MAX_STATISTICS_IDS: usize = 100;
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let st = warp::any().map(move || state.clone());
     let limit = st_limit(&st);
+    let limit_group = st_limit(&st);
+    let limit_dynamic = st_limit(&st);
     let deployments = management().and(warp::path("deployments")).boxed();
     let create = deployments
         .clone()
@@ -41,6 +43,28 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(raw_query())
         .and(st.clone())
         .then(|id, q, st| async move { respond(list(id, q, st).await) });
+    let create_for_group = deployments
+        .clone()
+        .and(warp::path!("group" / String))
+        .and(warp::post())
+        .and(auth::user())
+        .and(limit_group)
+        .and(st.clone())
+        .then(|g, id, body, st| async move { respond(create_for_group(g, id, body, st).await) });
+    let create_dynamic = warp::path!("api" / "management" / "v2" / "deployments" / "deployments")
+        .and(warp::post())
+        .and(auth::user())
+        .and(limit_dynamic)
+        .and(st.clone())
+        .then(|id, body, st| async move { respond(create_dynamic(id, body, st).await) });
+    let history = deployments
+        .clone()
+        .and(warp::path!("devices" / String))
+        .and(warp::get())
+        .and(auth::user())
+        .and(raw_query())
+        .and(st.clone())
+        .then(|dev, id, q, st| async move { respond(history(dev, id, q, st).await) });
     let decommission = deployments
         .clone()
         .and(warp::path!("devices" / String))
@@ -105,10 +129,37 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(warp::put())
         .and(auth::user())
         .and(json_body::<StatusUpdate>(64 * 1024))
-        .and(st)
+        .and(st.clone())
         .then(|d, id, body, st| async move { respond(abort(d, id, body, st).await) });
+    let pause = deployments
+        .clone()
+        .and(warp::path!(String / "pause"))
+        .and(warp::post())
+        .and(auth::user())
+        .and(st.clone())
+        .then(|d, id, st| async move { respond(set_paused(d, id, true, st).await) });
+    let resume = deployments
+        .clone()
+        .and(warp::path!(String / "resume"))
+        .and(warp::post())
+        .and(auth::user())
+        .and(st.clone())
+        .then(|d, id, st| async move { respond(set_paused(d, id, false, st).await) });
+    let approve = deployments
+        .clone()
+        .and(warp::path!(String / "phases" / String / "approve"))
+        .and(warp::post())
+        .and(auth::user())
+        .and(st)
+        .then(|d, n, id, st| async move { respond(approve(d, n, id, st).await) });
     create
         .or(list)
+        .unify()
+        .or(create_for_group)
+        .unify()
+        .or(create_dynamic)
+        .unify()
+        .or(history)
         .unify()
         .or(decommission)
         .unify()
@@ -127,6 +178,12 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .or(log)
         .unify()
         .or(abort)
+        .unify()
+        .or(pause)
+        .unify()
+        .or(resume)
+        .unify()
+        .or(approve)
         .unify()
         .boxed()
 }
@@ -171,9 +228,30 @@ struct DeploymentView<'a> {
     status: DeploymentStatus,
     device_count: u64,
     retries: u32,
-    phases: Vec<PhaseView>,
+    phases: Vec<PhaseView<'a>>,
     artifacts: &'a [Uuid],
     statistics: StatisticsView,
+    dynamic: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    filter: Option<&'a storage::DeploymentFilter>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    initial_device_count: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_devices: Option<u64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    force_installation: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auto_abort: Option<&'a storage::AutoAbort>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pacing: Option<&'a storage::Pacing>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device_timeout_seconds: Option<u64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    paused: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    halted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    abort_reason: Option<&'a str>,
 }
 
 /// A deployment's `statistics`, as upstream shows them on every deployment (the UI's
@@ -185,13 +263,22 @@ struct StatisticsView {
 }
 
 #[derive(Serialize)]
-struct PhaseView {
+struct PhaseView<'a> {
     id: Uuid,
     #[serde(skip_serializing_if = "Option::is_none")]
     batch_size: Option<u32>,
     #[serde(with = "time::serde::rfc3339")]
     start_ts: OffsetDateTime,
     device_count: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gate: Option<&'a storage::PhaseGate>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    needs_approval: bool,
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    approved: Option<OffsetDateTime>,
 }
 
 impl<'a> DeploymentView<'a> {
@@ -214,6 +301,9 @@ impl<'a> DeploymentView<'a> {
                     batch_size: p.batch_size,
                     start_ts: p.start_ts,
                     device_count: p.device_count,
+                    gate: p.gate.as_ref(),
+                    needs_approval: p.needs_approval,
+                    approved: p.approved,
                 })
                 .collect(),
             artifacts: &d.artifacts,
@@ -221,6 +311,17 @@ impl<'a> DeploymentView<'a> {
                 status: snapshot.stats.to_map(),
                 total_size: snapshot.total_size,
             },
+            dynamic: d.dynamic,
+            filter: d.filter.as_ref(),
+            initial_device_count: d.initial_device_count,
+            max_devices: d.max_devices,
+            force_installation: d.force_installation,
+            auto_abort: d.safety.auto_abort.as_ref(),
+            pacing: d.safety.pacing.as_ref(),
+            device_timeout_seconds: d.safety.device_timeout_secs,
+            paused: d.safety.paused,
+            halted: d.safety.halted,
+            abort_reason: d.safety.abort_reason.as_deref(),
         }
     }
 }
@@ -263,6 +364,70 @@ impl<'a> From<&'a DeviceDeploymentRecord> for DeviceView<'a> {
 async fn create(id: Identity, body: NewDeployment, st: AppState) -> ApiResult {
     let d = st.deployments.create(&id.tenant, body).await?;
     Ok(created(format!("{MANAGEMENT_BASE}/deployments/{}", d.id)))
+}
+
+/// `POST /deployments/group/{name}`: the group's accepted devices at creation.
+async fn create_for_group(
+    group: String,
+    id: Identity,
+    mut body: NewDeployment,
+    st: AppState,
+) -> ApiResult {
+    if !body.devices.is_empty() || body.all_devices || body.is_dynamic() {
+        return Err(ApiError::BadRequest(
+            "a group deployment takes its devices from the group: leave out devices, all_devices and filters".into(),
+        ));
+    }
+    body.group = Some(group);
+    create(id, body, st).await
+}
+
+/// `POST /api/management/v2/deployments/deployments`: a dynamic deployment, by the id of a
+/// saved filter (`filter_id`) or with a filter given inline (`filter`).
+async fn create_dynamic(id: Identity, body: NewDeployment, st: AppState) -> ApiResult {
+    if !body.is_dynamic() {
+        return Err(ApiError::BadRequest(
+            "filter_id (or an inline filter) is required".into(),
+        ));
+    }
+    create(id, body, st).await
+}
+
+/// One entry of a device's deployment history.
+#[derive(Serialize)]
+struct HistoryEntry<'a> {
+    id: Uuid,
+    deployment: DeploymentView<'a>,
+    device: DeviceView<'a>,
+}
+
+/// `GET /deployments/devices/{id}`: the deployments a device is or was in, newest first,
+/// paged, optionally of some statuses of the device only.
+async fn history(device: String, id: Identity, q: String, st: AppState) -> ApiResult {
+    let mut paging = Paging::default();
+    let mut filter = None;
+    for (k, v) in form_urlencoded::parse(q.as_bytes()) {
+        if !paging.take(&k, &v)? && k == "status" {
+            filter = Some(StatusFilter::parse(&v)?);
+        }
+    }
+    let mut all = st.deployments.device_history(&id.tenant, &device).await?;
+    all.retain(|(_, r)| filter.is_none_or(|f| f.keeps(r.status)));
+    let total = all.len() as u64;
+    let mut page = Vec::new();
+    for (d, record) in paging.page_of(all) {
+        page.push((st.deployments.get(&id.tenant, d.id).await?, record));
+    }
+    let entries: Vec<HistoryEntry<'_>> = page
+        .iter()
+        .map(|(snapshot, record)| HistoryEntry {
+            id: snapshot.header.id,
+            deployment: DeploymentView::new(snapshot),
+            device: DeviceView::from(record),
+        })
+        .collect();
+    let path = format!("{MANAGEMENT_BASE}/deployments/devices/{device}");
+    Ok(paging.headers(warp::reply::json(&entries), &path, &q, total))
 }
 
 fn parse_query(raw: &str) -> ApiResult<ListQuery> {
@@ -468,6 +633,25 @@ async fn abort(raw: String, id: Identity, body: StatusUpdate, st: AppState) -> A
     }
     st.deployments
         .abort(&id.tenant, deployment_id(&raw)?)
+        .await?;
+    Ok(no_content())
+}
+
+/// `POST /deployments/{id}/pause` and `/resume`.
+async fn set_paused(raw: String, id: Identity, paused: bool, st: AppState) -> ApiResult {
+    st.deployments
+        .set_paused(&id.tenant, deployment_id(&raw)?, paused)
+        .await?;
+    Ok(no_content())
+}
+
+/// `POST /deployments/{id}/phases/{n}/approve`, `n` counting from 1.
+async fn approve(raw: String, n: String, id: Identity, st: AppState) -> ApiResult {
+    let number = n.parse::<usize>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+        ApiError::BadRequest(format!("phase {n:?} is not a phase number (1, 2, …)"))
+    })?;
+    st.deployments
+        .approve_phase(&id.tenant, deployment_id(&raw)?, number)
         .await?;
     Ok(no_content())
 }

@@ -9,9 +9,11 @@ use time::OffsetDateTime;
 use super::artifacts::ArtifactUpdate;
 use super::deployments::StatusUpdate;
 use super::devices::{LogUpload, NextQuery, StatusReport};
-use super::identity::{Attribute, PreauthBody};
+use super::identity::PreauthBody;
 use crate::identity::device_key::{canonical_json, device_id, DevicePublicKey};
 use crate::identity::AuthRequest;
+use engine::inventory::{filter, Attribute};
+use storage::FilterTerm;
 
 /// Parse `bytes` as the body that `kind` selects and run the checks its route runs. Any
 /// input must end in `Ok` or an error, never a panic.
@@ -21,6 +23,9 @@ pub fn json_body(kind: u8, bytes: &[u8]) {
         0 => {
             if let Ok(new) = serde_json::from_slice::<engine::NewDeployment>(bytes) {
                 let _ = engine::deployment::plan::validate(&new, OffsetDateTime::UNIX_EPOCH);
+                if let Some(f) = &new.filter {
+                    filter_terms(&f.terms);
+                }
             }
         }
         1 => {
@@ -51,8 +56,26 @@ pub fn json_body(kind: u8, bytes: &[u8]) {
         _ => {
             let _ = serde_json::from_slice::<ArtifactUpdate>(bytes);
             let _ = serde_json::from_slice::<StatusUpdate>(bytes);
+            if let Ok(terms) = serde_json::from_slice::<Vec<FilterTerm>>(bytes) {
+                filter_terms(&terms);
+            }
         }
     }
+}
+
+/// What a filter's terms go through (a saved filter, a search, a dynamic deployment): the
+/// checks, then matching against an inventory and the dynamic index's keys.
+fn filter_terms(terms: &[FilterTerm]) {
+    if filter::validate(terms).is_err() {
+        return;
+    }
+    let inventory: Vec<Attribute> = serde_json::from_str(
+        r#"[{"name":"os","value":"debian"},{"name":"n","value":7},
+            {"name":"tags","value":["a","b"]},{"name":"group","value":"lab","scope":"system"}]"#,
+    )
+    .unwrap_or_default();
+    let _ = filter::matches(terms, &inventory);
+    let _ = filter::filter_keys(terms);
 }
 
 /// What `auth_requests` does with a device's body before it looks at the store.

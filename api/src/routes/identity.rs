@@ -5,6 +5,7 @@
 //! (`/api/devices/v1/inventory/device/attributes`) and operator login
 //! (`/api/management/v1/useradm/auth/login`).
 
+use engine::inventory::Attribute;
 use serde::{Deserialize, Serialize};
 use storage::{DeviceAuthRecord, DeviceAuthStatus};
 use time::OffsetDateTime;
@@ -21,8 +22,6 @@ use crate::state::AppState;
 const MAX_AUTH_BODY: u64 = 64 * 1024;
 /// Largest inventory upload.
 const MAX_INVENTORY_BODY: u64 = 1024 * 1024;
-/// Most attributes a device may report.
-const MAX_ATTRIBUTES: usize = 1024;
 /// Base path of the device registry.
 pub const DEVAUTH_BASE: &str = "/api/management/v2/devauth/devices";
 
@@ -80,6 +79,13 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .then(|dev, set, id, body, st| async move {
             respond(auth_status(dev, set, id, body, st).await)
         });
+    let decommission = devices
+        .clone()
+        .and(warp::path!(String))
+        .and(warp::delete())
+        .and(auth::user())
+        .and(st.clone())
+        .then(|dev, id, st| async move { respond(decommission(dev, id, st).await) });
     let preauthorize = devices
         .and(warp::path::end())
         .and(warp::post())
@@ -105,6 +111,8 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .unify()
         .or(show)
         .unify()
+        .or(decommission)
+        .unify()
         .or(preauthorize)
         .unify()
         .or(auth_status)
@@ -125,12 +133,16 @@ where
     B: warp::Buf,
 {
     let bytes = read_limited(body, MAX_AUTH_BODY).await?;
-    let token = st
+    let admitted = st
         .identity
         .authenticate(&bytes, signature.as_deref())
         .await
         .inspect_err(|e| tracing::info!(error = %e, "device auth request refused"))?;
-    Ok(jwt_reply(token))
+    // An admitted device may now match dynamic deployments (by its identity).
+    st.deployments
+        .device_changed(&admitted.tenant, &admitted.device)
+        .await?;
+    Ok(jwt_reply(admitted.token))
 }
 
 /// `?status=` filter of the device list.
@@ -208,6 +220,15 @@ async fn show(device: String, id: Identity, st: AppState) -> ApiResult {
     Ok(warp::reply::json(&DeviceView::from(record)).into_response())
 }
 
+/// `DELETE …/devauth/devices/{id}`: the device's tokens stop working at once, it leaves
+/// every deployment it takes part in (`decommissioned`), and its inventory is removed.
+async fn decommission(device: String, id: Identity, st: AppState) -> ApiResult {
+    st.identity.decommission(&id.tenant, &device).await?;
+    st.deployments.decommission(&id.tenant, &device).await?;
+    st.inventory.remove(&id.tenant, &device).await?;
+    Ok(super::no_content())
+}
+
 /// Body of a preauthorization.
 #[derive(Deserialize)]
 pub(crate) struct PreauthBody {
@@ -240,66 +261,15 @@ async fn auth_status(
     st.identity
         .set_auth_status(&id.tenant, &device, &auth_set, body.status)
         .await?;
+    st.deployments.device_changed(&id.tenant, &device).await?;
     Ok(super::no_content())
 }
 
-/// One inventory attribute.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Attribute {
-    name: String,
-    value: serde_json::Value,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    description: Option<String>,
-}
-
-/// Store a device's attributes: `PUT` replaces the set, `PATCH` updates the named ones.
+/// Store a device's attributes: `PUT` replaces what it reported, `PATCH` updates the named
+/// attributes.
 async fn inventory(merge: bool, id: Identity, attrs: Vec<Attribute>, st: AppState) -> ApiResult {
-    if attrs.len() > MAX_ATTRIBUTES {
-        return Err(ApiError::BadRequest(format!(
-            "at most {MAX_ATTRIBUTES} attributes"
-        )));
-    }
-    if attrs.iter().any(|a| a.name.is_empty()) {
-        return Err(ApiError::BadRequest(
-            "attribute names must not be empty".into(),
-        ));
-    }
-    // Compare-and-set, so that a merge never drops what another request stored meanwhile.
-    for _ in 0..crate::identity::MAX_SWAPS {
-        let stored = st.store.inventory(&id.tenant, &id.subject).await?;
-        let attributes = merged(merge, stored.as_ref(), &attrs)?;
-        let swapped = st
-            .store
-            .replace_inventory(&id.tenant, &id.subject, stored.as_ref(), attributes)
-            .await?;
-        if swapped {
-            return Ok(
-                warp::reply::with_status(warp::reply(), http::StatusCode::OK).into_response(),
-            );
-        }
-    }
-    Err(ApiError::Unavailable {
-        message: "the inventory is being changed by other requests; try again".into(),
-        retry_after: 1,
-    })
-}
-
-/// The attributes to store: `update` on top of `stored` (a merge), or `update` alone.
-fn merged(
-    merge: bool,
-    stored: Option<&serde_json::Value>,
-    update: &[Attribute],
-) -> Result<serde_json::Value, ApiError> {
-    let mut set: Vec<Attribute> = match stored {
-        Some(v) if merge => serde_json::from_value(v.clone()).unwrap_or_default(),
-        _ => Vec::new(),
-    };
-    for a in update {
-        match set.iter_mut().find(|old| old.name == a.name) {
-            Some(old) => *old = a.clone(),
-            None => set.push(a.clone()),
-        }
-    }
-    serde_json::to_value(&set)
-        .map_err(|e| ApiError::Internal(format!("encoding the inventory: {e}")))
+    st.inventory
+        .report(&id.tenant, &id.subject, merge, &attrs)
+        .await?;
+    Ok(warp::reply::with_status(warp::reply(), http::StatusCode::OK).into_response())
 }

@@ -5,8 +5,12 @@
 //! - [`download`] serves `/download/{id}`, the signed artifact links (served outside warp, to
 //!   stream blobs with ranges);
 //! - [`identity`] serves device authentication, the device registry (`/api/management/v2/devauth`),
-//!   device inventory and operator login;
-//! - [`health`] serves `/health`, `/metrics`.
+//!   devices' inventory reports and operator login;
+//! - [`inventory`] serves the inventory management API (`/api/management/v1/inventory`:
+//!   devices, attributes, groups; `/api/management/v2/inventory`: search, saved filters);
+//! - [`health`] serves `/health`, `/metrics`;
+//! - [`openapi`] serves `/api/management/v1/deployments/openapi.yaml`, the OpenAPI document
+//!   of these routes (`api/openapi.yaml`).
 
 pub mod artifacts;
 mod catalog;
@@ -17,6 +21,8 @@ pub mod download;
 pub mod fuzzing;
 pub mod health;
 pub mod identity;
+pub mod inventory;
+pub mod openapi;
 mod paging;
 
 use std::sync::Arc;
@@ -76,7 +82,11 @@ fn warp_routes(state: AppState, metrics: Option<PrometheusHandle>) -> BoxedFilte
         .unify()
         .or(identity::routes(state.clone()))
         .unify()
+        .or(inventory::routes(state.clone()))
+        .unify()
         .or(health::routes(state, metrics))
+        .unify()
+        .or(openapi::routes())
         .unify()
         .recover(recover)
         .unify()

@@ -192,9 +192,7 @@ async fn main() {
                 name: "bench".into(),
                 artifact_name: "app-2.0".into(),
                 devices: devices.clone(),
-                all_devices: false,
-                phases: None,
-                retries: None,
+                ..NewDeployment::default()
             },
         )
         .await

@@ -1,14 +1,17 @@
 //! Deployments: pure modules for the per-device state machine ([`device`]), phase planning
 //! and admission ([`plan`]) and statistics ([`stats`]); the actors that own running
 //! deployments ([`actor`], [`supervisor`]); the device → deployment index ([`fleet`]); and
-//! the [`service`] the API calls.
+//! the index of dynamic deployments' filters ([`dynamic`]); the safety rules' counters
+//! ([`safety`]); and the [`service`] the API calls.
 
 pub mod actor;
 pub mod clock;
 pub mod device;
+mod dynamic;
 pub mod fleet;
 pub mod plan;
 pub mod roster;
+mod safety;
 pub mod service;
 pub mod stats;
 pub mod supervisor;

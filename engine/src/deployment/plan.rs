@@ -14,7 +14,7 @@ use crate::error::{EngineError, Result};
 pub const MAX_NAME: usize = 4096;
 
 /// `POST /deployments` body.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 pub struct NewDeployment {
     /// Deployment name.
     pub name: String,
@@ -33,17 +33,66 @@ pub struct NewDeployment {
     /// Extra attempts after a failure.
     #[serde(default)]
     pub retries: Option<u32>,
+    /// Hand the update also to devices that report running the release already.
+    #[serde(default)]
+    pub force_installation: bool,
+    /// A dynamic deployment: the id of a saved inventory filter.
+    #[serde(default)]
+    pub filter_id: Option<Uuid>,
+    /// A dynamic deployment: a filter given inline.
+    #[serde(default)]
+    pub filter: Option<InlineFilter>,
+    /// A dynamic deployment takes at most this many devices.
+    #[serde(default)]
+    pub max_devices: Option<u64>,
+    /// Instead of `devices`: the members of this inventory group at creation (set from the
+    /// path of `POST /deployments/group/{name}`, never from the body).
+    #[serde(skip)]
+    pub group: Option<String>,
+    /// Abort (or stop admitting) when too many devices fail.
+    #[serde(default)]
+    pub auto_abort: Option<storage::AutoAbort>,
+    /// At most so many devices start the update per minute.
+    #[serde(default)]
+    pub pacing: Option<storage::Pacing>,
+    /// A device downloading, installing or rebooting longer than this many seconds fails.
+    #[serde(default)]
+    pub device_timeout_seconds: Option<u64>,
+}
+
+/// A dynamic deployment's filter, given in the request rather than saved first.
+#[derive(Debug, Clone, Deserialize)]
+pub struct InlineFilter {
+    /// A name for it (the deployment's, if left out).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The terms, all of which must hold.
+    pub terms: Vec<storage::FilterTerm>,
+}
+
+impl NewDeployment {
+    /// Whether devices that match its filter later join it.
+    pub fn is_dynamic(&self) -> bool {
+        self.filter_id.is_some() || self.filter.is_some()
+    }
 }
 
 /// One requested phase.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 pub struct NewPhase {
     /// Percentage of the devices.
     #[serde(default)]
     pub batch_size: Option<u32>,
-    /// When it opens (only the first phase may leave it out).
+    /// When it opens (only the first phase, and a phase with a gate or an approval, may
+    /// leave it out).
     #[serde(default, deserialize_with = "lenient_time")]
     pub start_ts: Option<OffsetDateTime>,
+    /// It opens only once the previous phase's devices succeeded this well.
+    #[serde(default)]
+    pub gate: Option<storage::PhaseGate>,
+    /// It opens only once an operator approved it.
+    #[serde(default)]
+    pub needs_approval: bool,
 }
 
 /// RFC 3339, also with the `+0000` offsets of the Mender API examples.
@@ -76,11 +125,22 @@ fn invalid(msg: impl Into<String>) -> EngineError {
     EngineError::Invalid(msg.into())
 }
 
-/// Check a new deployment and work out its phases. Errors name the problem.
+/// Check a new deployment (its `devices` resolved from whatever it targets) and work out
+/// its phases. Errors name the problem. A dynamic deployment may start with no device; its
+/// phases' percentages are of `max_devices`, or else of the devices it starts with, and
+/// devices that join later go to the last phase.
 pub fn validate(new: &NewDeployment, now: OffsetDateTime) -> Result<Vec<PhaseRecord>> {
     check_text("name", &new.name)?;
     check_text("artifact_name", &new.artifact_name)?;
-    if new.devices.is_empty() {
+    let dynamic = new.is_dynamic();
+    match new.max_devices {
+        Some(0) => return Err(invalid("max_devices must be at least 1")),
+        Some(_) if !dynamic => {
+            return Err(invalid("max_devices applies to dynamic deployments only"))
+        }
+        _ => {}
+    }
+    if new.devices.is_empty() && !dynamic {
         return Err(invalid(
             "provide a list of devices, or set all_devices to deploy to every accepted device",
         ));
@@ -94,11 +154,12 @@ pub fn validate(new: &NewDeployment, now: OffsetDateTime) -> Result<Vec<PhaseRec
             return Err(invalid(format!("device {d:?} is listed twice")));
         }
     }
-    plan_phases(
-        new.phases.as_deref().unwrap_or(&[]),
-        new.devices.len() as u64,
-        now,
-    )
+    let phases = new.phases.as_deref().unwrap_or(&[]);
+    if dynamic {
+        let n = new.max_devices.unwrap_or(new.devices.len() as u64);
+        return plan(phases, n, true, now);
+    }
+    plan_phases(phases, new.devices.len() as u64, now)
 }
 
 fn check_text(field: &str, value: &str) -> Result<()> {
@@ -114,6 +175,16 @@ fn check_text(field: &str, value: &str) -> Result<()> {
 /// Phases with capacities: each `batch_size` percent of `n`, rounded down; the last phase
 /// takes the rest.
 pub fn plan_phases(phases: &[NewPhase], n: u64, now: OffsetDateTime) -> Result<Vec<PhaseRecord>> {
+    plan(phases, n, false, now)
+}
+
+/// [`plan_phases`]; `open_ended` (a dynamic deployment) lets a phase hold no device yet.
+fn plan(
+    phases: &[NewPhase],
+    n: u64,
+    open_ended: bool,
+    now: OffsetDateTime,
+) -> Result<Vec<PhaseRecord>> {
     if phases.is_empty() {
         return Ok(vec![phase(None, now, n)]);
     }
@@ -123,12 +194,33 @@ pub fn plan_phases(phases: &[NewPhase], n: u64, now: OffsetDateTime) -> Result<V
     let mut previous_start: Option<OffsetDateTime> = None;
     for (i, p) in phases.iter().enumerate() {
         let last = i + 1 == phases.len();
-        let start = match (i, p.start_ts) {
-            (_, Some(t)) => t,
-            (0, None) => now,
-            (_, None) => return Err(invalid(format!("phase {} has no start_ts", i + 1))),
+        let held = p.gate.is_some() || p.needs_approval;
+        if i == 0 && held {
+            return Err(invalid(
+                "the first phase cannot have a gate or need approval (no phase precedes it)",
+            ));
+        }
+        if let Some(g) = &p.gate {
+            if !(1..=100).contains(&g.success_percent) {
+                return Err(invalid(format!(
+                    "phase {}: gate.success_percent must be 1 to 100",
+                    i + 1
+                )));
+            }
+        }
+        let start = match (i, p.start_ts, previous_start) {
+            (_, Some(t), _) => t,
+            (0, None, _) => now,
+            // Held by its gate or an approval, not by time: as soon as the previous phase.
+            (_, None, Some(prev)) if held => prev,
+            _ => {
+                return Err(invalid(format!(
+                    "phase {} has no start_ts (only the first phase, and a phase with a gate or an approval, may leave it out)",
+                    i + 1
+                )))
+            }
         };
-        if let Some(prev) = previous_start {
+        if let (Some(prev), Some(_)) = (previous_start, p.start_ts) {
             if start <= prev {
                 return Err(invalid(format!(
                     "phase {} starts before or with phase {}",
@@ -166,14 +258,18 @@ pub fn plan_phases(phases: &[NewPhase], n: u64, now: OffsetDateTime) -> Result<V
                 "the phases' batch_size values add up to more than 100",
             ));
         }
-        if capacity == 0 {
+        if capacity == 0 && !open_ended {
             return Err(invalid(format!(
                 "phase {} would hold 0 of the {n} devices; raise its batch_size",
                 i + 1
             )));
         }
         assigned += capacity;
-        out.push(phase(p.batch_size, start, capacity));
+        out.push(PhaseRecord {
+            gate: p.gate,
+            needs_approval: p.needs_approval,
+            ..phase(p.batch_size, start, capacity)
+        });
     }
     Ok(out)
 }
@@ -185,17 +281,34 @@ fn phase(batch_size: Option<u32>, start_ts: OffsetDateTime, capacity: u64) -> Ph
         start_ts,
         capacity,
         device_count: 0,
+        gate: None,
+        needs_approval: false,
+        approved: None,
     }
 }
 
 /// Admit one device into the earliest open phase with room; its index, or `None` to wait.
-pub fn admit(phases: &mut [PhaseRecord], now: OffsetDateTime) -> Option<u32> {
-    let (i, p) = phases
-        .iter_mut()
-        .enumerate()
-        .find(|(_, p)| p.start_ts <= now && p.device_count < p.capacity)?;
-    p.device_count += 1;
-    Some(i as u32)
+/// A phase is open from its `start_ts`, once it is unlocked: approved if it needs approval,
+/// and its gate passed (`gate_passed(i)` for phase `i`) if it has one. A phase that admitted
+/// a device stays unlocked; a locked phase keeps every later phase closed.
+pub fn admit(
+    phases: &mut [PhaseRecord],
+    now: OffsetDateTime,
+    gate_passed: impl Fn(usize, &storage::PhaseGate) -> bool,
+) -> Option<u32> {
+    for (i, p) in phases.iter_mut().enumerate() {
+        let unlocked = p.device_count > 0
+            || ((!p.needs_approval || p.approved.is_some())
+                && p.gate.as_ref().is_none_or(|g| gate_passed(i, g)));
+        if !unlocked {
+            return None;
+        }
+        if p.start_ts <= now && p.device_count < p.capacity {
+            p.device_count += 1;
+            return Some(i as u32);
+        }
+    }
+    None
 }
 
 /// The next time a phase opens after `now`.
@@ -219,6 +332,8 @@ mod tests {
 
     fn p(batch: Option<u32>, offset_min: Option<i64>, now: OffsetDateTime) -> NewPhase {
         NewPhase {
+            gate: None,
+            needs_approval: false,
             batch_size: batch,
             start_ts: offset_min.map(|m| now + Duration::minutes(m)),
         }
@@ -276,12 +391,12 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         let mut plan =
             plan_phases(&[p(Some(50), None, now), p(None, Some(10), now)], 4, now).unwrap();
-        assert_eq!(admit(&mut plan, now), Some(0));
-        assert_eq!(admit(&mut plan, now), Some(0));
-        assert_eq!(admit(&mut plan, now), None);
+        assert_eq!(admit(&mut plan, now, |_, _| true), Some(0));
+        assert_eq!(admit(&mut plan, now, |_, _| true), Some(0));
+        assert_eq!(admit(&mut plan, now, |_, _| true), None);
         let later = now + Duration::minutes(10);
         assert_eq!(next_opening(&plan, now), Some(later));
-        assert_eq!(admit(&mut plan, later), Some(1));
+        assert_eq!(admit(&mut plan, later, |_, _| true), Some(1));
         assert_eq!(plan[0].device_count, 2);
         assert_eq!(plan[1].device_count, 1);
     }

@@ -31,6 +31,17 @@ impl Roster {
         }
     }
 
+    /// Add a device (a dynamic deployment's new member); `false` if it is one already.
+    pub fn insert(&mut self, key: DeviceKey) -> bool {
+        match self.keys.binary_search(&key) {
+            Ok(_) => false,
+            Err(at) => {
+                self.keys.insert(at, key);
+                true
+            }
+        }
+    }
+
     /// Number of devices.
     pub fn len(&self) -> usize {
         self.keys.len()

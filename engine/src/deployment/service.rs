@@ -18,8 +18,10 @@ use super::actor::{
     Snapshot,
 };
 use super::clock::Clock;
+use super::dynamic::DynamicIndex;
 use super::fleet::{device_key, Fleet};
 use super::plan::{self, NewDeployment};
+use super::safety;
 use super::stats::Statistics;
 use super::supervisor::{Registry, Supervisor, SupervisorArgs, SupervisorMsg};
 use crate::cluster::gateway::Gateway;
@@ -30,8 +32,10 @@ use route::{unexpected, Answer, Request};
 
 mod ask;
 mod drill;
+mod history;
 mod ownership;
 mod route;
+mod targets;
 
 pub use ask::{ASK_TIMEOUT, RESTART_WAIT};
 pub use drill::Crash;
@@ -83,6 +87,8 @@ pub struct DeploymentService {
     registry: Registry,
     supervisor: ActorRef<SupervisorMsg>,
     clock: Clock,
+    /// Filters of the unfinished dynamic deployments, to find those a changed device joins.
+    dynamic: DynamicIndex,
     /// This node's part in a cluster; `None` for a node on its own store.
     cluster: Option<Arc<ClusterNode>>,
     /// The lease loop, in a cluster.
@@ -95,6 +101,7 @@ impl DeploymentService {
     pub async fn start(store: Arc<dyn MetaStore>, clock: Clock) -> Result<Self> {
         let svc = Self::start_supervisor(store, clock, None).await?;
         for d in svc.store.unfinished_deployments().await? {
+            svc.dynamic.register(&d);
             svc.spawn(&d.tenant, d.id, Indexing::Rehydrate, Fence::unbounded())
                 .await?;
         }
@@ -143,6 +150,7 @@ impl DeploymentService {
             registry,
             supervisor,
             clock,
+            dynamic: DynamicIndex::default(),
             cluster,
             lease_task: Arc::default(),
         })
@@ -228,21 +236,10 @@ impl DeploymentService {
         tenant: &TenantId,
         mut new: NewDeployment,
     ) -> Result<DeploymentRecord> {
-        if new.all_devices {
-            if !new.devices.is_empty() {
-                return Err(EngineError::Invalid(
-                    "give either a list of devices or all_devices, not both".into(),
-                ));
-            }
-            new.devices = self.accepted_devices(tenant).await?;
-            if new.devices.is_empty() {
-                return Err(EngineError::Invalid(
-                    "all_devices: the tenant has no accepted device".into(),
-                ));
-            }
-        }
+        let filter = self.resolve_targets(tenant, &mut new).await?;
         let now = self.clock.now();
         let phases = plan::validate(&new, now)?;
+        let safety = safety::rules(&new)?;
         let artifacts: Vec<Uuid> = self
             .store
             .artifacts(tenant)
@@ -257,6 +254,7 @@ impl DeploymentService {
                 new.artifact_name
             )));
         }
+        self.refuse_duplicate(tenant, &new, filter.as_ref()).await?;
         let status = if phases[0].start_ts > now {
             DeploymentStatus::Scheduled
         } else {
@@ -276,6 +274,12 @@ impl DeploymentService {
             aborted: false,
             artifacts,
             final_statistics: None,
+            dynamic: filter.is_some(),
+            initial_device_count: filter.as_ref().map(|_| new.devices.len() as u64),
+            filter,
+            max_devices: new.max_devices,
+            force_installation: new.force_installation,
+            safety,
         };
         let mut writes = vec![Write::PutDeployment(header.clone())];
         for (i, chunk) in new.devices.chunks(DEVICE_LIST_CHUNK).enumerate() {
@@ -287,7 +291,11 @@ impl DeploymentService {
             });
         }
         self.store.commit(writes).await?;
+        self.dynamic.register(&header);
         self.start_created(tenant, header.id).await?;
+        if header.dynamic {
+            self.catch_up_later(header.clone());
+        }
         Ok(header)
     }
 
@@ -498,11 +506,38 @@ impl DeploymentService {
     /// Abort a deployment; 422 when it has already finished.
     pub async fn abort(&self, tenant: &TenantId, id: Uuid) -> Result<()> {
         let header = self.header(tenant, id).await?;
+        self.change_unfinished(&header, Request::Abort).await
+    }
+
+    /// Pause a deployment (no device starts the update until it resumes) or resume it
+    /// (which also lifts an auto-abort's stop on admitting); 422 when it has finished.
+    pub async fn set_paused(&self, tenant: &TenantId, id: Uuid, paused: bool) -> Result<()> {
+        let header = self.header(tenant, id).await?;
+        self.change_unfinished(&header, Request::SetPaused { paused })
+            .await
+    }
+
+    /// Approve phase `number` (1-based) of a deployment, which then opens at its start
+    /// time (and once its gate, if any, passes); 404 for no such phase, 409 for a phase
+    /// that needs no approval, 422 when the deployment has finished.
+    pub async fn approve_phase(&self, tenant: &TenantId, id: Uuid, number: usize) -> Result<()> {
+        let header = self.header(tenant, id).await?;
+        let phase = number
+            .checked_sub(1)
+            .filter(|i| *i < header.phases.len())
+            .ok_or(EngineError::NotFound("phase"))?;
+        self.change_unfinished(&header, Request::Approve { phase })
+            .await
+    }
+
+    /// An operator's change to a deployment, run by its actor; 422 when the deployment has
+    /// finished (also when it finishes before the actor gets the request).
+    async fn change_unfinished(&self, header: &DeploymentRecord, request: Request) -> Result<()> {
         if header.status != DeploymentStatus::Finished {
-            let aborted = self
-                .perform(tenant, id, Request::Abort, RESTART_WAIT)
+            let done = self
+                .perform(&header.tenant, header.id, request, RESTART_WAIT)
                 .await?;
-            if aborted.is_some() {
+            if done.is_some() {
                 return Ok(());
             }
         }

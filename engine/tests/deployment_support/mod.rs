@@ -106,6 +106,7 @@ pub fn phase(batch_size: Option<u32>, start_ts: Option<OffsetDateTime>) -> NewPh
     NewPhase {
         batch_size,
         start_ts,
+        ..NewPhase::default()
     }
 }
 
@@ -161,9 +162,7 @@ impl Fixture {
             name: "rollout test".into(),
             artifact_name: RELEASE.into(),
             devices,
-            all_devices: false,
-            phases: None,
-            retries: None,
+            ..NewDeployment::default()
         }
     }
 
@@ -368,12 +367,42 @@ impl MetaStore for FaultyStore {
     ) -> storage::Result<Option<serde_json::Value>> {
         self.inner.inventory(tenant, device).await
     }
+    async fn device_record(
+        &self,
+        tenant: &TenantId,
+        deployment: Uuid,
+        device: &str,
+    ) -> storage::Result<Option<DeviceDeploymentRecord>> {
+        self.inner.device_record(tenant, deployment, device).await
+    }
+    async fn inventories(
+        &self,
+        tenant: &TenantId,
+    ) -> storage::Result<Vec<(String, serde_json::Value)>> {
+        self.inner.inventories(tenant).await
+    }
+    async fn filter(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+    ) -> storage::Result<Option<storage::SavedFilter>> {
+        self.inner.filter(tenant, id).await
+    }
+    async fn filters(&self, tenant: &TenantId) -> storage::Result<Vec<storage::SavedFilter>> {
+        self.inner.filters(tenant).await
+    }
     async fn device_auth(
         &self,
         tenant: &TenantId,
         device: &str,
     ) -> storage::Result<Option<DeviceAuthRecord>> {
         self.inner.device_auth(tenant, device).await
+    }
+    async fn revocations(&self) -> storage::Result<Vec<storage::Revocation>> {
+        self.inner.revocations().await
+    }
+    async fn remove_device_auth(&self, expected: &DeviceAuthRecord) -> storage::Result<bool> {
+        self.inner.remove_device_auth(expected).await
     }
     async fn device_auths(&self, tenant: &TenantId) -> storage::Result<Vec<DeviceAuthRecord>> {
         self.inner.device_auths(tenant).await

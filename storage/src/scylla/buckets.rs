@@ -12,6 +12,12 @@ pub(crate) const UNFINISHED: u16 = 8;
 pub(crate) const DEVICE_RECORDS: u16 = 16;
 /// Buckets of a tenant's device authentication records.
 pub(crate) const DEVICE_AUTH: u16 = 16;
+/// Buckets of a tenant's device inventories.
+pub(crate) const INVENTORIES: u16 = 16;
+/// Shards of the token revocations (every node reads them all).
+pub(crate) const REVOCATIONS: u16 = 8;
+/// Buckets of a tenant's saved filters.
+pub(crate) const FILTERS: u16 = 4;
 
 /// The bucket of `key` among `buckets`.
 pub(crate) fn of(key: &[u8], buckets: u16) -> i16 {

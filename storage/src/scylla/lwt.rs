@@ -128,6 +128,28 @@ impl Inner {
         self.swap(statements, key, expected, body).await
     }
 
+    /// Delete a device's auth record if its stored text still decodes to `expected`.
+    pub(crate) async fn remove_device_auth(&self, expected: &DeviceAuthRecord) -> Result<bool> {
+        let bucket = buckets::of(expected.id.as_bytes(), buckets::DEVICE_AUTH);
+        let key = (expected.tenant.as_str(), bucket, expected.id.as_str());
+        let Some(raw) = self
+            .one::<String>(&self.st.get_device_auth_serial, key)
+            .await?
+        else {
+            return Ok(false);
+        };
+        let stored: DeviceAuthRecord = super::decode("device_auth", &raw)?;
+        if stored != *expected {
+            return Ok(false);
+        }
+        let values = (key.0, key.1, key.2, raw);
+        let result = self
+            .session
+            .execute_unpaged(&self.st.delete_device_auth_if, values)
+            .await;
+        applied(result.map_err(CqlError::from)?)
+    }
+
     pub(crate) async fn replace_inventory(
         &self,
         tenant: &TenantId,
@@ -135,8 +157,10 @@ impl Inner {
         expected: Option<&serde_json::Value>,
         attributes: serde_json::Value,
     ) -> Result<bool> {
+        let bucket = buckets::of(device.as_bytes(), buckets::INVENTORIES);
         let key = vec![
             CqlValue::Text(tenant.as_str().to_owned()),
+            CqlValue::SmallInt(bucket),
             CqlValue::Text(device.to_owned()),
         ];
         let statements = Swap {
@@ -145,6 +169,16 @@ impl Inner {
             insert_if_absent: &self.st.insert_inventory_if_absent,
             update_if: &self.st.update_inventory_if,
         };
+        // An inventory read from the first releases' table (`expected`, with no row in the
+        // bucketed one yet) moves over with this write: inserted if still absent there.
+        let moving = match expected {
+            Some(_) => self
+                .one::<String>(statements.get, key.clone())
+                .await?
+                .is_none(),
+            None => false,
+        };
+        let expected = if moving { None } else { expected };
         self.swap(statements, key, expected, attributes.to_string())
             .await
     }

@@ -29,7 +29,10 @@ use uuid::Uuid;
 pub use config::{Consistency, Credentials, Keyspace, Replication, ScyllaConfig};
 
 use crate::model::*;
-use crate::{DeviceAuthRecord, Durable, Lease, MetaStore, NodeRecord, Result, StoreError, Write};
+use crate::{
+    DeviceAuthRecord, Durable, Lease, MetaStore, NodeRecord, Result, Revocation, SavedFilter,
+    StoreError, Write,
+};
 use error::CqlError;
 use statements::Statements;
 use writes::WriteClock;
@@ -241,6 +244,24 @@ impl MetaStore for ScyllaStore {
             .await?)
     }
 
+    async fn device_record(
+        &self,
+        tenant: &TenantId,
+        deployment: Uuid,
+        device: &str,
+    ) -> Result<Option<DeviceDeploymentRecord>> {
+        let bucket = buckets::of(device.as_bytes(), buckets::DEVICE_RECORDS);
+        let values = (tenant.as_str(), deployment, bucket, device);
+        let body = self
+            .inner
+            .one::<String>(&self.inner.st.get_device, values)
+            .await?;
+        decode_opt(
+            || format!("device_records/{tenant}/{deployment}/{device}"),
+            body,
+        )
+    }
+
     async fn device_records(
         &self,
         tenant: &TenantId,
@@ -310,12 +331,54 @@ impl MetaStore for ScyllaStore {
         tenant: &TenantId,
         device: &str,
     ) -> Result<Option<serde_json::Value>> {
-        let values = (tenant.as_str(), device);
+        let bucket = buckets::of(device.as_bytes(), buckets::INVENTORIES);
+        let st = &self.inner.st;
+        let mut body = self
+            .inner
+            .one::<String>(&st.get_inventory, (tenant.as_str(), bucket, device))
+            .await?;
+        if body.is_none() {
+            // Not written since the bucketed table: the first releases' row, if any.
+            let values = (tenant.as_str(), device);
+            body = self
+                .inner
+                .one::<String>(&st.get_legacy_inventory, values)
+                .await?;
+        }
+        decode_opt(|| format!("inventory/{tenant}/{device}"), body)
+    }
+
+    async fn inventories(&self, tenant: &TenantId) -> Result<Vec<(String, serde_json::Value)>> {
+        let st = &self.inner.st.list_inventories;
+        let reads = buckets::all(buckets::INVENTORIES).map(|b| {
+            self.inner
+                .rows::<(String, String)>(st, (tenant.as_str(), b))
+        });
+        let pages = futures_util::future::try_join_all(reads).await?;
+        let mut out = Vec::new();
+        for (device, body) in pages.into_iter().flatten() {
+            let attributes = decode(&format!("inventory/{tenant}/{device}"), &body)?;
+            out.push((device, attributes));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    async fn filter(&self, tenant: &TenantId, id: Uuid) -> Result<Option<SavedFilter>> {
+        let bucket = buckets::of(id.as_bytes(), buckets::FILTERS);
         let body = self
             .inner
-            .one::<String>(&self.inner.st.get_inventory, values)
+            .one::<String>(&self.inner.st.get_filter, (tenant.as_str(), bucket, id))
             .await?;
-        decode_opt(|| format!("inventory/{tenant}/{device}"), body)
+        decode_opt(|| format!("saved_filters/{tenant}/{id}"), body)
+    }
+
+    async fn filters(&self, tenant: &TenantId) -> Result<Vec<SavedFilter>> {
+        let st = &self.inner.st.list_filters;
+        let what = format!("saved_filters/{tenant}");
+        self.inner
+            .bucketed(st, &what, tenant, buckets::FILTERS)
+            .await
     }
 
     async fn device_auth(
@@ -341,6 +404,22 @@ impl MetaStore for ScyllaStore {
             .await?;
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
+    }
+
+    async fn revocations(&self) -> Result<Vec<Revocation>> {
+        let st = &self.inner.st.list_revocations;
+        let reads =
+            buckets::all(buckets::REVOCATIONS).map(|s| self.inner.rows::<(String,)>(st, (s,)));
+        let pages = futures_util::future::try_join_all(reads).await?;
+        pages
+            .into_iter()
+            .flatten()
+            .map(|(body,)| decode("device_revocations", &body))
+            .collect()
+    }
+
+    async fn remove_device_auth(&self, expected: &DeviceAuthRecord) -> Result<bool> {
+        self.inner.remove_device_auth(expected).await
     }
 
     async fn claim_artifact_name(

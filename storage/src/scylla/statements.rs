@@ -59,11 +59,21 @@ pub(crate) struct Statements {
     pub get_device_list: PreparedStatement,
     pub put_device: PreparedStatement,
     pub list_devices: PreparedStatement,
+    pub get_device: PreparedStatement,
     pub put_log: PreparedStatement,
     pub get_log: PreparedStatement,
     pub put_last_finished: PreparedStatement,
     pub get_last_finished: PreparedStatement,
     pub get_inventory: PreparedStatement,
+    pub get_legacy_inventory: PreparedStatement,
+    pub list_inventories: PreparedStatement,
+    pub put_filter: PreparedStatement,
+    pub put_revocation: PreparedStatement,
+    pub list_revocations: PreparedStatement,
+    pub delete_device_auth_if: PreparedStatement,
+    pub delete_filter: PreparedStatement,
+    pub get_filter: PreparedStatement,
+    pub list_filters: PreparedStatement,
     pub get_device_auth: PreparedStatement,
     pub list_device_auth: PreparedStatement,
     pub claim_name: PreparedStatement,
@@ -175,6 +185,12 @@ impl Statements {
                 "SELECT body FROM {ks}.device_records WHERE tenant = ? AND deployment = ? AND bucket = ?",
             )
             .await?,
+            get_device: prepare(
+                s,
+                "SELECT body FROM {ks}.device_records \
+                 WHERE tenant = ? AND deployment = ? AND bucket = ? AND device = ?",
+            )
+            .await?,
             put_log: prepare(
                 s,
                 "INSERT INTO {ks}.logs (tenant, deployment, device, messages) VALUES (?, ?, ?, ?) \
@@ -199,7 +215,56 @@ impl Statements {
             .await?,
             get_inventory: prepare(
                 s,
+                "SELECT attributes FROM {ks}.inventories WHERE tenant = ? AND bucket = ? AND device = ?",
+            )
+            .await?,
+            get_legacy_inventory: prepare(
+                s,
                 "SELECT attributes FROM {ks}.inventory WHERE tenant = ? AND device = ?",
+            )
+            .await?,
+            list_inventories: prepare(
+                s,
+                "SELECT device, attributes FROM {ks}.inventories WHERE tenant = ? AND bucket = ?",
+            )
+            .await?,
+            put_revocation: prepare(
+                s,
+                "INSERT INTO {ks}.device_revocations (shard, tenant, device, body) \
+                 VALUES (?, ?, ?, ?) USING TIMESTAMP ?",
+            )
+            .await?,
+            list_revocations: prepare(
+                s,
+                "SELECT body FROM {ks}.device_revocations WHERE shard = ?",
+            )
+            .await?,
+            delete_device_auth_if: conditional(
+                s,
+                "DELETE FROM {ks}.device_auth WHERE tenant = ? AND bucket = ? AND id = ? \
+                 IF body = ?",
+            )
+            .await?,
+            put_filter: prepare(
+                s,
+                "INSERT INTO {ks}.saved_filters (tenant, bucket, id, body) VALUES (?, ?, ?, ?) \
+                 USING TIMESTAMP ?",
+            )
+            .await?,
+            delete_filter: prepare(
+                s,
+                "DELETE FROM {ks}.saved_filters USING TIMESTAMP ? \
+                 WHERE tenant = ? AND bucket = ? AND id = ?",
+            )
+            .await?,
+            get_filter: prepare(
+                s,
+                "SELECT body FROM {ks}.saved_filters WHERE tenant = ? AND bucket = ? AND id = ?",
+            )
+            .await?,
+            list_filters: prepare(
+                s,
+                "SELECT body FROM {ks}.saved_filters WHERE tenant = ? AND bucket = ?",
             )
             .await?,
             get_device_auth: prepare(
@@ -254,19 +319,19 @@ impl Statements {
             .await?,
             insert_inventory_if_absent: conditional(
                 s,
-                "INSERT INTO {ks}.inventory (tenant, device, attributes) VALUES (?, ?, ?) \
-                 IF NOT EXISTS",
+                "INSERT INTO {ks}.inventories (tenant, bucket, device, attributes) \
+                 VALUES (?, ?, ?, ?) IF NOT EXISTS",
             )
             .await?,
             update_inventory_if: conditional(
                 s,
-                "UPDATE {ks}.inventory SET attributes = ? WHERE tenant = ? AND device = ? \
-                 IF attributes = ?",
+                "UPDATE {ks}.inventories SET attributes = ? \
+                 WHERE tenant = ? AND bucket = ? AND device = ? IF attributes = ?",
             )
             .await?,
             get_inventory_serial: serial_read(
                 s,
-                "SELECT attributes FROM {ks}.inventory WHERE tenant = ? AND device = ?",
+                "SELECT attributes FROM {ks}.inventories WHERE tenant = ? AND bucket = ? AND device = ?",
                 serial,
             )
             .await?,

@@ -85,6 +85,9 @@ fn key(w: &Write) -> (u8, String) {
         } => (4, format!("{tenant}\0{deployment}\0{device}")),
         Write::PutLastFinished { tenant, device, .. } => (5, format!("{tenant}\0{device}")),
         Write::PutNode(n) => (6, n.id.clone()),
+        Write::PutFilter(f) => (7, format!("{}\0{}", f.tenant, f.id)),
+        Write::DeleteFilter { tenant, id } => (7, format!("{tenant}\0{id}")),
+        Write::PutRevocation(r) => (8, format!("{}\0{}", r.tenant, r.device)),
     }
 }
 
@@ -255,6 +258,21 @@ async fn apply(inner: &Inner, w: Write, ts: i64) -> Result<(), CqlError> {
         Write::PutNode(n) => {
             let values = (n.id.as_str(), json(&n), ts);
             s.execute_unpaged(&st.put_node, values).await?;
+        }
+        Write::PutFilter(f) => {
+            let bucket = buckets::of(f.id.as_bytes(), buckets::FILTERS);
+            let values = (f.tenant.as_str(), bucket, f.id, json(&f), ts);
+            s.execute_unpaged(&st.put_filter, values).await?;
+        }
+        Write::PutRevocation(r) => {
+            let shard = buckets::of(r.device.as_bytes(), buckets::REVOCATIONS);
+            let values = (shard, r.tenant.as_str(), r.device.as_str(), json(&r), ts);
+            s.execute_unpaged(&st.put_revocation, values).await?;
+        }
+        Write::DeleteFilter { tenant, id } => {
+            let bucket = buckets::of(id.as_bytes(), buckets::FILTERS);
+            let values = (ts, tenant.as_str(), bucket, id);
+            s.execute_unpaged(&st.delete_filter, values).await?;
         }
     }
     Ok(())

@@ -15,7 +15,7 @@ use crate::error::{EngineError, Result};
 
 impl DeploymentState {
     /// A device checks in. In order: a finished device gets nothing; a device that reports
-    /// the release's name is already there; a device whose data changed since the update was
+    /// the release's name is already there (unless the deployment forces installation); a device whose data changed since the update was
     /// handed to it is in conflict; a device in the middle of the update gets it again; a
     /// pending one gets it if an artifact fits and its phase admits it.
     pub(super) fn check_in(
@@ -38,7 +38,9 @@ impl DeploymentState {
                 ack: Ack(None),
             });
         }
-        if status == DeviceStatus::Pending && artifact_name == self.header.artifact_name {
+        let forced = self.header.force_installation;
+        if status == DeviceStatus::Pending && artifact_name == self.header.artifact_name && !forced
+        {
             return Ok(self.finish_at_check_in(
                 device,
                 device_type,
@@ -74,7 +76,8 @@ impl DeploymentState {
         self.deliver(device, device_type, artifact_name, artifact, now)
     }
 
-    /// Hand the update to a pending device once its phase admits it. Repeated check-ins of
+    /// Hand the update to a pending device once its phase admits it and the safety rules
+    /// let it start (not paused or halted, within the pacing rate). Repeated check-ins of
     /// the same attempt count once.
     fn deliver(
         &mut self,
@@ -84,17 +87,9 @@ impl DeploymentState {
         artifact: Arc<ArtifactRecord>,
         now: OffsetDateTime,
     ) -> Result<CheckInReply> {
-        let admitted = self
-            .devices
-            .get(device_key(&self.header.tenant, device))
-            .and_then(|r| r.phase);
-        let Some(phase) = admitted.or_else(|| plan::admit(&mut self.header.phases, now)) else {
-            return Ok(nothing());
-        };
-        let rec = self
-            .record_mut(device)
-            .ok_or(EngineError::NotFound("device in deployment"))?;
-        if rec.artifact_id == Some(artifact.id) {
+        let known = self.devices.get(device_key(&self.header.tenant, device));
+        let admitted = known.and_then(|r| r.phase);
+        if known.is_some_and(|r| r.artifact_id == Some(artifact.id)) {
             // The same attempt asking again (the device lost the answer, or polls before
             // it starts): nothing changes, nothing to write.
             return Ok(CheckInReply {
@@ -102,6 +97,19 @@ impl DeploymentState {
                 ack: Ack(None),
             });
         }
+        if !self.may_start(now) {
+            return Ok(nothing());
+        }
+        let tally = &self.tally;
+        let gate_passed = |i: usize, g: &storage::PhaseGate| tally.gate_passed(i, g);
+        let admitted = admitted.or_else(|| plan::admit(&mut self.header.phases, now, gate_passed));
+        let Some(phase) = admitted else {
+            return Ok(nothing());
+        };
+        self.started(now);
+        let rec = self
+            .record_mut(device)
+            .ok_or(EngineError::NotFound("device in deployment"))?;
         rec.attempts += 1;
         rec.phase = Some(phase);
         rec.device_type = Some(device_type.to_owned());

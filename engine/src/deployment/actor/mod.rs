@@ -5,6 +5,7 @@
 //! messages share one fsync).
 
 mod check_in;
+mod safeguards;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use super::device::{self, Change, ReportError, Reported};
 use super::fleet::{device_key, DeviceKey, Fleet, Membership};
 use super::plan;
 use super::roster::Roster;
+use super::safety::{self, Pacer, Tally, Timeouts};
 use super::stats::Statistics;
 use crate::cluster::Fence;
 use crate::error::{EngineError, Result};
@@ -68,6 +70,14 @@ pub enum DeploymentMsg {
         /// Answer.
         reply: RpcReplyPort<Result<Ack>>,
     },
+    /// A device now matches the filter of this dynamic deployment: it becomes a member
+    /// (unless it is one, or the deployment has taken `max_devices`).
+    Join {
+        /// Device id.
+        device: String,
+        /// Answer: whether it joined, and the durability of the change.
+        reply: RpcReplyPort<(bool, Ack)>,
+    },
     /// The device is decommissioned.
     Decommission {
         /// Device id.
@@ -85,8 +95,25 @@ pub enum DeploymentMsg {
         /// Answer.
         reply: RpcReplyPort<Result<Vec<DeviceDeploymentRecord>>>,
     },
+    /// The operator pauses the deployment (`true`) or resumes it (`false`, which also lifts
+    /// an auto-abort's stop on admitting).
+    SetPaused {
+        /// Pause or resume.
+        paused: bool,
+        /// Answer.
+        reply: RpcReplyPort<Result<Ack>>,
+    },
+    /// The operator approves a phase that needs it (0-based index).
+    Approve {
+        /// The phase.
+        phase: usize,
+        /// Answer.
+        reply: RpcReplyPort<Result<Ack>>,
+    },
     /// A phase's start time has come.
     PhaseDue,
+    /// Time to fail the devices in progress for longer than the deployment's timeout.
+    Sweep,
     /// Fault injection: make the actor panic, to exercise supervision (tests and chaos
     /// drills only).
     #[doc(hidden)]
@@ -204,6 +231,47 @@ pub struct DeploymentState {
     fleet: Fleet,
     clock: Clock,
     fence: Fence,
+    /// The last chunk of the stored device list, where a dynamic deployment's new members
+    /// are appended.
+    tail: ListTail,
+    /// Install outcomes overall and per phase (the auto-abort's counts).
+    tally: Tally,
+    /// Recent starts (pacing).
+    pacer: Pacer,
+    /// Devices in progress and since when (the in-progress timeout).
+    timeouts: Timeouts,
+    /// Why the auto-abort tripped during the last message, to act on once it is answered.
+    tripped: Option<String>,
+}
+
+/// Devices a dynamic deployment appends to one device-list chunk before it starts the
+/// next: each join rewrites its chunk, so this bounds the bytes a join writes.
+const JOIN_CHUNK: usize = 1_000;
+
+/// The last chunk of a deployment's device list.
+#[derive(Debug, Default)]
+struct ListTail {
+    /// Its number.
+    chunk: u32,
+    /// Its ids, if it has room for more (kept only for dynamic deployments).
+    ids: Vec<String>,
+}
+
+impl ListTail {
+    /// Append a device; the chunk write that stores it.
+    fn push(&mut self, tenant: &TenantId, deployment: Uuid, device: &str) -> Write {
+        if self.ids.len() >= JOIN_CHUNK {
+            self.chunk += 1;
+            self.ids.clear();
+        }
+        self.ids.push(device.to_owned());
+        Write::PutDeviceList {
+            tenant: tenant.clone(),
+            deployment,
+            chunk: self.chunk,
+            devices: self.ids.clone(),
+        }
+    }
 }
 
 impl Actor for DeploymentActor {
@@ -225,7 +293,8 @@ impl Actor for DeploymentActor {
         state: &mut DeploymentState,
     ) -> std::result::Result<(), ActorProcessingErr> {
         state.schedule_phase_timer(&myself);
-        if state.stats.unfinished() == 0 {
+        state.schedule_sweep(&myself);
+        if state.is_done() {
             let writes = state.finish_writes();
             state.submit(writes).await?;
             myself.stop(Some("finished".into()));
@@ -275,6 +344,9 @@ impl Actor for DeploymentActor {
             DeploymentMsg::Abort { reply } => {
                 let _ = reply.send(state.abort().await);
             }
+            DeploymentMsg::Join { device, reply } => {
+                let _ = reply.send(state.join(&device));
+            }
             DeploymentMsg::Decommission { device, reply } => {
                 let _ = reply.send(state.decommission(&device));
             }
@@ -285,6 +357,12 @@ impl Actor for DeploymentActor {
                 let _ = reply.send(state.device_records().await);
             }
             DeploymentMsg::Crash => panic!("deployment actor crash requested"),
+            DeploymentMsg::SetPaused { paused, reply } => {
+                let _ = reply.send(Ok(state.set_paused(paused)));
+            }
+            DeploymentMsg::Approve { phase, reply } => {
+                let _ = reply.send(state.approve(phase));
+            }
             DeploymentMsg::PhaseDue => {
                 let writes = state.refresh_status();
                 if !writes.is_empty() {
@@ -293,6 +371,14 @@ impl Actor for DeploymentActor {
                 }
                 state.schedule_phase_timer(&myself);
             }
+            DeploymentMsg::Sweep => {
+                // Nobody waits on these changes either.
+                drop(state.time_out_stuck_devices());
+                state.schedule_sweep(&myself);
+            }
+        }
+        if let Some(reason) = state.tripped.take() {
+            state.trip(reason).await?;
         }
         if state.header.status == DeploymentStatus::Finished {
             myself.stop(Some("finished".into()));
@@ -337,7 +423,20 @@ impl DeploymentState {
         let mut keys = Vec::with_capacity(header.device_count as usize);
         let mut superseded = HashSet::new();
         let mut chunk = 0;
+        let mut tail = ListTail::default();
         while let Some(ids) = store.device_list_chunk(&tenant, id, chunk).await? {
+            tail = ListTail {
+                chunk,
+                ids: if header.dynamic && ids.len() < JOIN_CHUNK {
+                    ids.clone()
+                } else {
+                    Vec::new()
+                },
+            };
+            if tail.ids.is_empty() && !ids.is_empty() {
+                // Full (or not dynamic): new members start the next chunk.
+                tail.chunk = chunk + 1;
+            }
             let chunk_keys: Vec<DeviceKey> = ids.iter().map(|d| device_key(&tenant, d)).collect();
             if check_devices {
                 let waiting = ids
@@ -363,6 +462,15 @@ impl DeploymentState {
         }
         let artifacts = load_artifacts(store.as_ref(), &header).await?;
         let stats = devices.statistics();
+        let finals = devices.records().filter(|r| r.status.is_terminal());
+        let tally = Tally::count(finals.map(|r| (r.phase, r.status)));
+        let timeouts = Timeouts::load(
+            devices
+                .records()
+                .filter(|r| header.safety.device_timeout_secs.is_some() && safety::timed(r.status))
+                .map(|r| device_key(&tenant, &r.device_id)),
+            clock.now(),
+        );
         if indexing != Indexing::Keep {
             let membership = Membership {
                 created,
@@ -380,7 +488,58 @@ impl DeploymentState {
             fleet,
             clock,
             fence,
+            tail,
+            tally,
+            pacer: Pacer::default(),
+            timeouts,
+            tripped: None,
         })
+    }
+
+    /// Whether the deployment is over: every device finished; for a dynamic deployment,
+    /// which devices may still join, only once `max_devices` have finished.
+    fn is_done(&self) -> bool {
+        if self.header.dynamic {
+            let finished = self.devices.len() as u64 - self.stats.unfinished();
+            return self.header.max_devices.is_some_and(|m| finished >= m);
+        }
+        self.stats.unfinished() == 0
+    }
+
+    /// A device now matching a dynamic deployment's filter joins it: its id goes to the
+    /// stored device list, the last phase makes room for it, and the fleet index routes its
+    /// check-ins here. Whether it joined, and the ack of the writes.
+    fn join(&mut self, device: &str) -> (bool, Ack) {
+        let full = self
+            .header
+            .max_devices
+            .is_some_and(|m| self.devices.len() as u64 >= m);
+        if !self.header.dynamic || self.header.status == DeploymentStatus::Finished || full {
+            return (false, Ack(None));
+        }
+        let key = device_key(&self.header.tenant, device);
+        if !self.devices.insert(key) {
+            return (false, Ack(None));
+        }
+        self.header.device_count += 1;
+        // Phases planned for `max_devices` have room for every device; otherwise the last
+        // phase grows with the devices that join.
+        let planned: u64 = self.header.phases.iter().map(|p| p.capacity).sum();
+        if let Some(last) = self.header.phases.last_mut() {
+            last.capacity += self.header.device_count.saturating_sub(planned);
+        }
+        self.stats.add(DeviceStatus::Pending, 1);
+        let membership = Membership {
+            created: self.header.created.unix_timestamp_nanos(),
+            deployment: self.header.id,
+        };
+        self.fleet.add_all(std::iter::once(key), membership);
+        let (tenant, id) = (self.header.tenant.clone(), self.header.id);
+        let writes = vec![
+            self.tail.push(&tenant, id, device),
+            Write::PutDeployment(self.header.clone()),
+        ];
+        (true, self.commit(writes))
     }
 
     /// Hand writes to the store's committer if this node still holds the deployment, and
@@ -431,9 +590,11 @@ impl DeploymentState {
         }
     }
 
-    /// Account a status change: statistics, fleet, the device's history, deployment status.
+    /// Account a status change: statistics, fleet, the device's history, deployment status,
+    /// the safety rules' counts.
     fn account(&mut self, device: &str, change: Change, writes: &mut Vec<Write>) {
         self.stats.moved(change.from, change.to);
+        self.watch(device, change);
         if change.to.is_terminal() {
             let key = device_key(&self.header.tenant, device);
             self.fleet.remove(key, self.header.id);
@@ -459,7 +620,7 @@ impl DeploymentState {
     /// Recompute the deployment status; the header write if it changed.
     fn refresh_status(&mut self) -> Vec<Write> {
         let now = self.clock.now();
-        let status = if self.stats.unfinished() == 0 {
+        let status = if self.is_done() {
             DeploymentStatus::Finished
         } else if self.stats.started() > 0 || self.header.status == DeploymentStatus::Inprogress {
             // `pending` until a device goes past pending; being handed the update is not
@@ -623,6 +784,32 @@ pub(crate) fn total_size<'a>(
 /// actor would add them), without running it here.
 pub(crate) async fn index_only(args: DeploymentArgs) -> Result<()> {
     DeploymentState::load(args).await.map(drop)
+}
+
+/// Add the devices in chunks `from..` of a deployment's list to the fleet index: members
+/// that joined a dynamic deployment another node runs. Devices already indexed are added
+/// again harmlessly; one that finished meanwhile is pruned at its next check-in (the owner
+/// answers `Over`). The number of chunks read up to.
+pub(crate) async fn index_chunks(
+    store: &dyn MetaStore,
+    fleet: &Fleet,
+    header: &DeploymentRecord,
+    from: u32,
+) -> Result<u32> {
+    let membership = Membership {
+        created: header.created.unix_timestamp_nanos(),
+        deployment: header.id,
+    };
+    let mut chunk = from;
+    while let Some(ids) = store
+        .device_list_chunk(&header.tenant, header.id, chunk)
+        .await?
+    {
+        let keys = ids.iter().map(|d| device_key(&header.tenant, d));
+        fleet.add_all(keys, membership);
+        chunk += 1;
+    }
+    Ok(chunk)
 }
 
 /// Abort a deployment whose actor is not running, through the same code as an operator's

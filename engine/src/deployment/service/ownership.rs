@@ -46,6 +46,9 @@ struct Leases {
     held: HashMap<Uuid, Fence>,
     /// Deployments run elsewhere whose devices are in this node's fleet index.
     indexed: HashSet<Uuid>,
+    /// Of dynamic deployments run elsewhere: the device count and the device-list chunks
+    /// indexed here, so that devices that joined since are indexed too.
+    grown: HashMap<Uuid, (u64, u32)>,
 }
 
 impl ClusterNode {
@@ -68,6 +71,10 @@ impl ClusterNode {
 
     pub(crate) fn node_id(&self) -> &str {
         &self.config.node_id
+    }
+
+    pub(super) fn lease_ttl(&self) -> Duration {
+        self.config.lease_ttl
     }
 
     pub(super) fn address(&self) -> &str {
@@ -187,6 +194,9 @@ impl DeploymentService {
     /// One pass over every unfinished deployment; `patient` waits for the loads it starts.
     async fn lease_round(&self, cluster: &ClusterNode, patient: bool) -> Result<()> {
         let unfinished = self.store.unfinished_deployments().await?;
+        for d in &unfinished {
+            self.dynamic.register(d);
+        }
         let live: HashSet<Uuid> = unfinished.iter().map(|d| d.id).collect();
         futures_util::stream::iter(&unfinished)
             .for_each_concurrent(CLAIMS_IN_FLIGHT, |d| async move {
@@ -195,11 +205,15 @@ impl DeploymentService {
                 }
             })
             .await;
+        for d in unfinished.iter().filter(|d| d.dynamic) {
+            self.index_joined(cluster, d);
+        }
         // Deployments that finished on another node leave the index here.
         let gone: Vec<Uuid> = {
             let mut leases = cluster.leases();
             leases.known.retain(|id, _| live.contains(id));
             leases.held.retain(|id, _| live.contains(id));
+            leases.grown.retain(|id, _| live.contains(id));
             let gone = leases
                 .indexed
                 .iter()
@@ -272,6 +286,42 @@ impl DeploymentService {
             let _ = load.await;
         }
         Ok(())
+    }
+
+    /// Index the devices that joined a dynamic deployment run elsewhere since the last round
+    /// (its stored device count grew): from the last chunk indexed on, in a task.
+    fn index_joined(&self, cluster: &ClusterNode, header: &storage::DeploymentRecord) {
+        let from = {
+            let mut leases = cluster.leases();
+            if !leases.indexed.contains(&header.id) {
+                return;
+            }
+            let seen = leases.grown.entry(header.id).or_insert((0, 0));
+            if seen.0 >= header.device_count {
+                return;
+            }
+            // Claimed now, so the next round does not start the same read.
+            seen.0 = header.device_count;
+            seen.1.saturating_sub(1)
+        };
+        let (store, fleet, header) = (self.store.clone(), self.fleet.clone(), header.clone());
+        let cluster = self.cluster.clone();
+        tokio::spawn(async move {
+            let read =
+                crate::deployment::actor::index_chunks(store.as_ref(), &fleet, &header, from);
+            match (read.await, cluster) {
+                (Ok(chunks), Some(c)) => {
+                    if let Some(seen) = c.leases().grown.get_mut(&header.id) {
+                        seen.1 = seen.1.max(chunks);
+                    }
+                }
+                (Err(e), Some(c)) => {
+                    tracing::warn!(deployment = %header.id, error = %e, "indexing the devices that joined a dynamic deployment failed; trying again");
+                    c.leases().grown.remove(&header.id);
+                }
+                (_, None) => {}
+            }
+        });
     }
 
     /// Take, renew or take over a deployment's lease.

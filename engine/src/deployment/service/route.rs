@@ -35,7 +35,16 @@ pub(crate) enum Request {
         messages: Vec<LogMessage>,
     },
     Abort,
+    SetPaused {
+        paused: bool,
+    },
+    Approve {
+        phase: usize,
+    },
     Decommission {
+        device: String,
+    },
+    Join {
         device: String,
     },
     Snapshot,
@@ -47,6 +56,8 @@ pub(crate) enum Request {
 pub(crate) enum Answer {
     CheckIn(CheckInOutcome),
     Done,
+    /// Whether a device joined a dynamic deployment.
+    Joined(bool),
     /// Boxed: by far the largest variant.
     Snapshot(Box<Snapshot>),
     Devices(Vec<DeviceDeploymentRecord>),
@@ -244,6 +255,20 @@ impl DeploymentService {
                     .change(id, |reply| DeploymentMsg::Abort { reply }, wait)
                     .await;
             }
+            Request::SetPaused { paused } => {
+                let build = |reply| DeploymentMsg::SetPaused {
+                    paused: *paused,
+                    reply,
+                };
+                return self.change(id, build, wait).await;
+            }
+            Request::Approve { phase } => {
+                let build = |reply| DeploymentMsg::Approve {
+                    phase: *phase,
+                    reply,
+                };
+                return self.change(id, build, wait).await;
+            }
             Request::Decommission { device } => {
                 let build = |reply| DeploymentMsg::Decommission {
                     device: device.clone(),
@@ -254,6 +279,17 @@ impl DeploymentService {
                 };
                 ack.durable().await?;
                 Answer::Done
+            }
+            Request::Join { device } => {
+                let build = |reply| DeploymentMsg::Join {
+                    device: device.clone(),
+                    reply,
+                };
+                let Some((joined, ack)) = self.ask(id, build, wait).await? else {
+                    return Ok(None);
+                };
+                ack.durable().await?;
+                Answer::Joined(joined)
             }
             Request::Snapshot => {
                 let build = |reply| DeploymentMsg::Snapshot { reply };
