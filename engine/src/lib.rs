@@ -16,7 +16,8 @@ pub use artifact_service::{
 };
 pub use cluster::ClusterConfig;
 pub use deployment::{
-    Clock, Crash, Delivery, DeploymentService, ListQuery, NewDeployment, Snapshot,
+    Clock, Crash, Delivery, DeploymentEvent, DeploymentService, FollowItem, Followed, ListQuery,
+    NewDeployment, Snapshot,
 };
 pub use error::{EngineError, Result};
 pub use inventory::InventoryService;

@@ -1,7 +1,8 @@
 //! Safety rules of a deployment, under paused time: the auto-abort (abort, or stop
 //! admitting) at its exact threshold and minimum count, pacing and its ramp, the in-progress
-//! timeout with and without retries, pausing and resuming (kept across a restart), and
-//! phases held by a gate or an approval.
+//! timeout with and without retries, pausing and resuming (kept across a restart), phases
+//! held by a gate or an approval, maintenance windows (across midnight and a daylight saving
+//! change) and the end time.
 
 mod deployment_support;
 
@@ -11,8 +12,11 @@ use deployment_support::*;
 use engine::deployment::NewPhase;
 use engine::{EngineError, NewDeployment};
 use storage::{
-    AbortAction, AutoAbort, DeploymentStatus, DeviceStatus, MetaStore, Pacing, PhaseGate,
+    AbortAction, AutoAbort, DeploymentEnd, DeploymentStatus, DeviceStatus, EndAction,
+    MaintenanceWindow, MetaStore, Pacing, PhaseGate,
 };
+use time::macros::datetime;
+use time::OffsetDateTime;
 
 fn auto_abort(failure_percent: u32, min_finished: u64, action: AbortAction) -> AutoAbort {
     AutoAbort {
@@ -377,4 +381,141 @@ async fn gates_and_approvals_are_checked_at_creation() {
         let r = f.svc.create(&f.tenant, new.clone()).await;
         assert!(matches!(r, Err(EngineError::Invalid(_))), "{new:?}: {r:?}");
     }
+}
+
+fn window(cron: &str, time_zone: &str, duration_minutes: u32) -> MaintenanceWindow {
+    MaintenanceWindow {
+        cron: cron.into(),
+        time_zone: time_zone.into(),
+        duration_minutes,
+    }
+}
+
+/// Move the fixture's clock forward to `t`.
+async fn advance_to(f: &Fixture, t: OffsetDateTime) {
+    let d: Duration = (t - f.clock.now()).try_into().expect("a time ahead");
+    tokio::time::advance(d).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_window_admits_across_midnight_and_follows_berlin_time_over_the_dst_change() {
+    // 23:30 to 01:30 Berlin time: 22:30–00:30 UTC in winter (CET), 21:30–23:30 UTC from
+    // 29 March 2026 on (CEST).
+    let f = Fixture::new_at(datetime!(2026-03-27 12:00 UTC)).await;
+    let new = NewDeployment {
+        maintenance_windows: vec![window("30 23 * * *", "Europe/Berlin", 120)],
+        ..f.new_deployment(devices(3))
+    };
+    let id = f.deploy(new).await;
+    assert_eq!(f.check_in("d00").await, None, "noon: closed");
+    advance_to(&f, datetime!(2026-03-27 22:29:59 UTC)).await;
+    assert_eq!(f.check_in("d00").await, None, "a second before it opens");
+    advance_to(&f, datetime!(2026-03-27 22:30 UTC)).await;
+    assert_eq!(f.check_in("d00").await, Some(id), "23:30 in Berlin");
+    advance_to(&f, datetime!(2026-03-28 00:29 UTC)).await;
+    assert_eq!(
+        f.check_in("d01").await,
+        Some(id),
+        "after midnight, still open"
+    );
+    f.report("d01", id, DeviceStatus::Downloading)
+        .await
+        .unwrap();
+    advance_to(&f, datetime!(2026-03-28 00:30 UTC)).await;
+    assert_eq!(f.check_in("d02").await, None, "01:30 in Berlin: closed");
+    assert_eq!(
+        f.check_in("d01").await,
+        Some(id),
+        "a started device goes on outside the window"
+    );
+    f.report("d01", id, DeviceStatus::Success).await.unwrap();
+    // After the change to summer time the window opens an hour earlier in UTC.
+    advance_to(&f, datetime!(2026-03-29 21:29 UTC)).await;
+    assert_eq!(f.check_in("d02").await, None);
+    advance_to(&f, datetime!(2026-03-29 21:30 UTC)).await;
+    assert_eq!(f.check_in("d02").await, Some(id), "23:30 CEST");
+    let shown = f.snapshot(id).await.header.safety.maintenance_windows;
+    assert_eq!(shown, vec![window("30 23 * * *", "Europe/Berlin", 120)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_its_end_a_deployment_stops_admitting_or_aborts() {
+    let f = Fixture::new().await;
+    let end = |action| DeploymentEnd {
+        at: f.clock.now() + time::Duration::hours(1),
+        action,
+    };
+    let quiet = f
+        .deploy(NewDeployment {
+            end: Some(end(EndAction::StopAdmitting)),
+            ..f.new_deployment(devices(2))
+        })
+        .await;
+    let loud = f
+        .deploy(NewDeployment {
+            name: "ends in an abort".into(),
+            end: Some(end(EndAction::Abort)),
+            ..f.new_deployment(devices(4)[2..].to_vec())
+        })
+        .await;
+    assert_eq!(f.check_in("d00").await, Some(quiet));
+    assert_eq!(f.check_in("d02").await, Some(loud));
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    tokio::task::yield_now().await;
+
+    assert_eq!(f.check_in("d01").await, None, "no start after the end");
+    assert_eq!(
+        f.check_in("d00").await,
+        Some(quiet),
+        "a started device goes on"
+    );
+    f.run_update("d00", quiet, DeviceStatus::Success).await;
+    let snap = f.snapshot(quiet).await;
+    assert_eq!(snap.header.status, DeploymentStatus::Inprogress);
+    assert!(snap.header.safety.abort_reason.is_none());
+
+    let snap = f.snapshot(loud).await;
+    assert_eq!(snap.header.status, DeploymentStatus::Finished);
+    assert!(snap.header.aborted);
+    assert_eq!(snap.stats.get(DeviceStatus::Aborted), 2);
+    let reason = snap.header.safety.abort_reason.expect("why it stopped");
+    assert!(reason.contains("end time"), "{reason}");
+    let stored = f.store.deployment(&f.tenant, loud).await.unwrap().unwrap();
+    assert_eq!(stored.safety.abort_reason, Some(reason), "persisted");
+}
+
+#[tokio::test(start_paused = true)]
+async fn windows_and_ends_are_checked_at_creation() {
+    let f = Fixture::new().await;
+    let past = DeploymentEnd {
+        at: f.clock.now() - time::Duration::seconds(1),
+        action: EndAction::Abort,
+    };
+    let bad = [
+        vec![window("0 2 * * *", "Nowhere/Special", 60)],
+        vec![window("0 25 * * *", "UTC", 60)],
+        vec![window("0 2 * * *", "UTC", 0)],
+        vec![window("0 0 31 2 *", "UTC", 60)],
+    ];
+    for windows in bad {
+        let new = NewDeployment {
+            maintenance_windows: windows.clone(),
+            ..f.new_deployment(devices(1))
+        };
+        let r = f.svc.create(&f.tenant, new).await;
+        assert!(
+            matches!(r, Err(EngineError::Invalid(_))),
+            "{windows:?}: {r:?}"
+        );
+    }
+    let new = NewDeployment {
+        end: Some(past),
+        ..f.new_deployment(devices(1))
+    };
+    let r = f.svc.create(&f.tenant, new).await;
+    assert!(
+        matches!(r, Err(EngineError::Invalid(ref m)) if m.contains("end.at")),
+        "{r:?}"
+    );
+    assert!(f.store.deployments(&f.tenant).await.unwrap().is_empty());
 }

@@ -326,13 +326,20 @@ pub struct Safety {
     /// An operator paused the deployment: no device starts the update until it resumes.
     #[serde(default)]
     pub paused: bool,
-    /// Why the auto-abort rule tripped, once it has.
+    /// Why the deployment stopped by itself, once it has: the auto-abort rule tripped, or
+    /// its end time passed with [`EndAction::Abort`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abort_reason: Option<String>,
     /// The auto-abort rule tripped with [`AbortAction::StopAdmitting`]: devices that have
     /// not started stay pending until an operator resumes or aborts the deployment.
     #[serde(default)]
     pub halted: bool,
+    /// Devices start the update only inside one of these windows (none: at any time).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub maintenance_windows: Vec<MaintenanceWindow>,
+    /// No device starts the update after this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<DeploymentEnd>,
 }
 
 impl Safety {
@@ -345,6 +352,47 @@ impl Safety {
     pub fn admits(&self) -> bool {
         !self.paused && !self.halted
     }
+}
+
+/// A recurring time in which devices may start the update: it opens at each time the cron
+/// pattern matches in `time_zone` and stays open for `duration_minutes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaintenanceWindow {
+    /// Five fields: minute, hour, day of month, month, day of week (`0 22 * * MON-FRI`).
+    pub cron: String,
+    /// An IANA time zone name (`Europe/Berlin`); the pattern is local time there, daylight
+    /// saving included.
+    #[serde(default = "utc")]
+    pub time_zone: String,
+    /// How long each window stays open.
+    pub duration_minutes: u32,
+}
+
+fn utc() -> String {
+    "UTC".into()
+}
+
+/// When a deployment stops handing out the update, and what happens then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentEnd {
+    /// From this time on no device starts the update.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// What happens at that time.
+    #[serde(default)]
+    pub action: EndAction,
+}
+
+/// What a deployment's end does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndAction {
+    /// Devices in the middle of the update finish; the others stay pending until an operator
+    /// aborts the deployment.
+    #[default]
+    StopAdmitting,
+    /// Abort the deployment, as an operator would.
+    Abort,
 }
 
 /// When failures stop a deployment: once `failure_percent` of the finished devices (at

@@ -252,6 +252,10 @@ struct DeploymentView<'a> {
     halted: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     abort_reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    maintenance_windows: &'a [storage::MaintenanceWindow],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    end: Option<&'a storage::DeploymentEnd>,
 }
 
 /// A deployment's `statistics`, as upstream shows them on every deployment (the UI's
@@ -322,6 +326,8 @@ impl<'a> DeploymentView<'a> {
             paused: d.safety.paused,
             halted: d.safety.halted,
             abort_reason: d.safety.abort_reason.as_deref(),
+            maintenance_windows: &d.safety.maintenance_windows,
+            end: d.safety.end.as_ref(),
         }
     }
 }

@@ -20,6 +20,15 @@ impl Clock {
         }
     }
 
+    /// A clock that reads `wall` now: for tests and simulations that replay a given date
+    /// (a daylight saving change, a maintenance window) under paused time.
+    pub fn at(wall: OffsetDateTime) -> Self {
+        Clock {
+            wall,
+            instant: tokio::time::Instant::now(),
+        }
+    }
+
     /// The current time.
     pub fn now(&self) -> OffsetDateTime {
         let elapsed = tokio::time::Instant::now().saturating_duration_since(self.instant);

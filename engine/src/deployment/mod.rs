@@ -1,13 +1,15 @@
 //! Deployments: pure modules for the per-device state machine ([`device`]), phase planning
 //! and admission ([`plan`]) and statistics ([`stats`]); the actors that own running
-//! deployments ([`actor`], [`supervisor`]); the device → deployment index ([`fleet`]); and
-//! the index of dynamic deployments' filters ([`dynamic`]); the safety rules' counters
-//! ([`safety`]); and the [`service`] the API calls.
+//! deployments ([`actor`], [`supervisor`]); the device → deployment index ([`fleet`]); the
+//! index of dynamic deployments' filters ([`dynamic`]); the safety rules' counters
+//! ([`safety`]) and maintenance windows ([`windows`]); live progress ([`events`]); and the
+//! [`service`] the API calls.
 
 pub mod actor;
 pub mod clock;
 pub mod device;
 mod dynamic;
+pub mod events;
 pub mod fleet;
 pub mod plan;
 pub mod roster;
@@ -15,9 +17,11 @@ mod safety;
 pub mod service;
 pub mod stats;
 pub mod supervisor;
+mod windows;
 
 pub use actor::Snapshot;
 pub use clock::Clock;
+pub use events::{DeploymentEvent, FollowItem, Followed};
 pub use plan::{NewDeployment, NewPhase};
 pub use service::{Crash, Delivery, DeploymentService, ListQuery};
 pub use stats::Statistics;

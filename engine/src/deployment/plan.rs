@@ -58,6 +58,12 @@ pub struct NewDeployment {
     /// A device downloading, installing or rebooting longer than this many seconds fails.
     #[serde(default)]
     pub device_timeout_seconds: Option<u64>,
+    /// Devices start the update only inside one of these windows.
+    #[serde(default)]
+    pub maintenance_windows: Vec<storage::MaintenanceWindow>,
+    /// No device starts the update after this time.
+    #[serde(default)]
+    pub end: Option<storage::DeploymentEnd>,
 }
 
 /// A dynamic deployment's filter, given in the request rather than saved first.

@@ -12,14 +12,15 @@ use time::OffsetDateTime;
 use super::device::Change;
 use super::fleet::DeviceKey;
 use super::plan::NewDeployment;
+use super::windows::Windows;
 use crate::error::{EngineError, Result};
 
 /// The longest in-progress timeout accepted: a device stuck for a month is a device to look
 /// at, not one to wait for.
 const MAX_DEVICE_TIMEOUT: u64 = 30 * 24 * 3600;
 
-/// The rules of a new deployment, checked.
-pub(crate) fn rules(new: &NewDeployment) -> Result<Safety> {
+/// The rules of a new deployment, checked (`now`: its creation time).
+pub(crate) fn rules(new: &NewDeployment, now: OffsetDateTime) -> Result<Safety> {
     if let Some(a) = &new.auto_abort {
         if !(1..=100).contains(&a.failure_percent) {
             return Err(invalid("auto_abort.failure_percent must be 1 to 100"));
@@ -35,10 +36,16 @@ pub(crate) fn rules(new: &NewDeployment) -> Result<Safety> {
             )));
         }
     }
+    Windows::compile(&new.maintenance_windows, now)?;
+    if new.end.is_some_and(|e| e.at <= now) {
+        return Err(invalid("end.at must be in the future"));
+    }
     Ok(Safety {
         auto_abort: new.auto_abort,
         pacing: new.pacing,
         device_timeout_secs: new.device_timeout_seconds,
+        maintenance_windows: new.maintenance_windows.clone(),
+        end: new.end,
         ..Safety::default()
     })
 }

@@ -19,6 +19,7 @@ use super::actor::{
 };
 use super::clock::Clock;
 use super::dynamic::DynamicIndex;
+use super::events::Followed;
 use super::fleet::{device_key, Fleet};
 use super::plan::{self, NewDeployment};
 use super::safety;
@@ -239,7 +240,7 @@ impl DeploymentService {
         let filter = self.resolve_targets(tenant, &mut new).await?;
         let now = self.clock.now();
         let phases = plan::validate(&new, now)?;
-        let safety = safety::rules(&new)?;
+        let safety = safety::rules(&new, now)?;
         let artifacts: Vec<Uuid> = self
             .store
             .artifacts(tenant)
@@ -515,6 +516,19 @@ impl DeploymentService {
         let header = self.header(tenant, id).await?;
         self.change_unfinished(&header, Request::SetPaused { paused })
             .await
+    }
+
+    /// Follow a deployment: where it stands now, then what happens to it (here, from its
+    /// actor; run by another node, from a look every second; finished, nothing).
+    pub async fn follow(&self, tenant: &TenantId, id: Uuid) -> Result<Followed> {
+        // Read first: the actor does not check the tenant of a subscription.
+        self.header(tenant, id).await?;
+        let build = |reply| DeploymentMsg::Subscribe { reply };
+        if let Some((snapshot, events)) = self.ask(id, build, RESTART_WAIT).await? {
+            return Ok(Followed::live(snapshot, events));
+        }
+        let snapshot = self.get(tenant, id).await?;
+        Ok(Followed::elsewhere(snapshot, self))
     }
 
     /// Approve phase `number` (1-based) of a deployment, which then opens at its start

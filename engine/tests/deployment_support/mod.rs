@@ -113,8 +113,17 @@ pub fn phase(batch_size: Option<u32>, start_ts: Option<OffsetDateTime>) -> NewPh
 impl Fixture {
     /// A fresh store with the release's artifacts in `acme` and `globex`.
     pub async fn new() -> Fixture {
+        Fixture::new_with(Clock::new()).await
+    }
+
+    /// Like [`Fixture::new`], on a clock that reads `wall` now.
+    pub async fn new_at(wall: OffsetDateTime) -> Fixture {
+        Fixture::new_with(Clock::at(wall)).await
+    }
+
+    async fn new_with(clock: Clock) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let f = Fixture::open(dir.path()).await;
+        let f = Fixture::open_with(dir.path(), clock).await;
         f.store
             .commit(vec![
                 Write::PutArtifact(artifact(&acme(), RELEASE, &[TYPE], 1000)),
@@ -130,9 +139,12 @@ impl Fixture {
 
     /// A service on the store in `dir`, rehydrating what is there.
     pub async fn open(dir: &std::path::Path) -> Fixture {
+        Fixture::open_with(dir, Clock::new()).await
+    }
+
+    async fn open_with(dir: &std::path::Path, clock: Clock) -> Fixture {
         let hold = hold_time();
         let store = Arc::new(FaultyStore::new(EmbeddedStore::open(dir).unwrap()));
-        let clock = Clock::new();
         let svc = DeploymentService::start(store.clone(), clock)
             .await
             .unwrap();

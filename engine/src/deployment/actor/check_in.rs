@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::{Ack, CheckInOutcome, CheckInReply, DeploymentState};
 use crate::deployment::device::{self, Change};
+use crate::deployment::events::DeploymentEvent;
 use crate::deployment::fleet::device_key;
 use crate::deployment::plan;
 use crate::error::{EngineError, Result};
@@ -102,10 +103,21 @@ impl DeploymentState {
         }
         let tally = &self.tally;
         let gate_passed = |i: usize, g: &storage::PhaseGate| tally.gate_passed(i, g);
+        let newly = admitted.is_none();
         let admitted = admitted.or_else(|| plan::admit(&mut self.header.phases, now, gate_passed));
         let Some(phase) = admitted else {
             return Ok(nothing());
         };
+        let first = self
+            .header
+            .phases
+            .get(phase as usize)
+            .map(|p| p.device_count)
+            == Some(1);
+        if newly && first {
+            self.publisher
+                .publish(|| DeploymentEvent::PhaseStarted { phase: phase + 1 });
+        }
         self.started(now);
         let rec = self
             .record_mut(device)

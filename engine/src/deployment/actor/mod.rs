@@ -16,15 +16,18 @@ use storage::{
     ArtifactRecord, DeploymentRecord, DeploymentStatus, DeviceDeploymentRecord, DeviceStatus,
     Durable, FinalStatistics, LogMessage, MetaStore, StoreError, TenantId, Write,
 };
+use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use super::clock::Clock;
 use super::device::{self, Change, ReportError, Reported};
+use super::events::{DeploymentEvent, Publisher, STATISTICS_EVERY};
 use super::fleet::{device_key, DeviceKey, Fleet, Membership};
 use super::plan;
 use super::roster::Roster;
 use super::safety::{self, Pacer, Tally, Timeouts};
 use super::stats::Statistics;
+use super::windows::Windows;
 use crate::cluster::Fence;
 use crate::error::{EngineError, Result};
 
@@ -114,6 +117,15 @@ pub enum DeploymentMsg {
     PhaseDue,
     /// Time to fail the devices in progress for longer than the deployment's timeout.
     Sweep,
+    /// The deployment's end time has come.
+    EndDue,
+    /// Somebody follows the deployment's progress.
+    Subscribe {
+        /// Answer: the deployment now, and what happens from now on.
+        reply: RpcReplyPort<(Snapshot, broadcast::Receiver<DeploymentEvent>)>,
+    },
+    /// Time to publish the statistics that changed since they were last published.
+    PublishStatistics,
     /// Fault injection: make the actor panic, to exercise supervision (tests and chaos
     /// drills only).
     #[doc(hidden)]
@@ -242,6 +254,10 @@ pub struct DeploymentState {
     timeouts: Timeouts,
     /// Why the auto-abort tripped during the last message, to act on once it is answered.
     tripped: Option<String>,
+    /// When devices may start the update (the maintenance windows).
+    windows: Windows,
+    /// Live progress for followers.
+    publisher: Publisher,
 }
 
 /// Devices a dynamic deployment appends to one device-list chunk before it starts the
@@ -294,6 +310,7 @@ impl Actor for DeploymentActor {
     ) -> std::result::Result<(), ActorProcessingErr> {
         state.schedule_phase_timer(&myself);
         state.schedule_sweep(&myself);
+        state.schedule_end(&myself);
         if state.is_done() {
             let writes = state.finish_writes();
             state.submit(writes).await?;
@@ -376,11 +393,34 @@ impl Actor for DeploymentActor {
                 drop(state.time_out_stuck_devices());
                 state.schedule_sweep(&myself);
             }
+            DeploymentMsg::Subscribe { reply } => {
+                let _ = reply.send((state.snapshot(), state.publisher.subscribe()));
+            }
+            DeploymentMsg::PublishStatistics => {
+                if state.publisher.flush() {
+                    let (status, statistics) = (state.header.status, state.stats.clone());
+                    state
+                        .publisher
+                        .publish(|| DeploymentEvent::Statistics { status, statistics });
+                }
+            }
+            DeploymentMsg::EndDue => {
+                if !state.end_reached().await? {
+                    state.schedule_end(&myself);
+                }
+            }
         }
         if let Some(reason) = state.tripped.take() {
             state.trip(reason).await?;
         }
+        if state.publisher.flush_needed() {
+            myself.send_after(STATISTICS_EVERY, || DeploymentMsg::PublishStatistics);
+        }
         if state.header.status == DeploymentStatus::Finished {
+            let snapshot = state.snapshot();
+            state
+                .publisher
+                .publish(|| DeploymentEvent::finished(&snapshot));
             myself.stop(Some("finished".into()));
         } else if !state.fence.holds() {
             // The lease lapsed (this node was paused, or cut off): whatever the messages
@@ -471,6 +511,11 @@ impl DeploymentState {
                 .map(|r| device_key(&tenant, &r.device_id)),
             clock.now(),
         );
+        let windows = Windows::compile(&header.safety.maintenance_windows, clock.now())
+            .unwrap_or_else(|e| {
+                tracing::error!(deployment = %id, error = %e, "stored maintenance windows do not compile; no device starts until the deployment is aborted");
+                Windows::never()
+            });
         if indexing != Indexing::Keep {
             let membership = Membership {
                 created,
@@ -493,6 +538,8 @@ impl DeploymentState {
             pacer: Pacer::default(),
             timeouts,
             tripped: None,
+            windows,
+            publisher: Publisher::default(),
         })
     }
 
@@ -529,6 +576,7 @@ impl DeploymentState {
             last.capacity += self.header.device_count.saturating_sub(planned);
         }
         self.stats.add(DeviceStatus::Pending, 1);
+        self.publisher.statistics_changed();
         let membership = Membership {
             created: self.header.created.unix_timestamp_nanos(),
             deployment: self.header.id,
@@ -594,6 +642,7 @@ impl DeploymentState {
     /// the safety rules' counts.
     fn account(&mut self, device: &str, change: Change, writes: &mut Vec<Write>) {
         self.stats.moved(change.from, change.to);
+        self.publisher.statistics_changed();
         self.watch(device, change);
         if change.to.is_terminal() {
             let key = device_key(&self.header.tenant, device);

@@ -5,11 +5,12 @@
 use std::time::Duration;
 
 use ractor::ActorRef;
-use storage::{AbortAction, DeviceStatus, Write};
+use storage::{AbortAction, DeviceStatus, EndAction, Write};
 use time::OffsetDateTime;
 
 use super::{Ack, DeploymentMsg, DeploymentState};
 use crate::deployment::device::{self, Change, Reported};
+use crate::deployment::events::DeploymentEvent;
 use crate::deployment::fleet::device_key;
 use crate::deployment::safety;
 use crate::error::{EngineError, Result};
@@ -42,6 +43,10 @@ impl DeploymentState {
             .unwrap_or_default();
         tracing::warn!(deployment = %self.header.id, %reason, ?action, "auto-abort tripped");
         crate::metrics::auto_aborted(action);
+        self.publisher.publish(|| DeploymentEvent::AutoAbort {
+            reason: reason.clone(),
+            action,
+        });
         self.header.safety.abort_reason = Some(reason);
         match action {
             // Rare, and final: wait for it, so that whoever asks next (the actor stops once
@@ -57,9 +62,13 @@ impl DeploymentState {
     }
 
     /// Whether a device that has not started this attempt may start it now (not paused,
-    /// not halted, within the pacing rate).
+    /// not halted, before the end, inside a maintenance window, within the pacing rate).
     pub(super) fn may_start(&mut self, now: OffsetDateTime) -> bool {
-        if !self.header.safety.admits() {
+        let safety = &self.header.safety;
+        if !safety.admits() || safety.end.is_some_and(|e| now >= e.at) {
+            return false;
+        }
+        if !self.windows.open(now) {
             return false;
         }
         let succeeded = self.stats.get(DeviceStatus::Success);
@@ -88,6 +97,13 @@ impl DeploymentState {
             return Ack(None);
         }
         tracing::info!(deployment = %self.header.id, paused, "deployment {}", if paused { "paused" } else { "resumed" });
+        self.publisher.publish(|| {
+            if paused {
+                DeploymentEvent::Paused
+            } else {
+                DeploymentEvent::Resumed
+            }
+        });
         self.commit(vec![Write::PutDeployment(self.header.clone())])
     }
 
@@ -111,7 +127,36 @@ impl DeploymentState {
         }
         p.approved = Some(now);
         tracing::info!(deployment = %self.header.id, phase = phase + 1, "phase approved");
+        let number = phase as u32 + 1;
+        self.publisher
+            .publish(|| DeploymentEvent::PhaseApproved { phase: number });
         Ok(self.commit(vec![Write::PutDeployment(self.header.clone())]))
+    }
+
+    /// Wake the actor at the deployment's end if it aborts then (stopping admission needs
+    /// no timer: [`Self::may_start`] reads the time).
+    pub(super) fn schedule_end(&self, myself: &ActorRef<DeploymentMsg>) {
+        if let Some(end) = self.header.safety.end {
+            if end.action == EndAction::Abort {
+                myself.send_after(self.clock.until(end.at), || DeploymentMsg::EndDue);
+            }
+        }
+    }
+
+    /// The end time came: abort, recording why. False if it has not come yet (a timer
+    /// that fired early), to be scheduled again.
+    pub(super) async fn end_reached(&mut self) -> Result<bool> {
+        let Some(end) = self.header.safety.end else {
+            return Ok(true);
+        };
+        if self.clock.now() < end.at {
+            return Ok(false);
+        }
+        let reason = format!("the deployment's end time ({}) passed", end.at);
+        tracing::info!(deployment = %self.header.id, %reason, "deployment ended");
+        self.header.safety.abort_reason = Some(reason);
+        self.abort().await?.durable().await?;
+        Ok(true)
     }
 
     pub(super) fn schedule_sweep(&self, myself: &ActorRef<DeploymentMsg>) {
