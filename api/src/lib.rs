@@ -84,7 +84,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     keep_revocations(&args, store.clone(), auth.clone()).await?;
     let store_for_heartbeat = store.clone();
     let inventory = InventoryService::new(store.clone(), deployments.clone(), Clock::new());
+    let (stop, stopping) = tokio::sync::watch::channel(false);
     let state = AppState::new(Services {
+        stopping,
         artifacts,
         deployments: deployments.clone(),
         inventory,
@@ -132,7 +134,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("writing this node's first heartbeat")?;
     println!("listening on http://{addr}");
     std::io::stdout().flush().ok();
-    server::run(listener, app, connection_limits, server::shutdown_signal()).await;
+    let shutdown = async move {
+        server::shutdown_signal().await;
+        let _ = stop.send(true);
+    };
+    server::run(listener, app, connection_limits, shutdown).await;
     heartbeat.abort();
     if let Some(task) = metrics_server {
         task.abort();

@@ -68,4 +68,7 @@ pub struct Services {
     pub identity: Arc<IdentityService>,
     /// Settings.
     pub settings: Settings,
+    /// Turns true when the server starts stopping: streams that would never end by
+    /// themselves (a deployment's events) end then, so that shutdown does not wait on them.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }

@@ -87,6 +87,10 @@ const ROUTES: &[(&str, &str)] = &[
         "/api/management/v1/deployments/deployments/{id}/resume",
     ),
     (
+        "get",
+        "/api/management/v1/deployments/deployments/{id}/events",
+    ),
+    (
         "post",
         "/api/management/v1/deployments/deployments/{id}/phases/{n}/approve",
     ),

@@ -1,6 +1,7 @@
 //! A deployment's safety rules through the management API: `auto_abort`, `pacing` and
 //! `device_timeout_seconds` on creation (checked, shown on `GET`), an auto-abort tripped by
-//! real device reports (kept across a restart), and pausing and resuming.
+//! real device reports (kept across a restart), pausing and resuming, maintenance windows
+//! and an end time.
 
 mod common;
 
@@ -226,4 +227,58 @@ async fn a_phase_held_by_a_gate_and_an_approval_opens_when_both_allow() {
         .unwrap()
         .extend(refused.as_object().unwrap().clone());
     assert_error(create(&fleet.user(), &body).await, StatusCode::BAD_REQUEST).await;
+}
+
+#[tokio::test]
+async fn windows_and_an_end_are_shown_as_given_and_bad_ones_are_a_400() {
+    let fleet = Fleet::start(TENANT).await;
+    let rules = json!({
+        "maintenance_windows": [
+            {"cron": "0 22 * * MON-FRI", "time_zone": "Europe/Berlin", "duration_minutes": 360},
+            {"cron": "0 3 * * SAT", "duration_minutes": 60}
+        ],
+        "end": {"at": "2099-01-31T00:00:00Z", "action": "abort"}
+    });
+    let id = fleet.deploy_with(&["d1"], rules.clone()).await;
+    let d = fleet.deployment(&id).await;
+    assert_eq!(d["maintenance_windows"][0], rules["maintenance_windows"][0]);
+    assert_eq!(
+        d["maintenance_windows"][1],
+        json!({"cron": "0 3 * * SAT", "time_zone": "UTC", "duration_minutes": 60}),
+        "the default zone"
+    );
+    assert_eq!(d["end"], rules["end"]);
+    let plain = fleet.deploy_with(&["d2"], json!({"name": "plain"})).await;
+    let d = fleet.deployment(&plain).await;
+    assert!(
+        d.get("maintenance_windows").is_none() && d.get("end").is_none(),
+        "{d}"
+    );
+
+    let bad = [
+        json!({"maintenance_windows": [{"cron": "0 22 * * *", "time_zone": "Mars/Base", "duration_minutes": 60}]}),
+        json!({"maintenance_windows": [{"cron": "61 22 * * *", "duration_minutes": 60}]}),
+        json!({"maintenance_windows": [{"cron": "0 22 * * *", "duration_minutes": 0}]}),
+        json!({"maintenance_windows": [{"cron": "0 22 * * *"}]}),
+        json!({"maintenance_windows": [{"cron": "0 0 30 2 *", "duration_minutes": 60}]}),
+        json!({"end": {"at": "2001-01-01T00:00:00Z"}}),
+        json!({"end": {"at": "2099-01-01T00:00:00Z", "action": "explode"}}),
+        json!({"end": {"at": "tomorrow"}}),
+    ];
+    for extra in bad {
+        let mut body =
+            json!({"name": "bad", "artifact_name": common::fleet::RELEASE, "devices": ["d9"]});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let resp = create(&fleet.user(), &body).await;
+        let msg = assert_error(resp, StatusCode::BAD_REQUEST).await;
+        assert!(!msg.is_empty(), "{extra}");
+    }
+    let list = json_ok(fleet.user().get("/deployments").await).await;
+    assert_eq!(
+        list.as_array().map(Vec::len),
+        Some(2),
+        "nothing more was created"
+    );
 }

@@ -130,6 +130,12 @@ pub struct Cli {
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=60))]
     pub retries: u32,
 
+    /// The created deployment aborts once this share of its finished devices failed,
+    /// `PERCENT[:MIN_FINISHED]` (e.g. `5:100`: at least 100 finished, 5 % of them failed);
+    /// the report says when and why.
+    #[arg(long, value_parser = parse_auto_abort)]
+    pub auto_abort: Option<AutoAbortRule>,
+
     /// Print only the JSON report on stdout.
     #[arg(long)]
     pub json: bool,
@@ -182,6 +188,33 @@ pub struct Mix {
     pub status: u32,
     /// Log uploads.
     pub log: u32,
+}
+
+/// `--auto-abort`: a failure share in percent and the finished devices it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AutoAbortRule {
+    /// Share of the finished devices that failed, in percent (1 to 100).
+    pub failure_percent: u32,
+    /// Finished devices needed before the share counts.
+    pub min_finished: u64,
+}
+
+fn parse_auto_abort(s: &str) -> Result<AutoAbortRule, String> {
+    let (pct, min) = s.split_once(':').unwrap_or((s, "0"));
+    let failure_percent = pct
+        .trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|p| (1..=100).contains(p))
+        .ok_or_else(|| format!("{pct:?} is not a percentage from 1 to 100"))?;
+    let min_finished = min
+        .trim()
+        .parse::<u64>()
+        .map_err(|_| format!("{min:?} is not a number of devices"))?;
+    Ok(AutoAbortRule {
+        failure_percent,
+        min_finished,
+    })
 }
 
 /// Phase sizes in percent of the devices.

@@ -78,6 +78,11 @@ pub async fn run(cli: &Cli) -> anyhow::Result<(Report, u8)> {
         seed: cli.seed,
         retries: cli.retries,
         mix: cli.mix,
+        deployment_over: created
+            .as_ref()
+            .and_then(|c| c.watch.as_ref())
+            .map(|w| w.over.clone())
+            .unwrap_or_default(),
     };
     let shared = Arc::new(Shared::new(driver, api, tokens, cli.devices, behaviour));
     let fleet = Arc::new(FleetState::new(match cli.mode {
@@ -182,6 +187,7 @@ async fn create_deployment(
         phases: phases.clone(),
         phase_interval_secs: cli.phase_interval_secs,
         retries: cli.retries,
+        auto_abort: cli.auto_abort,
     };
     let created_at = Instant::now();
     let id = mgmt.create_deployment(&spec).await?;
@@ -213,7 +219,7 @@ async fn finish_deployment(
         Some(w) => w.finish().await,
         None => (Vec::new(), None),
     };
-    let status = c.mgmt.deployment(&c.id).await?.status;
+    let view = c.mgmt.deployment(&c.id).await?;
     let statistics = if cli.mode == Mode::Rollout {
         let actual = c.mgmt.statistics(&c.id).await?;
         let [_, success, failure, stopped] = fleet.counts();
@@ -231,7 +237,8 @@ async fn finish_deployment(
         id: c.id,
         artifact_name: cli.artifact_name.clone(),
         artifact_uploaded: c.uploaded,
-        status,
+        status: view.status,
+        abort_reason: view.abort_reason,
         finished_secs,
         phases,
         statistics,

@@ -10,6 +10,7 @@ use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 use time::format_description::well_known::Rfc3339;
 
+use crate::cli::AutoAbortRule;
 use crate::client::bearer;
 use crate::fleet::device_id;
 
@@ -31,6 +32,8 @@ pub struct DeploymentSpec {
     pub phase_interval_secs: u64,
     /// Extra attempts after a failure.
     pub retries: u32,
+    /// Abort once this share of the finished devices failed.
+    pub auto_abort: Option<AutoAbortRule>,
 }
 
 /// A deployment as `GET /deployments/{id}` shows it (the fields used here).
@@ -41,6 +44,9 @@ pub struct DeploymentView {
     /// Its phases.
     #[serde(default)]
     pub phases: Vec<PhaseView>,
+    /// Why it stopped by itself (an auto-abort), if it did.
+    #[serde(default)]
+    pub abort_reason: Option<String>,
 }
 
 /// A phase of a deployment.
@@ -216,6 +222,15 @@ pub fn deployment_body(spec: &DeploymentSpec, now: time::OffsetDateTime) -> anyh
         body.push_str(",\"phases\":");
         body.push_str(&serde_json::to_string(&phases)?);
     }
+    if let Some(rule) = spec.auto_abort {
+        let rule = serde_json::json!({
+            "failure_percent": rule.failure_percent,
+            "min_finished": rule.min_finished,
+            "action": "abort",
+        });
+        body.push_str(",\"auto_abort\":");
+        body.push_str(&rule.to_string());
+    }
     body.push('}');
     Ok(body)
 }
@@ -282,6 +297,10 @@ mod tests {
             phases: vec![50, 50],
             phase_interval_secs: 5,
             retries: 2,
+            auto_abort: Some(AutoAbortRule {
+                failure_percent: 5,
+                min_finished: 100,
+            }),
         };
         let now = time::macros::datetime!(2030-01-01 0:00 UTC);
         let v: serde_json::Value =
@@ -293,6 +312,10 @@ mod tests {
         assert_eq!(v["retries"], 2);
         assert!(v["phases"][0].get("start_ts").is_none());
         assert_eq!(v["phases"][1]["start_ts"], "2030-01-01T00:00:05Z");
+        assert_eq!(
+            v["auto_abort"],
+            serde_json::json!({"failure_percent": 5, "min_finished": 100, "action": "abort"})
+        );
     }
 
     #[test]

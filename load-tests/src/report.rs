@@ -69,6 +69,9 @@ pub struct DeploymentReport {
     pub artifact_uploaded: bool,
     /// Deployment status when last read.
     pub status: String,
+    /// Why it stopped by itself (`--auto-abort`), if it did: then `finished_secs` is when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub abort_reason: Option<String>,
     /// Seconds from creation until it was seen finished.
     pub finished_secs: Option<f64>,
     /// Per-phase timeline.
@@ -155,6 +158,9 @@ impl Report {
             d.status,
             secs(d.finished_secs)
         );
+        if let Some(reason) = &d.abort_reason {
+            let _ = writeln!(s, "auto-abort after {}: {reason}", secs(d.finished_secs));
+        }
         for p in &d.phases {
             let pct = p
                 .batch_percent

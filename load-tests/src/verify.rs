@@ -40,6 +40,8 @@ pub struct PhaseTimeline {
 /// Reads the deployment until it finishes or is told to stop.
 pub struct PhaseWatch {
     stop: Arc<AtomicBool>,
+    /// Set once the deployment is seen finished.
+    pub over: Arc<AtomicBool>,
     task: JoinHandle<(Vec<PhaseTimeline>, Option<f64>)>,
 }
 
@@ -56,6 +58,8 @@ impl PhaseWatch {
     ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let over = Arc::new(AtomicBool::new(false));
+        let seen_over = over.clone();
         let task = tokio::spawn(async move {
             let mut phases: Vec<PhaseTimeline> = capacities
                 .iter()
@@ -88,6 +92,7 @@ impl PhaseWatch {
                     }
                     if d.status == "finished" {
                         finished_secs.get_or_insert(now);
+                        seen_over.store(true, Ordering::Relaxed);
                         break;
                     }
                 }
@@ -98,7 +103,7 @@ impl PhaseWatch {
             }
             (phases, finished_secs)
         });
-        PhaseWatch { stop, task }
+        PhaseWatch { stop, over, task }
     }
 
     /// Read once more and return the timeline and when the deployment was seen finished.

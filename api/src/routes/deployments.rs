@@ -207,14 +207,14 @@ fn st_limit(
         .boxed()
 }
 
-fn deployment_id(raw: &str) -> ApiResult<Uuid> {
+pub(super) fn deployment_id(raw: &str) -> ApiResult<Uuid> {
     Uuid::parse_str(raw)
         .map_err(|_| ApiError::BadRequest(format!("deployment id {raw:?} is not a UUID")))
 }
 
 /// The Deployment JSON.
 #[derive(Serialize)]
-struct DeploymentView<'a> {
+pub(super) struct DeploymentView<'a> {
     id: Uuid,
     name: &'a str,
     artifact_name: &'a str,
@@ -286,7 +286,7 @@ struct PhaseView<'a> {
 }
 
 impl<'a> DeploymentView<'a> {
-    fn new(snapshot: &'a Snapshot) -> Self {
+    pub(super) fn new(snapshot: &'a Snapshot) -> Self {
         let d = &snapshot.header;
         DeploymentView {
             id: d.id,

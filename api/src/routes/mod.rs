@@ -1,6 +1,8 @@
 //! Every route of rollout. Start here to find where a request goes:
 //! - [`artifacts`] serves `/api/management/v1/deployments/artifacts…`, releases, storage limits;
 //! - [`deployments`] serves `/api/management/v1/deployments/deployments…`;
+//! - [`events`] serves `/api/management/v1/deployments/deployments/{id}/events`, a
+//!   deployment's live progress as Server-Sent Events;
 //! - [`devices`] serves `/api/devices/v1/deployments/device/deployments…` (check-in, status, log);
 //! - [`download`] serves `/download/{id}`, the signed artifact links (served outside warp, to
 //!   stream blobs with ranges);
@@ -17,6 +19,7 @@ mod catalog;
 pub mod deployments;
 pub mod devices;
 pub mod download;
+pub mod events;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod health;
@@ -79,6 +82,8 @@ fn warp_routes(state: AppState, metrics: Option<PrometheusHandle>) -> BoxedFilte
         .or(artifacts::routes(state.clone()))
         .unify()
         .or(deployments::routes(state.clone()))
+        .unify()
+        .or(events::routes(state.clone()))
         .unify()
         .or(identity::routes(state.clone()))
         .unify()

@@ -1,6 +1,8 @@
 //! The engine without HTTP: create a large deployment, then measure idle check-ins,
 //! check-ins that hand out an update, and durable status reports, beside the raw store
-//! commit rate measured in the same run.
+//! commit rate measured in the same run; then the same check-ins and reports on a second
+//! deployment of as many devices with every safety rule on (auto-abort, pacing, device
+//! timeout, a maintenance window, an end), side by side with the first.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -205,6 +207,10 @@ async fn main() {
         &format!("{} devices", args.devices),
     );
 
+    let ruled = svc
+        .create(&tenant, every_rule(args.devices))
+        .await
+        .expect("create the deployment with every rule");
     let svc = Arc::new(svc);
     let s = svc.clone();
     let idle = drive(args.active, args.concurrency, move |i| {
@@ -224,16 +230,50 @@ async fn main() {
         &format!("x{:.2} of baseline", idle / baseline),
     );
 
-    let s = svc.clone();
-    let names = Arc::new(devices);
-    let n2 = names.clone();
+    let plain = updates(&svc, &args, dep.id, Arc::new(devices), baseline).await;
+    let names: Vec<String> = (0..args.devices).map(ruled_device).collect();
+    let rules = updates(&svc, &args, ruled.id, Arc::new(names), baseline).await;
+    row(
+        "every rule on: check-ins handing out an update",
+        rules.0,
+        "req/s",
+        &format!("x{:.2} of no rules", rules.0 / plain.0),
+    );
+    row(
+        "every rule on: durable status reports",
+        rules.1,
+        "req/s",
+        &format!("x{:.2} of no rules", rules.1 / plain.1),
+    );
+
+    svc.shutdown().await;
+    drop(svc);
+    drop(store);
+    probe_restart(&args, dir.path());
+}
+
+/// Hand the update out to the first `--active` of `names` in deployment `id`, then take a
+/// durable status report from each; both rates (printed as rows too).
+async fn updates(
+    svc: &Arc<DeploymentService>,
+    args: &Args,
+    id: Uuid,
+    names: Arc<Vec<String>>,
+    baseline: f64,
+) -> (f64, f64) {
+    let (s, n) = (svc.clone(), names.clone());
     let deliver = drive(args.active, args.concurrency, move |i| {
         let s = s.clone();
-        let d = n2[i].clone();
+        let d = n[i].clone();
         async move {
-            s.check_in(&TenantId::default_tenant(), &d, "dev-a", "app-1.0")
+            let found = s
+                .check_in(&TenantId::default_tenant(), &d, "dev-a", "app-1.0")
                 .await
                 .expect("check-in");
+            assert!(
+                matches!(found, engine::Delivery::Update { .. }),
+                "{d} gets the update"
+            );
         }
     })
     .await;
@@ -243,13 +283,10 @@ async fn main() {
         "req/s",
         &format!("x{:.2} of baseline", deliver / baseline),
     );
-
     let s = svc.clone();
-    let n3 = names.clone();
-    let id = dep.id;
     let reports = drive(args.active, args.concurrency, move |i| {
         let s = s.clone();
-        let d = n3[i].clone();
+        let d = names[i].clone();
         async move {
             s.report(
                 &TenantId::default_tenant(),
@@ -269,11 +306,43 @@ async fn main() {
         "req/s",
         &format!("x{:.2} of baseline", reports / baseline),
     );
+    (deliver, reports)
+}
 
-    svc.shutdown().await;
-    drop(svc);
-    drop(store);
-    probe_restart(&args, dir.path());
+fn ruled_device(i: usize) -> String {
+    format!("ruled-{i:08}")
+}
+
+/// A deployment with every safety rule on, none of which holds a device back during the
+/// run: the cost of checking them is what is measured.
+fn every_rule(devices: usize) -> NewDeployment {
+    NewDeployment {
+        name: "bench with every rule".into(),
+        artifact_name: "app-2.0".into(),
+        devices: (0..devices).map(ruled_device).collect(),
+        auto_abort: Some(storage::AutoAbort {
+            failure_percent: 50,
+            min_finished: 1000,
+            action: storage::AbortAction::Abort,
+        }),
+        pacing: Some(storage::Pacing {
+            per_minute: u32::MAX,
+            factor: Some(2.0),
+            step: Some(1000),
+            max_per_minute: None,
+        }),
+        device_timeout_seconds: Some(3600),
+        maintenance_windows: vec![storage::MaintenanceWindow {
+            cron: "0 0 * * *".into(),
+            time_zone: "Europe/Berlin".into(),
+            duration_minutes: 26 * 60,
+        }],
+        end: Some(storage::DeploymentEnd {
+            at: OffsetDateTime::now_utc() + time::Duration::days(365),
+            action: storage::EndAction::Abort,
+        }),
+        ..NewDeployment::default()
+    }
 }
 
 /// Restart in a fresh process: rehydration time and the memory the deployment takes.
@@ -286,7 +355,7 @@ fn probe_restart(args: &Args, dir: &std::path::Path) {
         .arg("--rehydrate-probe")
         .arg(dir)
         .arg("--devices")
-        .arg(args.devices.to_string());
+        .arg((2 * args.devices).to_string());
     if let (Some(node), Some(keyspace)) = (&args.cql, &args.keyspace) {
         probe.args(["--cql", node, "--keyspace", keyspace]);
     }

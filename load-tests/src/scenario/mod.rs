@@ -11,7 +11,8 @@ pub mod mixed;
 pub mod rollout;
 
 use std::borrow::Cow;
-use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::cli::Mix;
@@ -48,6 +49,9 @@ pub struct Behaviour {
     pub seed: u64,
     /// Extra attempts a deployment allows after a failure.
     pub retries: u32,
+    /// Set once the created deployment is seen finished (an auto-abort): a device that
+    /// then has nothing to install is done (it was aborted before it started).
+    pub deployment_over: Arc<AtomicBool>,
     /// Weights of the `mixed` mode.
     pub mix: Mix,
 }

@@ -14,6 +14,7 @@
 //! sends it back to polling.
 
 use std::future::Future;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -133,6 +134,9 @@ async fn session(shared: &Shared, fleet: &FleetState, i: u32) -> SessionEnd {
     };
     let update = match shared.check_in(ticket, &token, true).await {
         Some(CheckIn::Update(Some(u))) => u,
+        Some(CheckIn::Nothing) if shared.behaviour.deployment_over.load(Ordering::Relaxed) => {
+            return SessionEnd::Finish(Outcome::Stopped);
+        }
         // 204, an error, or an answer we could not use: ask again later.
         _ => return SessionEnd::Park,
     };
