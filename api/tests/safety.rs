@@ -18,6 +18,20 @@ async fn act(fleet: &Fleet, id: &str, action: &str) -> reqwest::Response {
     send(fleet.user().request(Method::POST, &path)).await
 }
 
+/// Each of `bad` added to a valid deployment body is a 400 with a message.
+async fn refused(fleet: &Fleet, bad: &[Value]) {
+    for extra in bad {
+        let mut body =
+            json!({"name": "bad", "artifact_name": common::fleet::RELEASE, "devices": ["d9"]});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let resp = create(&fleet.user(), &body).await;
+        let msg = assert_error(resp, StatusCode::BAD_REQUEST).await;
+        assert!(!msg.is_empty(), "{extra}");
+    }
+}
+
 #[tokio::test]
 async fn rules_are_shown_as_given_and_absent_when_not_given() {
     let fleet = Fleet::start(TENANT).await;
@@ -71,16 +85,7 @@ async fn rules_out_of_range_are_a_400_and_create_nothing() {
         json!({"device_timeout_seconds": 0}),
         json!({"device_timeout_seconds": -1}),
     ];
-    for extra in bad {
-        let mut body =
-            json!({"name": "bad", "artifact_name": common::fleet::RELEASE, "devices": ["d1"]});
-        body.as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
-        let resp = create(&fleet.user(), &body).await;
-        let msg = assert_error(resp, StatusCode::BAD_REQUEST).await;
-        assert!(!msg.is_empty(), "{extra}");
-    }
+    refused(&fleet, &bad).await;
     let list = json_ok(fleet.user().get("/deployments").await).await;
     assert_eq!(list, json!([]), "nothing was created");
 }
@@ -265,16 +270,7 @@ async fn windows_and_an_end_are_shown_as_given_and_bad_ones_are_a_400() {
         json!({"end": {"at": "2099-01-01T00:00:00Z", "action": "explode"}}),
         json!({"end": {"at": "tomorrow"}}),
     ];
-    for extra in bad {
-        let mut body =
-            json!({"name": "bad", "artifact_name": common::fleet::RELEASE, "devices": ["d9"]});
-        body.as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
-        let resp = create(&fleet.user(), &body).await;
-        let msg = assert_error(resp, StatusCode::BAD_REQUEST).await;
-        assert!(!msg.is_empty(), "{extra}");
-    }
+    refused(&fleet, &bad).await;
     let list = json_ok(fleet.user().get("/deployments").await).await;
     assert_eq!(
         list.as_array().map(Vec::len),
