@@ -48,7 +48,7 @@ fn issuer_for(data_dir: &std::path::Path, subject: &str) -> anyhow::Result<Token
         storage::keys::is_valid_component(subject),
         "the subject must not contain NUL bytes"
     );
-    let key = SigningKey::load_or_create(data_dir).context("loading the token key")?;
+    let key = SigningKey::load(data_dir).context("loading the token key")?;
     Ok(TokenIssuer::new(key))
 }
 

@@ -16,14 +16,28 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// How log lines are written to stderr (which ones: `ROLLOUT_LOG`, e.g. `info`,
+    /// `debug`, `info,api=debug`; default `info`).
+    #[arg(long, global = true, env = "ROLLOUT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (coloured only on a terminal).
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
 }
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the server. (Boxed: it is by far the largest variant.)
+    /// Run the server.
+    // Boxed: by far the largest variant.
     Serve(Box<ServeArgs>),
-    /// Print a token signed with the data dir's key (created if missing).
+    /// Print a token signed with the key in the server's data dir.
     #[command(subcommand)]
     Token(TokenCommand),
     /// Manage devices in the data dir's store.
@@ -150,9 +164,11 @@ pub enum BlobBackend {
 /// `rollout serve` options. Every flag can also be set through its environment variable.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// Address to listen on; port 0 picks a free port. The bound address is printed as
-    /// `listening on http://ADDR`.
-    #[arg(long, env = "ROLLOUT_LISTEN", default_value = "127.0.0.1:8080")]
+    /// Address to listen on: HOST:PORT (a host name is resolved), PORT (on 127.0.0.1) or
+    /// :PORT (on every interface); port 0 picks a free port. The bound address is printed
+    /// as `listening on http://ADDR`.
+    #[arg(long, env = "ROLLOUT_LISTEN", default_value = "127.0.0.1:8080",
+          value_parser = crate::flag_values::listen_addr)]
     pub listen: SocketAddr,
 
     /// Directory for the metadata store, blobs and keys.
@@ -164,24 +180,30 @@ pub struct ServeArgs {
     #[arg(long, env = "ROLLOUT_PUBLIC_URL")]
     pub public_url: Option<String>,
 
-    /// Largest artifact upload, in bytes.
-    #[arg(long, env = "ROLLOUT_MAX_ARTIFACT_SIZE", default_value_t = 10 * 1024 * 1024 * 1024)]
+    /// Largest artifact upload, in bytes (or with K, M, G, T: 10G).
+    #[arg(long, env = "ROLLOUT_MAX_ARTIFACT_SIZE", default_value_t = 10 * 1024 * 1024 * 1024,
+          value_parser = crate::flag_values::bytes)]
     pub max_artifact_size: u64,
 
-    /// Storage limit per tenant in bytes (0 = no limit).
-    #[arg(long, env = "ROLLOUT_STORAGE_LIMIT", default_value_t = 0)]
+    /// Storage limit per tenant in bytes (or with K, M, G, T; 0 = no limit).
+    #[arg(long, env = "ROLLOUT_STORAGE_LIMIT", default_value_t = 0,
+          value_parser = crate::flag_values::bytes)]
     pub storage_limit: u64,
 
-    /// Largest JSON request body, in bytes (a 1,000,000-device deployment is ~40 MB).
-    #[arg(long, env = "ROLLOUT_MAX_JSON_BODY", default_value_t = 128 * 1024 * 1024)]
+    /// Largest JSON request body, in bytes or with K, M, G (a 1,000,000-device deployment is
+    /// ~40 MB).
+    #[arg(long, env = "ROLLOUT_MAX_JSON_BODY", default_value_t = 128 * 1024 * 1024,
+          value_parser = crate::flag_values::bytes)]
     pub max_json_body: u64,
 
-    /// Validity of download links handed to devices, in seconds.
-    #[arg(long, env = "ROLLOUT_DEVICE_LINK_TTL", default_value_t = 24 * 3600)]
+    /// Validity of download links handed to devices, in seconds (or with s, m, h, d).
+    #[arg(long, env = "ROLLOUT_DEVICE_LINK_TTL", default_value_t = 24 * 3600,
+          value_parser = crate::flag_values::seconds)]
     pub device_link_ttl: u64,
 
-    /// Validity of download links handed to operators, in seconds.
-    #[arg(long, env = "ROLLOUT_OPERATOR_LINK_TTL", default_value_t = 15 * 60)]
+    /// Validity of download links handed to operators, in seconds (or with s, m, h, d).
+    #[arg(long, env = "ROLLOUT_OPERATOR_LINK_TTL", default_value_t = 15 * 60,
+          value_parser = crate::flag_values::seconds)]
     pub operator_link_ttl: u64,
 
     /// Most unfinished deployments that get per-deployment series on `/metrics` (bounds
@@ -202,7 +224,8 @@ pub struct ServeArgs {
 
     /// Read token claims WITHOUT verifying signatures, trusting a gateway in front that
     /// verified them. Anyone who can reach the server directly can then forge any identity.
-    #[arg(long, env = "ROLLOUT_TRUST_GATEWAY")]
+    #[arg(long, env = "ROLLOUT_TRUST_GATEWAY",
+          value_parser = clap::builder::BoolishValueParser::new())]
     pub trust_gateway: bool,
 
     /// Verified tokens kept in memory, so repeat requests skip the signature check.
@@ -214,12 +237,14 @@ pub struct ServeArgs {
     pub device_admission: Admission,
 
     /// Validity of device tokens handed out on auth requests, seconds (Mender's default is
-    /// a week; devices re-authenticate on any 401).
-    #[arg(long, env = "ROLLOUT_DEVICE_TOKEN_TTL", default_value_t = 7 * 24 * 3600)]
+    /// a week; devices re-authenticate on any 401); units s, m, h, d also work.
+    #[arg(long, env = "ROLLOUT_DEVICE_TOKEN_TTL", default_value_t = 7 * 24 * 3600,
+          value_parser = crate::flag_values::seconds)]
     pub device_token_ttl: u64,
 
-    /// Validity of user tokens handed out on login, seconds.
-    #[arg(long, env = "ROLLOUT_USER_TOKEN_TTL", default_value_t = 24 * 3600)]
+    /// Validity of user tokens handed out on login, seconds (or with s, m, h, d).
+    #[arg(long, env = "ROLLOUT_USER_TOKEN_TTL", default_value_t = 24 * 3600,
+          value_parser = crate::flag_values::seconds)]
     pub user_token_ttl: u64,
 
     /// The administrator's user name for `POST /api/management/v1/useradm/auth/login`.
@@ -269,7 +294,7 @@ pub struct ServeArgs {
     /// Serve `/metrics` without a token on this separate address, meant for the scrape
     /// network only; port 0 picks a free port. The bound address is printed as
     /// `metrics listening on http://ADDR`.
-    #[arg(long, env = "ROLLOUT_METRICS_LISTEN")]
+    #[arg(long, env = "ROLLOUT_METRICS_LISTEN", value_parser = crate::flag_values::listen_addr)]
     pub metrics_listen: Option<SocketAddr>,
 
     /// Connections served at once; at the bound, new clients wait in the listen backlog.
@@ -280,19 +305,19 @@ pub struct ServeArgs {
     /// Seconds a client may take to send a request's headers (also the longest wait for
     /// the next request on a kept-alive connection).
     #[arg(long, env = "ROLLOUT_HEADER_READ_TIMEOUT", default_value_t = 30,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = crate::flag_values::positive_seconds)]
     pub header_read_timeout: u64,
 
     /// Seconds a connection may stay without any byte moving while no request is being
     /// handled (e.g. a client that stopped reading a download) before it is closed.
     #[arg(long, env = "ROLLOUT_IDLE_TIMEOUT", default_value_t = 60,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = crate::flag_values::positive_seconds)]
     pub idle_timeout: u64,
 
     /// Seconds a request body may stall (no data arriving) before the request is answered
     /// 408 Request Timeout.
     #[arg(long, env = "ROLLOUT_BODY_READ_TIMEOUT", default_value_t = 30,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = crate::flag_values::positive_seconds)]
     pub body_read_timeout: u64,
 
     /// Artifact uploads and generations in progress at once; past it they are answered
@@ -308,7 +333,8 @@ pub struct ServeArgs {
 
     /// With `--store scylla`, where this node accepts requests other nodes forward to it
     /// for the deployments it runs (port 0: any free port, written in its node record).
-    #[arg(long, env = "ROLLOUT_CLUSTER_LISTEN", default_value = "127.0.0.1:0")]
+    #[arg(long, env = "ROLLOUT_CLUSTER_LISTEN", default_value = "127.0.0.1:0",
+          value_parser = crate::flag_values::listen_addr)]
     pub cluster_listen: SocketAddr,
 
     /// The `HOST:PORT` other nodes dial to reach `--cluster-listen`, when that is a
@@ -435,4 +461,40 @@ pub enum SchemaCommand {
     /// Create the keyspace and tables of `ops/scylla/schema.cql` if missing (idempotent;
     /// `rollout serve --store scylla` does it at start-up too).
     Apply(ScyllaArgs),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(args: &[&str]) -> ServeArgs {
+        let argv = ["rollout", "serve"].iter().chain(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Serve(args) => *args,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn serve_flags_take_units_short_addresses_and_boolish_values() {
+        let a = serve(&[
+            "--listen",
+            "8080",
+            "--max-artifact-size",
+            "10G",
+            "--device-token-ttl",
+            "1d",
+            "--trust-gateway",
+        ]);
+        assert_eq!(a.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(a.max_artifact_size, 10 << 30);
+        assert_eq!(a.device_token_ttl, 86400);
+        assert!(a.trust_gateway);
+        let defaults = serve(&[]);
+        assert_eq!(defaults.max_artifact_size, 10 << 30);
+        assert_eq!(defaults.idle_timeout, 60);
+        assert!(!defaults.trust_gateway);
+        let refused = Cli::try_parse_from(["rollout", "serve", "--idle-timeout", "0"]);
+        assert!(refused.is_err());
+    }
 }

@@ -13,6 +13,7 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod files;
+mod flag_values;
 pub mod identity;
 mod membership;
 pub mod metrics;
@@ -36,7 +37,7 @@ use storage::{BlobConfig, BlobStore, EmbeddedStore, MetaStore, NodeRecord, Scyll
 use crate::auth::{SigningKey, TokenIssuer, TokenVerifier, VerifyKey};
 use crate::config::{BlobBackend, ServeArgs, StoreArgs, StoreBackend};
 use crate::identity::login::AdminCredentials;
-use crate::identity::{IdentityConfig, IdentityService};
+use crate::identity::{Admission, IdentityConfig, IdentityService};
 use crate::signing::{LinkCache, LinkSigner};
 use crate::state::{AppState, Services, Settings};
 
@@ -313,6 +314,16 @@ fn identity(
     });
     if admin.is_none() {
         tracing::info!("no administrator password configured: login is disabled");
+    }
+    match args.device_admission {
+        Admission::Auto => tracing::warn!(
+            "device admission is auto: any device that asks with a new identity is accepted \
+             (Mender's default is pending; --device-admission preauthorized accepts only \
+             devices registered beforehand)"
+        ),
+        Admission::Preauthorized => {
+            tracing::info!("device admission is preauthorized: only registered devices get tokens")
+        }
     }
     let config = IdentityConfig {
         admission: args.device_admission,

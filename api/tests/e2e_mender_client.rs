@@ -213,9 +213,14 @@ async fn device_id(server: &Server, device: &Device) -> String {
 /// Create a deployment of `artifact_name` to `device`; returns its id.
 async fn deploy(user: &Api<'_>, artifact_name: &str, device: &str) -> String {
     let body = json!({"name": "e2e", "artifact_name": artifact_name, "devices": [device]});
+    create(user, &body).await
+}
+
+/// `POST /deployments` with `body`, asserting 201; returns the new deployment's id.
+async fn create(user: &Api<'_>, body: &serde_json::Value) -> String {
     let resp = send(
         user.request(reqwest::Method::POST, "/deployments")
-            .json(&body),
+            .json(body),
     )
     .await;
     let status = resp.status();
@@ -289,6 +294,51 @@ async fn mender_client_installs_a_generated_single_file_artifact() {
     device.start();
     let id = device_id(&server, &device).await;
     let deployment = deploy(&user, "app-1.0", &id).await;
+    wait_installed(&device, payload).await;
+    wait_finished(&user, &device, &deployment, "success").await;
+}
+
+/// Mender's update control map with the real client: it stops before installing and says
+/// so (`pause_before_installing`), stays paused while it refreshes the map (its map would
+/// expire, and fail the update, after 2 s without a refresh), and installs once the
+/// operator's new map says `continue`.
+#[tokio::test]
+async fn mender_client_pauses_before_installing_until_the_operator_lets_it_continue() {
+    let server = Server::start().await;
+    let mut device = Device::setup(&server, "02:00:00:00:00:04", &[]);
+    let user = server.as_user("");
+    let payload = "installed after a pause\n";
+    generate_hello(&user, &device, "app-1.0", payload).await;
+    device.start();
+    let id = device_id(&server, &device).await;
+    let pause = json!({"states": {"ArtifactInstall_Enter": {"action": "pause"}}});
+    let body = json!({"name": "paused", "artifact_name": "app-1.0", "devices": [id],
+                      "update_control_map": pause});
+    let deployment = create(&user, &body).await;
+    let devices = format!("/deployments/{deployment}/devices");
+    let status = || async {
+        let list = json_ok(user.get(&devices).await).await;
+        list[0]["status"].as_str().map(str::to_owned)
+    };
+    wait_for("the device to pause before installing", &device, || async {
+        (status().await.as_deref() == Some("pause_before_installing")).then_some(())
+    })
+    .await;
+    // Longer than the map's expiry: only refreshes keep the device paused.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        status().await.as_deref(),
+        Some("pause_before_installing"),
+        "daemon log:\n{}",
+        device.log()
+    );
+    assert!(!device.installed().join("hello.txt").exists());
+
+    let go_on = json!({"update_control_map":
+        {"states": {"ArtifactInstall_Enter": {"action": "continue"}}}});
+    let path = format!("/deployments/{deployment}");
+    let resp = send(user.request(reqwest::Method::PATCH, &path).json(&go_on)).await;
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     wait_installed(&device, payload).await;
     wait_finished(&user, &device, &deployment, "success").await;
 }

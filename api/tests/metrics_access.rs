@@ -144,3 +144,15 @@ async fn artifact_bytes_follow_uploads_and_deletes_and_survive_a_restart() {
         Some(size_b)
     );
 }
+
+/// The probes a load balancer or Kubernetes uses: no token needed, 200 while serving.
+#[tokio::test]
+async fn liveness_and_readiness_probes_answer_without_a_token() {
+    let server = Server::start().await;
+    for path in ["/health", "/health/live", "/health/ready"] {
+        let resp = send(server.http().get(server.url(path))).await;
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body, serde_json::json!({"status": "ok"}), "{path}");
+    }
+}

@@ -54,6 +54,7 @@ const ROUTES: &[(&str, &str)] = &[
         "/api/management/v1/deployments/deployments/statistics/list",
     ),
     ("get", "/api/management/v1/deployments/deployments/{id}"),
+    ("patch", "/api/management/v1/deployments/deployments/{id}"),
     (
         "get",
         "/api/management/v1/deployments/deployments/{id}/devices",
@@ -107,6 +108,14 @@ const ROUTES: &[(&str, &str)] = &[
         "put",
         "/api/devices/v1/deployments/device/deployments/{id}/log",
     ),
+    (
+        "post",
+        "/api/devices/v2/deployments/device/deployments/next",
+    ),
+    (
+        "get",
+        "/api/devices/v2/deployments/device/deployments/{id}/update_control_map",
+    ),
     ("post", "/api/devices/v1/authentication/auth_requests"),
     ("get", "/api/management/v2/devauth/devices"),
     ("post", "/api/management/v2/devauth/devices"),
@@ -138,6 +147,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("delete", "/api/management/v2/inventory/filters/{id}"),
     ("get", "/api/management/v2/inventory/filters/{id}/search"),
     ("get", "/health"),
+    ("get", "/health/live"),
+    ("get", "/health/ready"),
     ("get", "/api/management/v1/deployments/openapi.yaml"),
     ("get", "/download/{id}"),
     ("head", "/download/{id}"),

@@ -403,6 +403,42 @@ async fn prometheus_scrapes_live_rollout_progress() {
     run_ok("promtool", &["check", "metrics"], metrics.as_bytes());
 }
 
+/// The safety rules' counters are on /metrics from the start (at 0, so that `increase()`
+/// and the `RolloutAutoAborted` alert see the first trip) and count what happened.
+#[tokio::test]
+async fn prometheus_sees_an_auto_abort_counted_from_zero() {
+    let work = Workdir::new();
+    let (token_path, token) = token_file(&work);
+    let server = Server::start_with(&["--metrics-token-file", token_path.to_str().unwrap()]).await;
+    let target = server.base.strip_prefix("http://").unwrap();
+    let prometheus = Prometheus::start(target, &token).await;
+    let aborted = r#"rollout_deployments_auto_aborted_total{action="abort"}"#;
+    prometheus.wait_for(aborted, |v| v == 0.0).await;
+    prometheus
+        .wait_for("rollout_devices_timed_out_total", |v| v == 0.0)
+        .await;
+
+    let built = work.single_file("app-1.0", &["dev-a"], &[]);
+    let user = server.as_user(TENANT);
+    user.upload_ok(&built.path, "").await;
+    let devices: Vec<Device> = (0..2).map(|_| Device::new(&server)).collect();
+    let resp = send(user.request(Method::POST, "/deployments").json(&json!({
+        "name": "bad release",
+        "artifact_name": "app-1.0",
+        "devices": devices.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+        "auto_abort": {"failure_percent": 100, "min_finished": 1},
+    })))
+    .await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let location = resp.headers()["location"].to_str().unwrap().to_owned();
+    let deployment = location.rsplit('/').next().unwrap().to_owned();
+    assert_eq!(devices[0].check_in(&server).await, deployment);
+    for status in ["downloading", "failure"] {
+        devices[0].report(&server, &deployment, status).await;
+    }
+    prometheus.wait_for(aborted, |v| v == 1.0).await;
+}
+
 #[test]
 fn ops_prometheus_files_pass_promtool() {
     let prometheus = ops().join("prometheus");

@@ -1,11 +1,12 @@
 //! A deployment's safety rules through the management API: `auto_abort`, `pacing` and
 //! `device_timeout_seconds` on creation (checked, shown on `GET`), an auto-abort tripped by
 //! real device reports (kept across a restart), pausing and resuming, maintenance windows
-//! and an end time.
+//! and an end time; update control maps (on creation, to devices through v2, replaced with
+//! `PATCH`).
 
 mod common;
 
-use common::fleet::{create, Fleet};
+use common::fleet::{create, Device, Fleet, DEVICE_TYPE, OLD_RELEASE};
 use common::{assert_error, json_ok, no_body, send};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -277,4 +278,103 @@ async fn windows_and_an_end_are_shown_as_given_and_bad_ones_are_a_400() {
         Some(2),
         "nothing more was created"
     );
+}
+
+/// The v2 check-in body of a client that acts on update control maps (or not).
+fn next_v2(maps: bool) -> Value {
+    let provides = json!({
+        "artifact_name": OLD_RELEASE,
+        "device_type": DEVICE_TYPE,
+        "rootfs-image.version": OLD_RELEASE
+    });
+    json!({"device_provides": provides, "update_control_map": maps})
+}
+
+/// `PATCH /deployments/{id}` with `body`.
+async fn patch(fleet: &Fleet, id: &str, body: &Value) -> reqwest::Response {
+    let path = format!("/deployments/{id}");
+    send(fleet.user().request(Method::PATCH, &path).json(body)).await
+}
+
+/// `GET …/{id}/update_control_map` as `device`.
+async fn refreshed(device: &Device, id: &str) -> reqwest::Response {
+    let path = format!("/{id}/update_control_map");
+    send(device.request_v2(Method::GET, &path)).await
+}
+
+#[tokio::test]
+async fn update_control_maps_reach_clients_that_ask_and_the_operator_replaces_them() {
+    let mut fleet = Fleet::start(TENANT).await;
+    refused(
+        &fleet,
+        &[
+            json!({"update_control_map": {"priority": 11}}),
+            json!({"update_control_map": {"states": {"Download_Enter": {"action": "pause"}}}}),
+            json!({"update_control_map": {"states": {"ArtifactInstall_Enter": {"action": "wait"}}}}),
+            json!({"update_control_map": {"states": {"ArtifactCommit_Enter": {"on_map_expire": "pause"}}}}),
+            json!({"update_control_map": {"colour": "red"}}),
+        ],
+    )
+    .await;
+    let map = json!({"priority": 2, "states": {
+        "ArtifactInstall_Enter": {"action": "pause", "on_map_expire": "fail"}
+    }});
+    let id = fleet
+        .deploy_with(&["d1", "d2"], json!({"update_control_map": map}))
+        .await;
+    assert_eq!(fleet.deployment(&id).await["update_control_map"], map);
+    let mut for_devices = map.clone();
+    for_devices["id"] = json!(id);
+
+    let d1 = fleet.device("d1");
+    let next = send(d1.request_v2(Method::POST, "/next").json(&next_v2(true))).await;
+    let next = json_ok(next).await;
+    assert_eq!(
+        (&next["id"], &next["update_control_map"]),
+        (&json!(id), &for_devices)
+    );
+    let d2 = fleet.device("d2");
+    let v1 = d2
+        .next_post(&json!({"artifact_name": OLD_RELEASE, "device_type": DEVICE_TYPE}))
+        .await;
+    let without = send(d2.request_v2(Method::POST, "/next").json(&next_v2(false))).await;
+    for body in [json_ok(v1).await, json_ok(without).await] {
+        assert_eq!(body["id"], json!(id));
+        assert!(body.get("update_control_map").is_none(), "{body}");
+    }
+
+    d1.report_all(&id, &["downloading", "pause_before_installing"])
+        .await;
+    assert_eq!(
+        fleet.statistics(&id).await["pause_before_installing"],
+        json!(1)
+    );
+    let got = json_ok(refreshed(&d1, &id).await).await;
+    assert_eq!(got, json!({ "update_control_map": for_devices }));
+
+    for bad in [
+        json!({}),
+        json!({"update_control_map": {"priority": -11}}),
+        json!({"update_control_map": {"states": {"ArtifactReboot_Enter": {"action": "later"}}}}),
+        json!({"update_control_map": map, "name": "renamed"}),
+    ] {
+        assert_error(patch(&fleet, &id, &bad).await, StatusCode::BAD_REQUEST).await;
+    }
+    assert_eq!(fleet.deployment(&id).await["update_control_map"], map);
+    let go_on = json!({"priority": 2, "states": {"ArtifactInstall_Enter": {"action": "continue"}}});
+    let resp = patch(&fleet, &id, &json!({ "update_control_map": go_on })).await;
+    no_body(resp, StatusCode::NO_CONTENT).await;
+    let got = json_ok(refreshed(&d1, &id).await).await;
+    assert_eq!(got["update_control_map"]["states"], go_on["states"]);
+
+    d1.report_all(&id, &["installing", "success"]).await;
+    assert_error(refreshed(&d1, &id).await, StatusCode::NOT_FOUND).await;
+    let stranger = fleet.device("d9");
+    assert_error(refreshed(&stranger, &id).await, StatusCode::NOT_FOUND).await;
+    let unknown = "00000000-0000-4000-8000-000000000000";
+    let resp = patch(&fleet, unknown, &json!({ "update_control_map": go_on })).await;
+    assert_error(resp, StatusCode::NOT_FOUND).await;
+    fleet.server.restart().await;
+    let d = fleet.deployment(&id).await;
+    assert_eq!(d["update_control_map"], go_on, "kept across a restart");
 }

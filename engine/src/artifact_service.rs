@@ -181,6 +181,7 @@ impl ArtifactService {
         crate::metrics::artifact_bytes_changed(tenant, -(artifact.size as f64));
         self.release_names(&artifact).await;
         self.blobs.delete(&BlobStore::path(tenant, id)).await?;
+        tracing::info!(artifact = %id, tenant = %tenant, name = %artifact.meta.name, "artifact deleted");
         Ok(())
     }
 
@@ -307,6 +308,13 @@ impl ArtifactService {
             self.blobs.delete(&path).await?;
             return Err(e);
         }
+        tracing::info!(
+            artifact = %id,
+            tenant = %tenant,
+            name = %record.meta.name,
+            size,
+            "artifact stored"
+        );
         Ok(record)
     }
 

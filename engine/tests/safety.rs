@@ -2,7 +2,7 @@
 //! admitting) at its exact threshold and minimum count, pacing and its ramp, the in-progress
 //! timeout with and without retries, pausing and resuming (kept across a restart), phases
 //! held by a gate or an approval, maintenance windows (across midnight and a daylight saving
-//! change) and the end time.
+//! change) and the end time, and update control maps.
 
 mod deployment_support;
 
@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use deployment_support::*;
 use engine::deployment::NewPhase;
-use engine::{EngineError, NewDeployment};
+use engine::{Delivery, EngineError, NewDeployment};
 use storage::{
-    AbortAction, AutoAbort, DeploymentEnd, DeploymentStatus, DeviceStatus, EndAction,
-    MaintenanceWindow, MetaStore, Pacing, PhaseGate,
+    AbortAction, AutoAbort, ControlAction, ControlPoint, DeploymentEnd, DeploymentStatus,
+    DeviceStatus, EndAction, MaintenanceWindow, MetaStore, Pacing, PhaseGate, PointControl,
+    UpdateControlMap,
 };
 use time::macros::datetime;
 use time::OffsetDateTime;
@@ -518,4 +519,93 @@ async fn windows_and_ends_are_checked_at_creation() {
         "{r:?}"
     );
     assert!(f.store.deployments(&f.tenant).await.unwrap().is_empty());
+}
+
+fn pause_at_install() -> UpdateControlMap {
+    let pause = PointControl {
+        action: ControlAction::Pause,
+        ..PointControl::default()
+    };
+    UpdateControlMap {
+        priority: 1,
+        states: [(ControlPoint::ArtifactInstallEnter, pause)].into(),
+    }
+}
+
+/// The map handed out at check-in and refreshed by devices in the middle of the update;
+/// replacing it (to let paused devices go on) is kept across a restart.
+#[test]
+fn the_update_control_map_is_handed_out_refreshed_and_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = on_runtime(async {
+        let f = Fixture::open(dir.path()).await.with_release().await;
+        let out_of_range = NewDeployment {
+            update_control_map: Some(UpdateControlMap {
+                priority: 11,
+                ..pause_at_install()
+            }),
+            ..f.new_deployment(devices(2))
+        };
+        let refused = f.svc.create(&f.tenant, out_of_range).await;
+        assert!(
+            matches!(refused, Err(EngineError::Invalid(_))),
+            "{refused:?}"
+        );
+        let new = NewDeployment {
+            update_control_map: Some(pause_at_install()),
+            ..f.new_deployment(devices(2))
+        };
+        let id = f.deploy(new).await;
+        let delivery = f.svc.check_in(&f.tenant, "d00", TYPE, OLD).await.unwrap();
+        let Delivery::Update { control_map, .. } = delivery else {
+            panic!("d00 gets the update");
+        };
+        assert_eq!(control_map, Some(pause_at_install()));
+        f.report("d00", id, DeviceStatus::PauseBeforeInstalling)
+            .await
+            .unwrap();
+        let map = f.svc.control_map(&f.tenant, "d00", id).await.unwrap();
+        assert_eq!(map, pause_at_install());
+        let stranger = f.svc.control_map(&f.tenant, "nobody", id).await;
+        assert!(
+            matches!(stranger, Err(EngineError::NotFound(_))),
+            "{stranger:?}"
+        );
+        let invalid = UpdateControlMap {
+            priority: -11,
+            ..UpdateControlMap::default()
+        };
+        let refused = f.svc.set_control_map(&f.tenant, id, invalid).await;
+        assert!(
+            matches!(refused, Err(EngineError::Invalid(_))),
+            "{refused:?}"
+        );
+        id
+    });
+    on_runtime(async {
+        let f = Fixture::open(dir.path()).await;
+        let map = f.svc.control_map(&f.tenant, "d00", id).await.unwrap();
+        assert_eq!(map, pause_at_install(), "the map survives a restart");
+        let go_on = UpdateControlMap::default();
+        f.svc
+            .set_control_map(&f.tenant, id, go_on.clone())
+            .await
+            .unwrap();
+        assert_eq!(
+            f.snapshot(id).await.header.safety.update_control_map,
+            Some(go_on.clone())
+        );
+        f.run_update("d00", id, DeviceStatus::Success).await;
+        let finished = f.svc.control_map(&f.tenant, "d00", id).await;
+        assert!(
+            matches!(finished, Err(EngineError::NotFound(_))),
+            "{finished:?}"
+        );
+        f.svc.abort(&f.tenant, id).await.unwrap();
+        let over = f.svc.set_control_map(&f.tenant, id, go_on).await;
+        assert!(
+            matches!(over, Err(EngineError::Unprocessable(_))),
+            "{over:?}"
+        );
+    });
 }

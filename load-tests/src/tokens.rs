@@ -86,7 +86,7 @@ impl TokenSource {
             "{} does not exist: pass the --data-dir of a rollout server that has started once",
             path.display()
         );
-        let key = api::auth::SigningKey::load_or_create(dir)
+        let key = api::auth::SigningKey::load(dir)
             .with_context(|| format!("loading the token key {}", path.display()))?;
         Ok(Self::with(tenant, cached, Signer::Key(key)))
     }

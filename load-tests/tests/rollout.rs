@@ -1,6 +1,7 @@
 //! End to end: a debug `rollout serve` and a 200-device phased rollout driven by
 //! `rollout-load`, which must finish every device and find the server's statistics equal to
-//! what the devices did.
+//! what the devices did; and a 1,000-device rollout in which a tenth of the devices fail and
+//! the auto-abort stops it, which the report shows with when and why.
 //!
 //! Needs `target/debug/rollout` (`cargo build -p api --bin rollout`; `scripts/test` builds
 //! every binary first).
@@ -68,4 +69,66 @@ fn a_phased_rollout_of_200_devices_finishes_with_matching_statistics() {
         .filter_map(|p| p["admitted"].as_u64())
         .collect();
     assert_eq!(admitted, vec![20, 60, 120], "{report:#}");
+}
+
+#[test]
+fn with_a_tenth_of_devices_failing_the_auto_abort_stops_the_rollout_at_its_threshold() {
+    let dir = TempDir::new();
+    let server = start_server(&dir.0, &[]);
+    let out = Command::new(env!("CARGO_BIN_EXE_rollout-load"))
+        .args(["--server", &server.base, "--data-dir"])
+        .arg(dir.0.join("data"))
+        .args([
+            "--mode",
+            "rollout",
+            "--create-deployment",
+            "--devices",
+            "1000",
+            "--fail-share",
+            "0.1",
+            "--auto-abort",
+            "5:50",
+            "--phases",
+            "10,90",
+            "--phase-interval-secs",
+            "2",
+            "--poll-interval-ms",
+            "200",
+            "--concurrency",
+            "32",
+            "--timeout",
+            "120s",
+            "--json",
+            "--no-progress",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("running rollout-load");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "rollout-load exited with {}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("the report is JSON");
+    let d = &report["deployment"];
+    assert_eq!(d["status"], "finished", "{report:#}");
+    let reason = d["abort_reason"].as_str().expect("an abort reason");
+    assert!(reason.contains("failed, at least 5%"), "{reason}");
+    assert!(d["finished_secs"].as_f64().is_some(), "when: {report:#}");
+    let stats = &d["statistics"];
+    assert_eq!(
+        stats["ok"], true,
+        "statistics match what devices saw: {report:#}"
+    );
+    let actual = &stats["actual"];
+    let installed =
+        actual["success"].as_u64().unwrap_or(0) + actual["failure"].as_u64().unwrap_or(0);
+    assert!(
+        (50..1000).contains(&installed),
+        "at least the minimum finished, and the rest was stopped: {report:#}"
+    );
+    assert!(actual["aborted"].as_u64().unwrap_or(0) > 0, "{report:#}");
+    assert_eq!(report["fleet"]["unfinished"], 0, "{report:#}");
 }

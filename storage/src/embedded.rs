@@ -646,7 +646,7 @@ mod tests {
             let store = EmbeddedStore::open(dir.path()).unwrap();
             store
                 .commit(vec![
-                    Write::PutDeployment(d.clone()),
+                    Write::PutDeployment(Box::new(d.clone())),
                     Write::PutDeviceList {
                         tenant: d.tenant.clone(),
                         deployment: d.id,

@@ -61,7 +61,7 @@ pub enum Write {
         id: Uuid,
     },
     /// Insert or replace a deployment header.
-    PutDeployment(DeploymentRecord),
+    PutDeployment(Box<DeploymentRecord>),
     /// Store a chunk of a deployment's device list (ids in creation order).
     PutDeviceList {
         /// Owner.

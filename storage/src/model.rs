@@ -340,6 +340,10 @@ pub struct Safety {
     /// No device starts the update after this time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end: Option<DeploymentEnd>,
+    /// Where devices whose client supports update control maps stop and wait (set at
+    /// creation, replaced by the operator while the deployment runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_control_map: Option<UpdateControlMap>,
 }
 
 impl Safety {
@@ -393,6 +397,78 @@ pub enum EndAction {
     StopAdmitting,
     /// Abort the deployment, as an operator would.
     Abort,
+}
+
+/// Mender's update control map as the operator sets it: what a device's client does when it
+/// reaches each of three points of the update. Fields are checked as strictly as the Mender
+/// client checks them (an unknown field makes the client drop the whole answer).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateControlMap {
+    /// Which of several maps for a deployment wins on the device, -10 to 10.
+    #[serde(default)]
+    pub priority: i32,
+    /// What happens at each point; a point left out continues.
+    #[serde(default)]
+    pub states: BTreeMap<ControlPoint, PointControl>,
+}
+
+/// A point of the update where a control map can stop the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ControlPoint {
+    /// Before installing (the device reports `pause_before_installing` while it waits).
+    #[serde(rename = "ArtifactInstall_Enter")]
+    ArtifactInstallEnter,
+    /// Before rebooting (`pause_before_rebooting`).
+    #[serde(rename = "ArtifactReboot_Enter")]
+    ArtifactRebootEnter,
+    /// Before committing (`pause_before_committing`).
+    #[serde(rename = "ArtifactCommit_Enter")]
+    ArtifactCommitEnter,
+}
+
+/// What the client does at one point.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PointControl {
+    /// What to do while the map is fresh.
+    #[serde(default)]
+    pub action: ControlAction,
+    /// What to do once the device could not refresh the map in time (the client's default:
+    /// `fail` for `pause`, else the action).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_map_expire: Option<ExpireAction>,
+    /// What the action becomes once it has been carried out (the client's default: the
+    /// action).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_action_executed: Option<ControlAction>,
+}
+
+/// An action of an update control map.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ControlAction {
+    /// Go on, unless a map of higher priority says otherwise.
+    #[default]
+    Continue,
+    /// Go on whatever other maps say.
+    ForceContinue,
+    /// Wait until a refreshed map says otherwise.
+    Pause,
+    /// Fail the update (and roll back where the device can).
+    Fail,
+}
+
+/// What a client does at a point once its map has expired (pausing is not a choice there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpireAction {
+    /// Go on.
+    Continue,
+    /// Go on whatever other maps say.
+    ForceContinue,
+    /// Fail the update.
+    Fail,
 }
 
 /// When failures stop a deployment: once `failure_percent` of the finished devices (at

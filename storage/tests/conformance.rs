@@ -333,7 +333,7 @@ async fn deployments_leave_the_unfinished_list_when_finished(s: Subject) {
     let done = deployment(&t1, DeploymentStatus::Finished);
     for d in [&running, &scheduled, &done] {
         store
-            .commit(vec![Write::PutDeployment(d.clone())])
+            .commit(vec![Write::PutDeployment(Box::new(d.clone()))])
             .await
             .unwrap();
     }
@@ -368,7 +368,7 @@ async fn deployments_leave_the_unfinished_list_when_finished(s: Subject) {
     finished.status = DeploymentStatus::Finished;
     finished.finished = Some(now());
     store
-        .commit(vec![Write::PutDeployment(finished.clone())])
+        .commit(vec![Write::PutDeployment(Box::new(finished.clone()))])
         .await
         .unwrap();
     assert_eq!(
@@ -547,7 +547,7 @@ async fn the_default_tenant_is_a_tenant_like_any_other(s: Subject) {
     )
     .await;
     store
-        .commit(vec![Write::PutDeployment(d.clone())])
+        .commit(vec![Write::PutDeployment(Box::new(d.clone()))])
         .await
         .unwrap();
     assert_eq!(
@@ -568,7 +568,7 @@ async fn the_default_tenant_is_a_tenant_like_any_other(s: Subject) {
     let mut finished = d;
     finished.status = DeploymentStatus::Finished;
     store
-        .commit(vec![Write::PutDeployment(finished)])
+        .commit(vec![Write::PutDeployment(Box::new(finished))])
         .await
         .unwrap();
 }
@@ -698,7 +698,7 @@ async fn committed_writes_survive_reopening(s: Subject) {
     let d = deployment(&t, DeploymentStatus::Pending);
     s.store
         .commit(vec![
-            Write::PutDeployment(d.clone()),
+            Write::PutDeployment(Box::new(d.clone())),
             last_done(&t, "dev", 3),
         ])
         .await
@@ -716,7 +716,7 @@ async fn committed_writes_survive_reopening(s: Subject) {
     let mut finished = d;
     finished.status = DeploymentStatus::Finished;
     s.store
-        .commit(vec![Write::PutDeployment(finished)])
+        .commit(vec![Write::PutDeployment(Box::new(finished))])
         .await
         .unwrap();
 }

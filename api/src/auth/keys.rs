@@ -33,6 +33,13 @@ pub enum KeyError {
     /// The signing key file is not an Ed25519 PKCS#8 PEM key.
     #[error("{0}: not an Ed25519 private key in PKCS#8 PEM form (delete it to make a new one)")]
     CorruptSigningKey(PathBuf),
+    /// An offline command was pointed at a data dir without a signing key; making one
+    /// there would print tokens no server accepts.
+    #[error(
+        "{0}: no token signing key here; run the command from where the server's data dir \
+         is, or pass --data-dir (the server makes the key on its first start)"
+    )]
+    NoSigningKey(PathBuf),
     /// The crypto library failed.
     #[error("crypto: {0}")]
     Crypto(String),
@@ -152,7 +159,22 @@ impl SigningKey {
             }
             Err(e) => return Err(io(e)),
         };
-        let der = pem::parse(&bytes)
+        Self::parse(path, &bytes)
+    }
+
+    /// Load `DATA_DIR/token-signing.key`, which must exist (offline commands never make
+    /// one).
+    pub fn load(data_dir: &Path) -> Result<Self, KeyError> {
+        let path = data_dir.join(SIGNING_KEY_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => Self::parse(path, &bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(KeyError::NoSigningKey(path)),
+            Err(source) => Err(KeyError::Io { path, source }),
+        }
+    }
+
+    fn parse(path: PathBuf, bytes: &[u8]) -> Result<Self, KeyError> {
+        let der = pem::parse(bytes)
             .ok()
             .filter(|p| p.tag() == "PRIVATE KEY")
             .map(|p| p.into_contents())
@@ -229,6 +251,20 @@ mod tests {
         }
         let again = SigningKey::load_or_create(dir.path()).unwrap();
         assert_eq!(first.public.as_bytes(), again.public.as_bytes());
+    }
+
+    #[test]
+    fn offline_commands_never_make_a_key_and_name_what_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = dir.path().join("rollout-data");
+        let err = SigningKey::load(&elsewhere).unwrap_err();
+        assert!(matches!(err, KeyError::NoSigningKey(_)), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("rollout-data/token-signing.key") && text.contains("--data-dir"));
+        assert!(!elsewhere.exists(), "nothing was created");
+        let made = SigningKey::load_or_create(dir.path()).unwrap();
+        let loaded = SigningKey::load(dir.path()).unwrap();
+        assert_eq!(made.public.as_bytes(), loaded.public.as_bytes());
     }
 
     #[test]

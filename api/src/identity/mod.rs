@@ -295,8 +295,10 @@ impl IdentityService {
         })?;
         let (user, password) = login::parse_basic(authorization)?;
         if !admin.matches(&user, &password) {
+            tracing::warn!(%user, "login refused: wrong username or password");
             return Err(IdentityError::Login("invalid username or password".into()));
         }
+        tracing::info!(%user, "operator logged in");
         Ok(self.issuer.user_token(
             &admin.tenant,
             &device_key::user_id(&admin.user).to_string(),

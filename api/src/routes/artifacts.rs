@@ -93,23 +93,17 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(auth::user())
         .and(st)
         .then(|id, st| async move { respond(limits(id, st).await) });
-    list.or(upload)
-        .unify()
-        .or(generate)
-        .unify()
-        .or(link)
-        .unify()
-        .or(show)
-        .unify()
-        .or(edit)
-        .unify()
-        .or(delete)
-        .unify()
-        .or(releases)
-        .unify()
-        .or(limits)
-        .unify()
-        .boxed()
+    super::any_of([
+        list.boxed(),
+        upload.boxed(),
+        generate.boxed(),
+        link.boxed(),
+        show.boxed(),
+        edit.boxed(),
+        delete.boxed(),
+        releases.boxed(),
+        limits.boxed(),
+    ])
 }
 
 /// The request body as a multipart [`Form`]. No length limit here: mender-cli sends chunked

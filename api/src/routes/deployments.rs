@@ -1,6 +1,6 @@
 //! Deployment routes of the management API: create, list, show, devices (all, or paged and
 //! filtered by status), device list, statistics (of one, or of many at once), device logs,
-//! abort, decommission.
+//! abort, pause and resume, phase approval, update control maps (`PATCH`), decommission.
 
 use engine::{ListQuery, NewDeployment, Snapshot};
 use serde::{Deserialize, Serialize};
@@ -145,6 +145,14 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(auth::user())
         .and(st.clone())
         .then(|d, id, st| async move { respond(set_paused(d, id, false, st).await) });
+    let patch = deployments
+        .clone()
+        .and(warp::path!(String))
+        .and(warp::patch())
+        .and(auth::user())
+        .and(json_body::<DeploymentPatch>(64 * 1024))
+        .and(st.clone())
+        .then(|d, id, body, st| async move { respond(patch(d, id, body, st).await) });
     let approve = deployments
         .clone()
         .and(warp::path!(String / "phases" / String / "approve"))
@@ -152,40 +160,26 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(auth::user())
         .and(st)
         .then(|d, n, id, st| async move { respond(approve(d, n, id, st).await) });
-    create
-        .or(list)
-        .unify()
-        .or(create_for_group)
-        .unify()
-        .or(create_dynamic)
-        .unify()
-        .or(history)
-        .unify()
-        .or(decommission)
-        .unify()
-        .or(show)
-        .unify()
-        .or(devices)
-        .unify()
-        .or(devices_page)
-        .unify()
-        .or(statistics_list)
-        .unify()
-        .or(device_list)
-        .unify()
-        .or(statistics)
-        .unify()
-        .or(log)
-        .unify()
-        .or(abort)
-        .unify()
-        .or(pause)
-        .unify()
-        .or(resume)
-        .unify()
-        .or(approve)
-        .unify()
-        .boxed()
+    super::any_of([
+        create.boxed(),
+        list.boxed(),
+        create_for_group.boxed(),
+        create_dynamic.boxed(),
+        history.boxed(),
+        decommission.boxed(),
+        show.boxed(),
+        devices.boxed(),
+        devices_page.boxed(),
+        statistics_list.boxed(),
+        device_list.boxed(),
+        statistics.boxed(),
+        log.boxed(),
+        abort.boxed(),
+        pause.boxed(),
+        resume.boxed(),
+        approve.boxed(),
+        patch.boxed(),
+    ])
 }
 
 /// The new-deployment body, limited by `--max-json-body`.
@@ -256,6 +250,8 @@ pub(super) struct DeploymentView<'a> {
     maintenance_windows: &'a [storage::MaintenanceWindow],
     #[serde(skip_serializing_if = "Option::is_none")]
     end: Option<&'a storage::DeploymentEnd>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    update_control_map: Option<&'a storage::UpdateControlMap>,
 }
 
 /// A deployment's `statistics`, as upstream shows them on every deployment (the UI's
@@ -328,6 +324,7 @@ impl<'a> DeploymentView<'a> {
             abort_reason: d.safety.abort_reason.as_deref(),
             maintenance_windows: &d.safety.maintenance_windows,
             end: d.safety.end.as_ref(),
+            update_control_map: d.safety.update_control_map.as_ref(),
         }
     }
 }
@@ -647,6 +644,22 @@ async fn abort(raw: String, id: Identity, body: StatusUpdate, st: AppState) -> A
 async fn set_paused(raw: String, id: Identity, paused: bool, st: AppState) -> ApiResult {
     st.deployments
         .set_paused(&id.tenant, deployment_id(&raw)?, paused)
+        .await?;
+    Ok(no_content())
+}
+
+/// `PATCH /deployments/{id}` body: what an operator may change while a deployment runs.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeploymentPatch {
+    update_control_map: storage::UpdateControlMap,
+}
+
+/// `PATCH /deployments/{id}`: replace the update control map (devices that wait at a paused
+/// point go on once the map they refresh says `continue`).
+async fn patch(raw: String, id: Identity, body: DeploymentPatch, st: AppState) -> ApiResult {
+    st.deployments
+        .set_control_map(&id.tenant, deployment_id(&raw)?, body.update_control_map)
         .await?;
     Ok(no_content())
 }

@@ -1,13 +1,15 @@
 //! Device routes (`/api/devices/v1/deployments/device/deployments/…`): check for an update,
-//! report status, upload a log. Each turns into one message to a deployment actor.
+//! report status, upload a log; and under `/api/devices/v2/…`, the check for an update that
+//! carries update control maps and the refresh of a map. Each turns into one message to a
+//! deployment actor.
 
 mod log_upload;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use engine::Delivery;
 use serde::{Deserialize, Serialize};
-use storage::DeviceStatus;
+use storage::{ControlPoint, DeviceStatus, PointControl, UpdateControlMap};
 use uuid::Uuid;
 use warp::filters::BoxedFilter;
 use warp::reply::{Reply, Response};
@@ -29,9 +31,13 @@ const MAX_SUBSTATE: usize = 200;
 const MAX_LOG_BODY: u64 = 10 * 1024 * 1024;
 
 fn device_base() -> BoxedFilter<()> {
+    base_of("v1")
+}
+
+fn base_of(version: &'static str) -> BoxedFilter<()> {
     warp::path("api")
         .and(warp::path("devices"))
-        .and(warp::path("v1"))
+        .and(warp::path(version))
         .and(warp::path("deployments"))
         .and(warp::path("device"))
         .and(warp::path("deployments"))
@@ -53,7 +59,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
                 artifact_name: q.get("artifact_name").cloned(),
                 device_type: q.get("device_type").cloned(),
             };
-            respond(next(id, body, base, st).await)
+            respond(next(id, body, false, base, st).await)
         });
     let next_post = device_base()
         .and(warp::path!("next"))
@@ -62,7 +68,24 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(json_body::<NextQuery>(1024 * 1024))
         .and(base_url())
         .and(st.clone())
-        .then(|id, body, base, st| async move { respond(next(id, body, base, st).await) });
+        .then(|id, body, base, st| async move { respond(next(id, body, false, base, st).await) });
+    let next_v2 = base_of("v2")
+        .and(warp::path!("next"))
+        .and(warp::post())
+        .and(auth::device())
+        .and(json_body::<NextV2>(1024 * 1024))
+        .and(base_url())
+        .and(st.clone())
+        .then(|id, body: NextV2, base, st| async move {
+            let maps = body.update_control_map;
+            respond(next(id, body.device_provides, maps, base, st).await)
+        });
+    let control_map = base_of("v2")
+        .and(warp::path!(String / "update_control_map"))
+        .and(warp::get())
+        .and(auth::device())
+        .and(st.clone())
+        .then(|d, id, st| async move { respond(control_map(d, id, st).await) });
     let status = device_base()
         .and(warp::path!(String / "status"))
         .and(warp::put())
@@ -77,14 +100,14 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(json_body::<LogUpload>(MAX_LOG_BODY))
         .and(st)
         .then(|d, id, body, st| async move { respond(log(d, id, body, st).await) });
-    next_get
-        .or(next_post)
-        .unify()
-        .or(status)
-        .unify()
-        .or(log)
-        .unify()
-        .boxed()
+    super::any_of([
+        next_get.boxed(),
+        next_post.boxed(),
+        next_v2.boxed(),
+        control_map.boxed(),
+        status.boxed(),
+        log.boxed(),
+    ])
 }
 
 /// What the device says it runs (query string or JSON body).
@@ -92,6 +115,15 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
 pub(crate) struct NextQuery {
     artifact_name: Option<String>,
     device_type: Option<String>,
+}
+
+/// The v2 check for an update: the device's provides (`artifact_name`, `device_type` and
+/// more), and whether its client acts on update control maps.
+#[derive(Deserialize)]
+pub(crate) struct NextV2 {
+    device_provides: NextQuery,
+    #[serde(default)]
+    update_control_map: bool,
 }
 
 fn required(field: &str, value: Option<String>) -> ApiResult<String> {
@@ -124,20 +156,42 @@ struct NextArtifact<'a> {
 struct NextDeployment<'a> {
     id: Uuid,
     artifact: NextArtifact<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    update_control_map: Option<DeviceControlMap<'a>>,
 }
 
-async fn next(id: Identity, q: NextQuery, base: String, st: AppState) -> ApiResult {
+/// A control map as the Mender client reads it: the operator's map with the deployment's id.
+#[derive(Serialize)]
+struct DeviceControlMap<'a> {
+    id: Uuid,
+    priority: i32,
+    states: &'a BTreeMap<ControlPoint, PointControl>,
+}
+
+impl<'a> DeviceControlMap<'a> {
+    fn new(deployment: Uuid, map: &'a UpdateControlMap) -> Self {
+        DeviceControlMap {
+            id: deployment,
+            priority: map.priority,
+            states: &map.states,
+        }
+    }
+}
+
+/// `maps`: the device's client acts on update control maps (it asked through v2 saying so).
+async fn next(id: Identity, q: NextQuery, maps: bool, base: String, st: AppState) -> ApiResult {
     let artifact_name = required("artifact_name", q.artifact_name)?;
     let device_type = required("device_type", q.device_type)?;
     let delivery = st
         .deployments
         .check_in(&id.tenant, &id.subject, &device_type, &artifact_name)
         .await;
-    let (deployment, artifact) = match delivery {
+    let (deployment, artifact, control_map) = match delivery {
         Ok(Delivery::Update {
             deployment,
             artifact,
-        }) => (deployment, artifact),
+            control_map,
+        }) => (deployment, artifact, control_map),
         Ok(other) => {
             crate::metrics::check_in(match other {
                 Delivery::AlreadyInstalled => "already-installed",
@@ -167,7 +221,24 @@ async fn next(id: Identity, q: NextQuery, base: String, st: AppState) -> ApiResu
             },
             device_types_compatible: &artifact.meta.device_types_compatible,
         },
+        update_control_map: control_map
+            .as_ref()
+            .filter(|_| maps)
+            .map(|m| DeviceControlMap::new(deployment, m)),
     };
+    Ok(warp::reply::json(&body).into_response())
+}
+
+/// `GET /api/devices/v2/…/deployments/{id}/update_control_map`: the map a device in the
+/// middle of the update refreshes (404 once it has finished, as for a deployment it is not
+/// in).
+async fn control_map(raw: String, id: Identity, st: AppState) -> ApiResult {
+    let deployment = deployment_id(&raw)?;
+    let map = st
+        .deployments
+        .control_map(&id.tenant, &id.subject, deployment)
+        .await?;
+    let body = serde_json::json!({ "update_control_map": DeviceControlMap::new(deployment, &map) });
     Ok(warp::reply::json(&body).into_response())
 }
 

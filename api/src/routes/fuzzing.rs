@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 
 use super::artifacts::ArtifactUpdate;
 use super::deployments::StatusUpdate;
-use super::devices::{LogUpload, NextQuery, StatusReport};
+use super::devices::{LogUpload, NextQuery, NextV2, StatusReport};
 use super::identity::PreauthBody;
 use crate::identity::device_key::{canonical_json, device_id, DevicePublicKey};
 use crate::identity::AuthRequest;
@@ -52,6 +52,7 @@ pub fn json_body(kind: u8, bytes: &[u8]) {
         }
         6 => {
             let _ = serde_json::from_slice::<NextQuery>(bytes);
+            let _ = serde_json::from_slice::<NextV2>(bytes);
         }
         _ => {
             let _ = serde_json::from_slice::<ArtifactUpdate>(bytes);

@@ -1,4 +1,5 @@
-//! `/health` and `/metrics`.
+//! `/health` (and `/health/live`: the process answers), `/health/ready` (it serves: the
+//! metadata store answers a read and the server is not stopping) and `/metrics`.
 //!
 //! `/metrics` shows every tenant's deployments and storage, so on the API listener it needs
 //! the bearer token of `--metrics-token-file` (401 otherwise, and always 401 when no token
@@ -10,7 +11,9 @@ use std::sync::Arc;
 
 use futures_util::FutureExt;
 use metrics_exporter_prometheus::PrometheusHandle;
+use storage::TenantId;
 use tower_service::Service;
+use uuid::Uuid;
 use warp::filters::BoxedFilter;
 use warp::reply::{Reply, Response};
 use warp::Filter;
@@ -22,8 +25,14 @@ use crate::state::AppState;
 /// The health and metrics routes of the API listener.
 pub fn routes(state: AppState, metrics: Option<PrometheusHandle>) -> BoxedFilter<(Response,)> {
     let health = warp::path!("health")
+        .or(warp::path!("health" / "live"))
+        .unify()
         .and(warp::get())
         .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})).into_response());
+    let ready_state = state.clone();
+    let ready = warp::path!("health" / "ready")
+        .and(warp::get())
+        .then(move || ready(ready_state.clone()));
     let token = state.settings.metrics_token.clone();
     let guarded = warp::path!("metrics")
         .and(warp::get())
@@ -34,10 +43,40 @@ pub fn routes(state: AppState, metrics: Option<PrometheusHandle>) -> BoxedFilter
         })
         .untuple_one();
     health
+        .or(ready)
+        .unify()
         .or(guarded.and(scrape_filter(state, metrics)))
         .unify()
         .boxed()
 }
+
+/// 200 when the server can serve requests: not stopping, and a read of the metadata store
+/// (the embedded store, or the ScyllaDB cluster) answers; 503 with the reason otherwise.
+async fn ready(st: AppState) -> Response {
+    let unavailable = |reason: String| {
+        let body = serde_json::json!({"status": "unavailable", "reason": reason});
+        warp::reply::with_status(
+            warp::reply::json(&body),
+            warp::http::StatusCode::SERVICE_UNAVAILABLE,
+        )
+        .into_response()
+    };
+    if *st.stopping.borrow() {
+        return unavailable("the server is stopping".into());
+    }
+    let tenant = TenantId::default_tenant();
+    let probe = st.store.deployment(&tenant, Uuid::nil());
+    match tokio::time::timeout(READY_TIMEOUT, probe).await {
+        Ok(Ok(_)) => warp::reply::json(&serde_json::json!({"status": "ok"})).into_response(),
+        Ok(Err(e)) => unavailable(format!("the metadata store failed a read: {e}")),
+        Err(_) => unavailable(format!(
+            "the metadata store did not answer within {READY_TIMEOUT:?}"
+        )),
+    }
+}
+
+/// How long `/health/ready` waits for the store.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The app of `--metrics-listen`: `/metrics` without a token, and nothing else.
 pub fn metrics_app(state: AppState, metrics: Option<PrometheusHandle>) -> App {

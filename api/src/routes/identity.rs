@@ -104,22 +104,16 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(json_body::<Vec<Attribute>>(MAX_INVENTORY_BODY))
         .and(st)
         .then(|merge, id, attrs, st| async move { respond(inventory(merge, id, attrs, st).await) });
-    auth_request
-        .or(login)
-        .unify()
-        .or(list)
-        .unify()
-        .or(show)
-        .unify()
-        .or(decommission)
-        .unify()
-        .or(preauthorize)
-        .unify()
-        .or(auth_status)
-        .unify()
-        .or(inventory)
-        .unify()
-        .boxed()
+    super::any_of([
+        auth_request.boxed(),
+        login.boxed(),
+        list.boxed(),
+        show.boxed(),
+        decommission.boxed(),
+        preauthorize.boxed(),
+        auth_status.boxed(),
+        inventory.boxed(),
+    ])
 }
 
 /// 200 with a token as the raw body, as Mender's services answer.

@@ -144,36 +144,23 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(raw_query())
         .and(st)
         .then(|f, id, q, st| async move { respond(filter_search(f, id, q, st).await) });
-    devices
-        .or(device)
-        .unify()
-        .or(remove)
-        .unify()
-        .or(group)
-        .unify()
-        .or(set_group)
-        .unify()
-        .or(leave_group)
-        .unify()
-        .or(groups)
-        .unify()
-        .or(group_devices)
-        .unify()
-        .or(search)
-        .unify()
-        .or(filter_attributes)
-        .unify()
-        .or(create_filter)
-        .unify()
-        .or(filters)
-        .unify()
-        .or(show_filter)
-        .unify()
-        .or(delete_filter)
-        .unify()
-        .or(filter_search)
-        .unify()
-        .boxed()
+    super::any_of([
+        devices.boxed(),
+        device.boxed(),
+        remove.boxed(),
+        group.boxed(),
+        set_group.boxed(),
+        leave_group.boxed(),
+        groups.boxed(),
+        group_devices.boxed(),
+        search.boxed(),
+        filter_attributes.boxed(),
+        create_filter.boxed(),
+        filters.boxed(),
+        show_filter.boxed(),
+        delete_filter.boxed(),
+        filter_search.boxed(),
+    ])
 }
 
 /// A device as the inventory API shows it.

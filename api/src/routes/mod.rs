@@ -76,26 +76,32 @@ pub fn app(state: AppState, metrics: Option<PrometheusHandle>) -> App {
 fn warp_routes(state: AppState, metrics: Option<PrometheusHandle>) -> BoxedFilter<(Response,)> {
     // Device routes first: check-ins and status reports are the hot path, and warp tries
     // alternatives in order.
-    devices::routes(state.clone())
-        .or(catalog::routes(state.clone()))
-        .unify()
-        .or(artifacts::routes(state.clone()))
-        .unify()
-        .or(deployments::routes(state.clone()))
-        .unify()
-        .or(events::routes(state.clone()))
-        .unify()
-        .or(identity::routes(state.clone()))
-        .unify()
-        .or(inventory::routes(state.clone()))
-        .unify()
-        .or(health::routes(state, metrics))
-        .unify()
-        .or(openapi::routes())
-        .unify()
-        .recover(recover)
-        .unify()
-        .boxed()
+    any_of([
+        devices::routes(state.clone()),
+        catalog::routes(state.clone()),
+        artifacts::routes(state.clone()),
+        deployments::routes(state.clone()),
+        events::routes(state.clone()),
+        identity::routes(state.clone()),
+        inventory::routes(state.clone()),
+        health::routes(state, metrics),
+        openapi::routes(),
+    ])
+    .recover(recover)
+    .unify()
+    .boxed()
+}
+
+/// The first of `routes` that matches. Each route is boxed before it is combined, so the
+/// combined filter's type stays small: chaining many unboxed warp filters with `or` builds
+/// a nested type that took rustc minutes to check.
+pub(crate) fn any_of<const N: usize>(
+    routes: [BoxedFilter<(Response,)>; N],
+) -> BoxedFilter<(Response,)> {
+    routes
+        .into_iter()
+        .reduce(|first, next| first.or(next).unify().boxed())
+        .expect("at least one route")
 }
 
 /// `/api/management/v1/deployments`.

@@ -15,6 +15,8 @@ pub const DEVICE_TYPE: &str = "dev-a";
 pub const OLD_RELEASE: &str = "app-0.9";
 /// Base path of the device deployments API.
 pub const DEVICE_API: &str = "/api/devices/v1/deployments/device/deployments";
+/// Base path of its v2 (the check for an update with control maps, and their refresh).
+pub const DEVICE_API_V2: &str = "/api/devices/v2/deployments/device/deployments";
 
 impl Server {
     /// A device token for device `device` of `tenant`, signed by the server's key
@@ -70,6 +72,13 @@ impl Device {
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.client
             .request(method, format!("{}{DEVICE_API}{path}", self.base))
+            .bearer_auth(&self.token)
+    }
+
+    /// A request to the v2 device deployments API.
+    pub fn request_v2(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}{DEVICE_API_V2}{path}", self.base))
             .bearer_auth(&self.token)
     }
 

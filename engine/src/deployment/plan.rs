@@ -64,6 +64,9 @@ pub struct NewDeployment {
     /// No device starts the update after this time.
     #[serde(default)]
     pub end: Option<storage::DeploymentEnd>,
+    /// Where devices whose client supports it stop and wait for the operator.
+    #[serde(default)]
+    pub update_control_map: Option<storage::UpdateControlMap>,
 }
 
 /// A dynamic deployment's filter, given in the request rather than saved first.

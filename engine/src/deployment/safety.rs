@@ -6,7 +6,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use storage::{AutoAbort, DeviceStatus, Pacing, PhaseGate, Safety};
+use storage::{AutoAbort, DeviceStatus, Pacing, PhaseGate, Safety, UpdateControlMap};
 use time::OffsetDateTime;
 
 use super::device::Change;
@@ -40,14 +40,26 @@ pub(crate) fn rules(new: &NewDeployment, now: OffsetDateTime) -> Result<Safety> 
     if new.end.is_some_and(|e| e.at <= now) {
         return Err(invalid("end.at must be in the future"));
     }
+    if let Some(m) = &new.update_control_map {
+        check_control_map(m)?;
+    }
     Ok(Safety {
         auto_abort: new.auto_abort,
         pacing: new.pacing,
         device_timeout_secs: new.device_timeout_seconds,
         maintenance_windows: new.maintenance_windows.clone(),
         end: new.end,
+        update_control_map: new.update_control_map.clone(),
         ..Safety::default()
     })
+}
+
+/// What the Mender client would refuse in a map (it drops the whole answer then).
+pub(crate) fn check_control_map(m: &UpdateControlMap) -> Result<()> {
+    if !(-10..=10).contains(&m.priority) {
+        return Err(invalid("update_control_map.priority must be -10 to 10"));
+    }
+    Ok(())
 }
 
 fn check_pacing(p: &Pacing) -> Result<()> {

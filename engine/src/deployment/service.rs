@@ -9,7 +9,7 @@ use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
 use storage::{
     ArtifactRecord, DeploymentRecord, DeploymentStatus, DeviceAuthStatus, DeviceDeploymentRecord,
-    DeviceStatus, LogMessage, MetaStore, TenantId, Write,
+    DeviceStatus, LogMessage, MetaStore, TenantId, UpdateControlMap, Write,
 };
 use uuid::Uuid;
 
@@ -71,6 +71,8 @@ pub enum Delivery {
         deployment: Uuid,
         /// The artifact.
         artifact: Arc<ArtifactRecord>,
+        /// Where the device's client stops and waits, if it supports control maps.
+        control_map: Option<UpdateControlMap>,
     },
     /// Nothing to do now.
     Nothing,
@@ -282,7 +284,7 @@ impl DeploymentService {
             force_installation: new.force_installation,
             safety,
         };
-        let mut writes = vec![Write::PutDeployment(header.clone())];
+        let mut writes = vec![Write::PutDeployment(Box::new(header.clone()))];
         for (i, chunk) in new.devices.chunks(DEVICE_LIST_CHUNK).enumerate() {
             writes.push(Write::PutDeviceList {
                 tenant: tenant.clone(),
@@ -292,6 +294,15 @@ impl DeploymentService {
             });
         }
         self.store.commit(writes).await?;
+        tracing::info!(
+            deployment = %header.id,
+            tenant = %header.tenant,
+            name = %header.name,
+            release = %header.artifact_name,
+            devices = header.device_count,
+            dynamic = header.dynamic,
+            "deployment created"
+        );
         self.dynamic.register(&header);
         self.start_created(tenant, header.id).await?;
         if header.dynamic {
@@ -518,6 +529,38 @@ impl DeploymentService {
             .await
     }
 
+    /// Replace a deployment's update control map (checked as the Mender client checks it);
+    /// devices get it at their next check-in or map refresh. 422 when it has finished.
+    pub async fn set_control_map(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        map: UpdateControlMap,
+    ) -> Result<()> {
+        safety::check_control_map(&map)?;
+        let header = self.header(tenant, id).await?;
+        self.change_unfinished(&header, Request::SetControlMap { map })
+            .await
+    }
+
+    /// The control map a device refreshes while it is in the middle of deployment `id`;
+    /// NotFound when it is not in it, has finished it, or the deployment has finished.
+    pub async fn control_map(
+        &self,
+        tenant: &TenantId,
+        device: &str,
+        id: Uuid,
+    ) -> Result<UpdateControlMap> {
+        let request = Request::ControlMap {
+            device: device.to_owned(),
+        };
+        match self.perform(tenant, id, request, RESTART_WAIT).await? {
+            Some(Answer::ControlMap(map)) => Ok(map),
+            Some(other) => Err(unexpected(other)),
+            None => Err(EngineError::NotFound("deployment")),
+        }
+    }
+
     /// Follow a deployment: where it stands now, then what happens to it (here, from its
     /// actor; run by another node, from a look every second; finished, nothing).
     pub async fn follow(&self, tenant: &TenantId, id: Uuid) -> Result<Followed> {
@@ -607,9 +650,13 @@ impl DeploymentService {
                     self.forget_finished(key, m);
                     continue;
                 }
-                CheckInOutcome::Deliver(artifact) => Delivery::Update {
+                CheckInOutcome::Deliver {
+                    artifact,
+                    control_map,
+                } => Delivery::Update {
                     deployment: m.deployment,
                     artifact,
+                    control_map,
                 },
                 CheckInOutcome::Nothing | CheckInOutcome::Over => Delivery::Nothing,
                 CheckInOutcome::Finished(status) => {
@@ -688,7 +735,7 @@ impl DeploymentService {
             let mut stats = Statistics::from_stored(&f.status);
             stats.moved(c.from, c.to);
             f.status = stats.by_status();
-            writes.push(Write::PutDeployment(header));
+            writes.push(Write::PutDeployment(Box::new(header)));
         }
         Ack(Some(self.store.submit(writes))).durable().await
     }

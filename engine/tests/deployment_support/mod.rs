@@ -203,6 +203,7 @@ impl Fixture {
             Delivery::Update {
                 deployment,
                 artifact,
+                ..
             } => {
                 assert_eq!(artifact.meta.name, RELEASE);
                 Ok(Some(deployment))

@@ -56,7 +56,7 @@ impl DeploymentState {
             let again = delivered.and_then(|id| self.artifact(id));
             return Ok(match again {
                 Some(a) => CheckInReply {
-                    outcome: CheckInOutcome::Deliver(a),
+                    outcome: self.delivery(a),
                     ack: Ack(None),
                 },
                 None => nothing(),
@@ -94,7 +94,7 @@ impl DeploymentState {
             // The same attempt asking again (the device lost the answer, or polls before
             // it starts): nothing changes, nothing to write.
             return Ok(CheckInReply {
-                outcome: CheckInOutcome::Deliver(artifact),
+                outcome: self.delivery(artifact),
                 ack: Ack(None),
             });
         }
@@ -129,9 +129,17 @@ impl DeploymentState {
         rec.artifact_id = Some(artifact.id);
         let writes = vec![self.put_by_id(device)];
         Ok(CheckInReply {
-            outcome: CheckInOutcome::Deliver(artifact),
+            outcome: self.delivery(artifact),
             ack: self.commit(writes),
         })
+    }
+
+    /// The update with the deployment's control map as it is now.
+    fn delivery(&self, artifact: Arc<ArtifactRecord>) -> CheckInOutcome {
+        CheckInOutcome::Deliver {
+            artifact,
+            control_map: self.header.safety.update_control_map.clone(),
+        }
     }
 
     /// A check-in side effect that finishes the device (`already-installed`, `noartifact`).

@@ -14,7 +14,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 use storage::{
     ArtifactRecord, DeploymentRecord, DeploymentStatus, DeviceDeploymentRecord, DeviceStatus,
-    Durable, FinalStatistics, LogMessage, MetaStore, StoreError, TenantId, Write,
+    Durable, FinalStatistics, LogMessage, MetaStore, StoreError, TenantId, UpdateControlMap, Write,
 };
 use tokio::sync::broadcast;
 use uuid::Uuid;
@@ -106,6 +106,23 @@ pub enum DeploymentMsg {
         /// Answer.
         reply: RpcReplyPort<Result<Ack>>,
     },
+    /// The operator replaces the deployment's update control map.
+    SetControlMap {
+        /// The new map.
+        map: UpdateControlMap,
+        /// Answer.
+        reply: RpcReplyPort<Result<Ack>>,
+    },
+    /// A device in the middle of the update refreshes its control map: the map, or
+    /// NotFound when the device is not in the deployment or has finished it.
+    ControlMap {
+        /// The device's tenant.
+        tenant: TenantId,
+        /// Device id.
+        device: String,
+        /// Answer.
+        reply: RpcReplyPort<Result<UpdateControlMap>>,
+    },
     /// The operator approves a phase that needs it (0-based index).
     Approve {
         /// The phase.
@@ -160,7 +177,12 @@ impl Ack {
 #[derive(Debug, Serialize, Deserialize)]
 pub enum CheckInOutcome {
     /// Install this artifact.
-    Deliver(Arc<ArtifactRecord>),
+    Deliver {
+        /// The artifact.
+        artifact: Arc<ArtifactRecord>,
+        /// Where the device's client stops and waits (if it supports control maps).
+        control_map: Option<UpdateControlMap>,
+    },
     /// Nothing now (waiting for a phase, or for the next check-in).
     Nothing,
     /// Nothing: the device finished this deployment already.
@@ -359,6 +381,7 @@ impl Actor for DeploymentActor {
                 let _ = reply.send(r);
             }
             DeploymentMsg::Abort { reply } => {
+                tracing::info!(deployment = %state.header.id, "deployment aborted by an operator");
                 let _ = reply.send(state.abort().await);
             }
             DeploymentMsg::Join { device, reply } => {
@@ -376,6 +399,19 @@ impl Actor for DeploymentActor {
             DeploymentMsg::Crash => panic!("deployment actor crash requested"),
             DeploymentMsg::SetPaused { paused, reply } => {
                 let _ = reply.send(Ok(state.set_paused(paused)));
+            }
+            DeploymentMsg::SetControlMap { map, reply } => {
+                let _ = reply.send(Ok(state.set_control_map(map)));
+            }
+            DeploymentMsg::ControlMap {
+                tenant,
+                device,
+                reply,
+            } => {
+                let r = state
+                    .same_tenant(&tenant)
+                    .and_then(|()| state.control_map(&device));
+                let _ = reply.send(r);
             }
             DeploymentMsg::Approve { phase, reply } => {
                 let _ = reply.send(state.approve(phase));
@@ -418,6 +454,14 @@ impl Actor for DeploymentActor {
         }
         if state.header.status == DeploymentStatus::Finished {
             let snapshot = state.snapshot();
+            tracing::info!(
+                deployment = %state.header.id,
+                aborted = state.header.aborted,
+                success = snapshot.stats.get(DeviceStatus::Success),
+                failure = snapshot.stats.get(DeviceStatus::Failure),
+                devices = state.header.device_count,
+                "deployment finished"
+            );
             state
                 .publisher
                 .publish(|| DeploymentEvent::finished(&snapshot));
@@ -585,7 +629,7 @@ impl DeploymentState {
         let (tenant, id) = (self.header.tenant.clone(), self.header.id);
         let writes = vec![
             self.tail.push(&tenant, id, device),
-            Write::PutDeployment(self.header.clone()),
+            Write::PutDeployment(Box::new(self.header.clone())),
         ];
         (true, self.commit(writes))
     }
@@ -688,7 +732,7 @@ impl DeploymentState {
             return self.finish_writes();
         }
         self.header.status = status;
-        vec![Write::PutDeployment(self.header.clone())]
+        vec![Write::PutDeployment(Box::new(self.header.clone()))]
     }
 
     fn finish_writes(&mut self) -> Vec<Write> {
@@ -701,7 +745,7 @@ impl DeploymentState {
             total_size: snapshot.total_size,
         });
         crate::metrics::deployment_finished(&self.header);
-        vec![Write::PutDeployment(self.header.clone())]
+        vec![Write::PutDeployment(Box::new(self.header.clone()))]
     }
 
     fn put_by_id(&self, device: &str) -> Write {

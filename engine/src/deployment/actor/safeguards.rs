@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use ractor::ActorRef;
-use storage::{AbortAction, DeviceStatus, EndAction, Write};
+use storage::{AbortAction, DeviceStatus, EndAction, UpdateControlMap, Write};
 use time::OffsetDateTime;
 
 use super::{Ack, DeploymentMsg, DeploymentState};
@@ -55,7 +55,7 @@ impl DeploymentState {
             // Nobody waits on this change; the committer makes it durable.
             AbortAction::StopAdmitting => {
                 self.header.safety.halted = true;
-                drop(self.submit(vec![Write::PutDeployment(self.header.clone())]));
+                drop(self.submit(vec![Write::PutDeployment(Box::new(self.header.clone()))]));
             }
         }
         Ok(())
@@ -104,7 +104,35 @@ impl DeploymentState {
                 DeploymentEvent::Resumed
             }
         });
-        self.commit(vec![Write::PutDeployment(self.header.clone())])
+        self.commit(vec![Write::PutDeployment(Box::new(self.header.clone()))])
+    }
+
+    /// Replace the update control map; devices get the new one at their next check-in or
+    /// map refresh.
+    pub(super) fn set_control_map(&mut self, map: UpdateControlMap) -> Ack {
+        if self.header.safety.update_control_map.as_ref() == Some(&map) {
+            return Ack(None);
+        }
+        tracing::info!(deployment = %self.header.id, "update control map replaced");
+        self.header.safety.update_control_map = Some(map);
+        self.commit(vec![Write::PutDeployment(Box::new(self.header.clone()))])
+    }
+
+    /// The control map for a device that has started the update and not finished it (no
+    /// map set: one that lets every point continue).
+    pub(super) fn control_map(&mut self, device: &str) -> Result<UpdateControlMap> {
+        let rec = self
+            .record_mut(device)
+            .ok_or(EngineError::NotFound("device in deployment"))?;
+        if rec.status.is_terminal() {
+            return Err(EngineError::NotFound("unfinished device in deployment"));
+        }
+        Ok(self
+            .header
+            .safety
+            .update_control_map
+            .clone()
+            .unwrap_or_default())
     }
 
     /// Approve phase `phase` (0-based): 404 if there is no such phase, 409 if it needs no
@@ -130,7 +158,7 @@ impl DeploymentState {
         let number = phase as u32 + 1;
         self.publisher
             .publish(|| DeploymentEvent::PhaseApproved { phase: number });
-        Ok(self.commit(vec![Write::PutDeployment(self.header.clone())]))
+        Ok(self.commit(vec![Write::PutDeployment(Box::new(self.header.clone()))]))
     }
 
     /// Wake the actor at the deployment's end if it aborts then (stopping admission needs

@@ -8,7 +8,9 @@ use std::time::Duration;
 use ractor::rpc::CallResult;
 use ractor::RpcReplyPort;
 use serde::{Deserialize, Serialize};
-use storage::{DeploymentStatus, DeviceDeploymentRecord, DeviceStatus, LogMessage, TenantId};
+use storage::{
+    DeploymentStatus, DeviceDeploymentRecord, DeviceStatus, LogMessage, TenantId, UpdateControlMap,
+};
 use uuid::Uuid;
 
 use super::ask::{ASK_TIMEOUT, RESTART_WAIT};
@@ -41,6 +43,12 @@ pub(crate) enum Request {
     Approve {
         phase: usize,
     },
+    SetControlMap {
+        map: UpdateControlMap,
+    },
+    ControlMap {
+        device: String,
+    },
     Decommission {
         device: String,
     },
@@ -61,6 +69,7 @@ pub(crate) enum Answer {
     /// Boxed: by far the largest variant.
     Snapshot(Box<Snapshot>),
     Devices(Vec<DeviceDeploymentRecord>),
+    ControlMap(UpdateControlMap),
 }
 
 /// A forwarded request, as it crosses the wire. The sending node has done the checks the
@@ -131,6 +140,7 @@ fn not_found_subject(what: &str) -> &'static str {
     match what {
         "deployment" => "deployment",
         "device in deployment" => "device in deployment",
+        "unfinished device in deployment" => "unfinished device in deployment",
         "deployment log" => "deployment log",
         _ => "resource",
     }
@@ -268,6 +278,24 @@ impl DeploymentService {
                     reply,
                 };
                 return self.change(id, build, wait).await;
+            }
+            Request::SetControlMap { map } => {
+                let build = |reply| DeploymentMsg::SetControlMap {
+                    map: map.clone(),
+                    reply,
+                };
+                return self.change(id, build, wait).await;
+            }
+            Request::ControlMap { device } => {
+                let build = |reply| DeploymentMsg::ControlMap {
+                    tenant: tenant.clone(),
+                    device: device.clone(),
+                    reply,
+                };
+                let Some(map) = self.ask(id, build, wait).await? else {
+                    return Ok(None);
+                };
+                Answer::ControlMap(map?)
             }
             Request::Decommission { device } => {
                 let build = |reply| DeploymentMsg::Decommission {
