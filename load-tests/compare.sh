@@ -128,12 +128,25 @@ echo "closed-loop req/s per round: baseline $(rounds baseline max throughput_rps
 echo "update check-ins req/s per round: $(rounds rollout update checkin-200 rps)| status reports req/s per round: $(rounds rollout status status rps)"
 echo "open-loop p99 ms per round:  baseline $(rounds baseline half checkin-200 p99_ms)| rollout $(rounds rollout half checkin-204 p99_ms)"
 echo
-awk -v r="$roll_rps" -v b="$base_rps" \
-    'BEGIN { printf "rollout / baseline idle check-in throughput: %.1f %% (target >= 80 %%)\n", 100 * r / b }'
-echo "rollout p99 at $half req/s: $(kind_num "$roll_half" checkin-204 p99_ms) ms (target < 5 ms)"
+# Each target: print the figure beside it, and remember a miss (the exit status says).
+missed=0
+target() { # target LABEL VALUE OP LIMIT UNIT
+    if awk -v v="$2" -v l="$4" -v op="$3" 'BEGIN { exit !((op == ">=") ? v >= l : v < l) }'; then
+        printf '%s: %.1f %s (target %s %s %s) ok\n' "$1" "$2" "$5" "$3" "$4" "$5"
+    else
+        printf '%s: %.1f %s (target %s %s %s) MISSED\n' "$1" "$2" "$5" "$3" "$4" "$5"
+        missed=$((missed + 1))
+    fi
+}
+share() { awk -v r="$1" -v b="$2" 'BEGIN { printf "%.1f", (b > 0) ? 100 * r / b : 0 }'; }
 update_rps=$(kind_num "$roll_update" checkin-200 rps)
 status_rps=$(kind_num "$roll_status" status rps)
-awk -v r="$update_rps" -v b="$base_rps" \
-    'BEGIN { printf "rollout / baseline check-ins handing out an update: %.1f %% (target >= 60 %%)\n", 100 * r / b }'
-awk -v r="$status_rps" -v b="$base_rps" \
-    'BEGIN { printf "rollout / baseline durable status reports: %.1f %% (target >= 50 %%)\n", 100 * r / b }'
+target "rollout / baseline idle check-in throughput" "$(share "$roll_rps" "$base_rps")" ">=" 80 "%"
+target "rollout p99 at $half req/s" "$(kind_num "$roll_half" checkin-204 p99_ms)" "<" 5 ms
+target "rollout / baseline check-ins handing out an update" \
+    "$(share "$update_rps" "$base_rps")" ">=" 60 "%"
+target "rollout / baseline durable status reports" "$(share "$status_rps" "$base_rps")" ">=" 50 "%"
+if [ "$missed" -gt 0 ]; then
+    echo "$missed target(s) missed"
+    exit 1
+fi

@@ -11,7 +11,14 @@ pub use crate::identity::Admission;
 
 /// rollout: a Mender-compatible OTA rollout server.
 #[derive(Debug, Parser)]
-#[command(name = "rollout", version, about)]
+#[command(
+    name = "rollout",
+    version,
+    about = "rollout: an OTA rollout server that speaks the Mender Deployments API",
+    long_about = "rollout: an OTA rollout server that speaks the Mender Deployments API.\n\n\
+                  `rollout serve` runs it (every flag also has a ROLLOUT_* variable); the \
+                  other commands work on a server's data dir or store offline."
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -296,6 +303,12 @@ pub struct ServeArgs {
     /// `metrics listening on http://ADDR`.
     #[arg(long, env = "ROLLOUT_METRICS_LISTEN", value_parser = crate::flag_values::listen_addr)]
     pub metrics_listen: Option<SocketAddr>,
+
+    /// Log one line per request (request id, method, path, status, latency; every request,
+    /// none sampled) at info level, target `access`.
+    #[arg(long, env = "ROLLOUT_ACCESS_LOG",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub access_log: bool,
 
     /// Connections served at once; at the bound, new clients wait in the listen backlog.
     #[arg(long, env = "ROLLOUT_MAX_CONNECTIONS", default_value_t = 10_000,

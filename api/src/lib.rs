@@ -43,6 +43,12 @@ use crate::state::{AppState, Services, Settings};
 
 /// Build everything `rollout serve` needs and serve until SIGTERM/SIGINT.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // Bound first: a start that cannot listen leaves no data dir, key or store behind.
+    // (Bound before the deployments start, too: a node in a cluster is named by its port.)
+    let (listener, addr) = server::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    refuse_foreign_dir(&args.data_dir)?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let metrics_token = metrics_token(&args)?;
@@ -70,10 +76,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_concurrent_uploads: args.max_concurrent_uploads,
         },
     ));
-    // Bound before the deployments start: a node in a cluster is named by its port.
-    let (listener, addr) = server::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
     let node_id = args
         .node_id
         .clone()
@@ -115,7 +117,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("reading artifact sizes for /metrics")?;
     let metrics_server = metrics_listener(&args, &state, &metrics).await?;
-    let app = routes::app(state, metrics);
+    let mut app = routes::app(state, metrics);
+    if args.access_log {
+        app = server::with_access_log(app);
+    }
     server::raise_open_files_limit(args.max_connections);
     let connection_limits = connection_limits(&args);
     tracing::info!(%addr, data_dir = %args.data_dir.display(), "rollout started");
@@ -252,6 +257,31 @@ fn connection_limits(args: &ServeArgs) -> server::ConnectionLimits {
     }
 }
 
+/// What rollout keeps in a data dir (any one marks a directory as rollout's).
+const DATA_DIR_ENTRIES: [&str; 4] = ["meta", "blobs", "download.key", "token-signing.key"];
+
+/// A data dir must be new, empty, or rollout's: pointed by mistake at a directory of other
+/// files (a home directory), rollout would scatter its store and keys among them.
+fn refuse_foreign_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    let names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let ours = names.iter().any(|n| DATA_DIR_ENTRIES.contains(&n.as_str()));
+    anyhow::ensure!(
+        names.is_empty() || ours,
+        "the data dir {} holds other files ({} entries) and no rollout data: give a new or \
+         empty directory as --data-dir (rollout keeps {} there)",
+        dir.display(),
+        names.len(),
+        DATA_DIR_ENTRIES.join(", ")
+    );
+    Ok(())
+}
+
 /// The metadata store `--store` selects: the embedded one in `data_dir/meta` (reporting
 /// its commits to the metrics), or the cluster.
 pub(crate) async fn open_store(
@@ -261,13 +291,7 @@ pub(crate) async fn open_store(
     Ok(match store.backend {
         StoreBackend::Embedded => {
             let meta = data_dir.join("meta");
-            let opened = EmbeddedStore::open_with_observer(&meta, metrics::commit_observer())
-                .with_context(|| {
-                    format!(
-                        "opening the metadata store in {} (one process at a time: is                          `rollout serve` running on it?)",
-                        meta.display()
-                    )
-                })?;
+            let opened = EmbeddedStore::open_with_observer(&meta, metrics::commit_observer())?;
             Arc::new(opened)
         }
         StoreBackend::Scylla => {

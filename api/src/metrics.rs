@@ -67,6 +67,10 @@ fn describe() {
         "rollout_deployment_actor_restarts_total",
         "Deployment actors restarted by the supervisor after a crash."
     );
+    describe_counter!(
+        "rollout_deployment_actor_give_ups_total",
+        "Deployments aborted because their actor kept crashing (the supervisor gave up)."
+    );
     describe_gauge!(
         "rollout_artifact_bytes",
         "Bytes of artifacts stored per tenant."
@@ -79,12 +83,43 @@ fn describe() {
         "rollout_devices_timed_out_total",
         "Devices failed for staying downloading, installing or rebooting past their deployment's timeout."
     );
-    // Present from the start, so that `increase()` and alerts see the first trip.
+    start_counters_at_zero();
+}
+
+/// Every counter (and each label value known ahead) is on `/metrics` from the start, at 0:
+/// `increase()` and `rate()` over a series that appears with its first event miss that
+/// event, so an alert on the first actor restart or auto-abort would never fire.
+fn start_counters_at_zero() {
     for action in ["abort", "stop_admitting"] {
         metrics::counter!("rollout_deployments_auto_aborted_total", "action" => action).absolute(0);
     }
-    metrics::counter!("rollout_devices_timed_out_total").absolute(0);
+    for name in [
+        "rollout_devices_timed_out_total",
+        "rollout_deployments_finished_total",
+        "rollout_deployment_actor_restarts_total",
+        "rollout_deployment_actor_give_ups_total",
+        "rollout_store_commits_total",
+    ] {
+        metrics::counter!(name).absolute(0);
+    }
+    for outcome in CHECK_IN_OUTCOMES {
+        metrics::counter!("rollout_check_ins_total", "outcome" => outcome).absolute(0);
+    }
+    for status in storage::DeviceStatus::ALL {
+        let status = status.as_str();
+        metrics::counter!("rollout_device_status_changes_total", "status" => status).absolute(0);
+        metrics::counter!("rollout_status_reports_total", "status" => status).absolute(0);
+    }
 }
+
+/// The outcomes [`check_in`] counts.
+const CHECK_IN_OUTCOMES: [&str; 5] = [
+    "update",
+    "nothing",
+    "already-installed",
+    "noartifact",
+    "conflict",
+];
 
 /// Record one HTTP request.
 pub fn record_request(method: &Method, path: &str, status: StatusCode, elapsed: Duration) {

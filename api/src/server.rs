@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
+use futures_util::FutureExt as _;
 use http::{HeaderValue, Request};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
@@ -37,6 +38,32 @@ pub type HttpResponse = http::Response<ResponseBody>;
 /// The application: turns a request into a response.
 pub type App =
     std::sync::Arc<dyn Fn(Request<Incoming>) -> BoxFuture<'static, HttpResponse> + Send + Sync>;
+
+/// `--access-log`: one info line per request (log target `access`) with its request id,
+/// method, path, status and latency. Every request is logged, none sampled; it is off by
+/// default because a busy fleet makes thousands of check-ins a second.
+pub fn with_access_log(app: App) -> App {
+    std::sync::Arc::new(move |req| {
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let started = Instant::now();
+        let answer = app(req);
+        async move {
+            let response = answer.await;
+            tracing::info!(
+                target: "access",
+                request_id = %RequestId::current(),
+                %method,
+                %path,
+                status = response.status().as_u16(),
+                ms = started.elapsed().as_secs_f64() * 1e3,
+                "request"
+            );
+            response
+        }
+        .boxed()
+    })
+}
 
 /// Turn a warp response into ours.
 pub fn from_warp(response: warp::reply::Response) -> HttpResponse {

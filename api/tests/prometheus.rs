@@ -403,8 +403,9 @@ async fn prometheus_scrapes_live_rollout_progress() {
     run_ok("promtool", &["check", "metrics"], metrics.as_bytes());
 }
 
-/// The safety rules' counters are on /metrics from the start (at 0, so that `increase()`
-/// and the `RolloutAutoAborted` alert see the first trip) and count what happened.
+/// Counters are on /metrics from the start (at 0, so that `increase()` and alerts such as
+/// `RolloutAutoAborted` and `RolloutActorRestarts` see the first event) and count what
+/// happened.
 #[tokio::test]
 async fn prometheus_sees_an_auto_abort_counted_from_zero() {
     let work = Workdir::new();
@@ -414,9 +415,15 @@ async fn prometheus_sees_an_auto_abort_counted_from_zero() {
     let prometheus = Prometheus::start(target, &token).await;
     let aborted = r#"rollout_deployments_auto_aborted_total{action="abort"}"#;
     prometheus.wait_for(aborted, |v| v == 0.0).await;
-    prometheus
-        .wait_for("rollout_devices_timed_out_total", |v| v == 0.0)
-        .await;
+    for series in [
+        "rollout_devices_timed_out_total",
+        "rollout_deployment_actor_restarts_total",
+        "rollout_deployments_finished_total",
+        r#"rollout_status_reports_total{status="failure"}"#,
+        r#"rollout_check_ins_total{outcome="update"}"#,
+    ] {
+        prometheus.wait_for(series, |v| v == 0.0).await;
+    }
 
     let built = work.single_file("app-1.0", &["dev-a"], &[]);
     let user = server.as_user(TENANT);
@@ -437,6 +444,9 @@ async fn prometheus_sees_an_auto_abort_counted_from_zero() {
         devices[0].report(&server, &deployment, status).await;
     }
     prometheus.wait_for(aborted, |v| v == 1.0).await;
+    prometheus
+        .wait_for("rollout_deployments_finished_total", |v| v == 1.0)
+        .await;
 }
 
 #[test]

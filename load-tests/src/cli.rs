@@ -11,7 +11,8 @@ use reqwest::Url;
 ///
 /// Exit status: 0 when the run went as expected; 1 on an error; 2 on a command line error;
 /// 3 when the deployment's statistics disagree with what the simulated devices did; 4 when a
-/// rollout run ended (by `--timeout`) before every device had finished.
+/// rollout run ended (by `--timeout`) before every device had finished; 130 after Ctrl-C,
+/// which ends the run with a report of what was done and aborts a deployment the run created.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "rollout-load", version, about)]
 #[command(group(ArgGroup::new("token_source").required(true).args(["tokens", "data_dir"])))]

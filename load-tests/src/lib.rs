@@ -23,6 +23,7 @@ pub mod stats;
 pub mod tokens;
 pub mod verify;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,6 +45,9 @@ use crate::verify::{check_statistics, PhaseWatch};
 pub const EXIT_MISMATCH: u8 = 3;
 /// Exit status when a rollout run ended before every device finished.
 pub const EXIT_UNFINISHED: u8 = 4;
+/// Exit status after Ctrl-C (the shell's 128 + SIGINT): the report is partial, and a
+/// deployment the run created is aborted.
+pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// The deployment made by `--create-deployment`.
 struct Created {
@@ -95,6 +99,8 @@ pub async fn run(cli: &Cli) -> anyhow::Result<(Report, u8)> {
         _ => Measure::Time(cli.run_limit()),
     };
     let progress = Progress::start(shared.clone(), measure, !cli.no_progress);
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let on_ctrl_c = tokio::spawn(stop_on_ctrl_c(shared.clone(), interrupted.clone()));
     let started = Instant::now();
     match cli.mode {
         Mode::Checkin => scenario::checkin::run(shared.clone()).await,
@@ -102,7 +108,9 @@ pub async fn run(cli: &Cli) -> anyhow::Result<(Report, u8)> {
         Mode::Mixed => scenario::mixed::run(shared.clone()).await,
     }
     let elapsed = started.elapsed();
+    on_ctrl_c.abort();
     progress.finish();
+    let interrupted = interrupted.load(Ordering::Relaxed);
 
     let recorder = &shared.driver.recorder;
     let requests = recorder.total();
@@ -129,6 +137,7 @@ pub async fn run(cli: &Cli) -> anyhow::Result<(Report, u8)> {
         fleet: None,
         deployment: None,
         error: shared.fatal(),
+        interrupted,
     };
     let mut exit = 0;
     if cli.mode == Mode::Rollout {
@@ -145,6 +154,10 @@ pub async fn run(cli: &Cli) -> anyhow::Result<(Report, u8)> {
         }
     }
     if let Some(c) = created {
+        if interrupted {
+            // Left running, the deployment would keep its devices from the next run.
+            c.mgmt.abort(&c.id).await?;
+        }
         let d = finish_deployment(cli, c, &fleet).await?;
         if d.statistics.as_ref().is_some_and(|s| !s.ok) {
             exit = EXIT_MISMATCH;
@@ -154,7 +167,19 @@ pub async fn run(cli: &Cli) -> anyhow::Result<(Report, u8)> {
     if report.error.is_some() {
         exit = 1;
     }
+    if interrupted {
+        exit = EXIT_INTERRUPTED;
+    }
     Ok((report, exit))
+}
+
+/// On Ctrl-C, end the run as its deadline would: the report covers what was done.
+async fn stop_on_ctrl_c(shared: Arc<Shared>, interrupted: Arc<AtomicBool>) {
+    if tokio::signal::ctrl_c().await.is_ok() {
+        eprintln!("rollout-load: interrupted; stopping and reporting the run so far");
+        interrupted.store(true, Ordering::Relaxed);
+        shared.driver.stop.cancel();
+    }
 }
 
 /// Upload the artifact unless its release exists, create the deployment, and (in `rollout`

@@ -176,6 +176,24 @@ impl Management {
         expect_json(resp, "reading the deployment").await
     }
 
+    /// `PUT /deployments/{id}/status` `aborted` (a deployment that has finished already is
+    /// left as it is).
+    pub async fn abort(&self, id: &str) -> anyhow::Result<()> {
+        let resp = self
+            .http
+            .put(format!("{}/deployments/{id}/status", self.base))
+            .header(AUTHORIZATION, &self.auth)
+            .header(CONTENT_TYPE, "application/json")
+            .body(r#"{"status":"aborted"}"#)
+            .send()
+            .await
+            .context("aborting the deployment")?;
+        if resp.status() == StatusCode::UNPROCESSABLE_ENTITY {
+            return Ok(());
+        }
+        expect(resp, StatusCode::NO_CONTENT, "aborting the deployment").await
+    }
+
     /// `GET /deployments/{id}/statistics`.
     pub async fn statistics(&self, id: &str) -> anyhow::Result<BTreeMap<String, u64>> {
         let resp = self

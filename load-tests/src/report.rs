@@ -41,6 +41,9 @@ pub struct Report {
     /// The error that ended the run early.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Ctrl-C ended the run: the figures cover it until then.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
 }
 
 /// How the devices of a rollout ended.
@@ -96,6 +99,12 @@ impl Report {
             self.devices,
             self.server
         );
+        if self.interrupted {
+            let _ = writeln!(
+                s,
+                "interrupted (Ctrl-C): the figures cover the run until then"
+            );
+        }
         let _ = writeln!(
             s,
             "{:.2} s, {} requests, {:.1} req/s, {} errors\n",

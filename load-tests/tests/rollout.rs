@@ -132,3 +132,57 @@ fn with_a_tenth_of_devices_failing_the_auto_abort_stops_the_rollout_at_its_thres
     assert!(actual["aborted"].as_u64().unwrap_or(0) > 0, "{report:#}");
     assert_eq!(report["fleet"]["unfinished"], 0, "{report:#}");
 }
+
+/// Ctrl-C mid-rollout: a report of the run so far (exit 130), and the deployment the run
+/// created is aborted rather than left holding its devices.
+#[test]
+fn ctrl_c_reports_the_run_so_far_and_aborts_the_created_deployment() {
+    let dir = TempDir::new();
+    let server = start_server(&dir.0, &[]);
+    let child = Command::new(env!("CARGO_BIN_EXE_rollout-load"))
+        .args(["--server", &server.base, "--data-dir"])
+        .arg(dir.0.join("data"))
+        .args([
+            "--mode",
+            "rollout",
+            "--create-deployment",
+            "--devices",
+            "200",
+            "--phases",
+            "10,90",
+            "--phase-interval-secs",
+            "600",
+            "--poll-interval-ms",
+            "200",
+            "--timeout",
+            "120s",
+            "--json",
+            "--no-progress",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting rollout-load");
+    // The first phase finishes within seconds; the second waits ten minutes.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "stderr:\n{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("a JSON report on stdout");
+    assert_eq!(report["interrupted"], true, "{report:#}");
+    assert!(report["requests"].as_u64().unwrap() > 0, "{report:#}");
+    let d = &report["deployment"];
+    assert_eq!(d["status"], "finished", "aborted: {report:#}");
+    assert!(
+        d["statistics"]["actual"]["aborted"].as_u64().unwrap_or(0) > 0,
+        "{report:#}"
+    );
+}

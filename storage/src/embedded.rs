@@ -143,7 +143,8 @@ impl EmbeddedStore {
             // and forces memtable flushes. The default stalls a 1M-device deployment
             // creation; let the journal grow to 1 GiB before it pushes back.
             .max_journaling_size(1024 * 1024 * 1024)
-            .open()?;
+            .open()
+            .map_err(|e| open_error(dir, e))?;
         let tables = Tables::open(&db)?;
         let (queue, rx) = std_mpsc::channel();
         let committer_tables = tables.clone();
@@ -606,6 +607,28 @@ impl MetaStore for EmbeddedStore {
         }
         self.enqueue(Vec::new(), Some(Swap::Lease(lease))).await?;
         Ok(true)
+    }
+}
+
+/// What an operator needs to know when the store does not open: which directory, and the
+/// way out for the usual causes.
+fn open_error(dir: &Path, e: fjall::Error) -> StoreError {
+    let reason = match &e {
+        fjall::Error::Locked => "another process has it open (is `rollout serve` already \
+             running on this data dir?); one server per data dir"
+            .to_owned(),
+        fjall::Error::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied => format!(
+            "permission denied ({io}); the data dir must be writable by the user running rollout"
+        ),
+        fjall::Error::Unrecoverable | fjall::Error::JournalRecovery(_) => format!(
+            "{e}; the files are damaged: restore the data dir from a backup, or move it away \
+             to start empty"
+        ),
+        _ => e.to_string(),
+    };
+    StoreError::Open {
+        path: dir.to_owned(),
+        reason,
     }
 }
 

@@ -31,6 +31,14 @@ pub enum StoreError {
     /// or another node took it over), so the write was not made, or not acknowledged.
     #[error("this node no longer owns deployment {0}")]
     LeaseLost(uuid::Uuid),
+    /// The embedded store could not be opened; the reason says what to do.
+    #[error("cannot open the metadata store in {path}: {reason}")]
+    Open {
+        /// Its directory.
+        path: std::path::PathBuf,
+        /// What went wrong, and the way out.
+        reason: String,
+    },
     /// A blocking task panicked.
     #[error("storage task failed: {0}")]
     Task(String),

@@ -113,7 +113,8 @@ async fn serve_checked(
     let mut builder = http::Response::builder()
         .header(header::ACCEPT_RANGES, "bytes")
         .header(header::LAST_MODIFIED, httpdate::fmt_http_date(modified))
-        .header(header::CONTENT_TYPE, "application/octet-stream");
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_DISPOSITION, attachment(&record.meta.name));
     if let Some(since) = http_date(req.headers(), header::IF_MODIFIED_SINCE) {
         if modified <= since {
             return builder
@@ -165,6 +166,20 @@ fn empty() -> crate::server::ResponseBody {
 
 fn whole_seconds(t: OffsetDateTime) -> SystemTime {
     SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(t.unix_timestamp().max(0) as u64)
+}
+
+/// `attachment; filename="NAME.mender"`, so that a browser or `curl -OJ` saves the file
+/// under the release's name; characters outside `A-Za-z0-9._-` become `_` (release names
+/// are free text, a header value is not).
+fn attachment(release: &str) -> String {
+    let safe: String = release
+        .chars()
+        .map(|c| match c {
+            'A'..='Z' | 'a'..='z' | '0'..='9' | '.' | '_' | '-' => c,
+            _ => '_',
+        })
+        .collect();
+    format!("attachment; filename=\"{safe}.mender\"")
 }
 
 fn http_date(headers: &HeaderMap, name: header::HeaderName) -> Option<SystemTime> {
@@ -223,6 +238,18 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::RANGE, HeaderValue::from_str(v).unwrap());
         h
+    }
+
+    #[test]
+    fn downloads_are_saved_under_the_release_name() {
+        assert_eq!(
+            attachment("app-1.0"),
+            "attachment; filename=\"app-1.0.mender\""
+        );
+        assert_eq!(
+            attachment("a \"b\"/ç\r\n"),
+            "attachment; filename=\"a__b_____.mender\""
+        );
     }
 
     #[test]
