@@ -230,20 +230,47 @@ async fn main() {
         &format!("x{:.2} of baseline", idle / baseline),
     );
 
-    let plain = updates(&svc, &args, dep.id, Arc::new(devices), baseline).await;
-    let names: Vec<String> = (0..args.devices).map(ruled_device).collect();
-    let rules = updates(&svc, &args, ruled.id, Arc::new(names), baseline).await;
+    // The two deployments take turns (no rules, every rule, every rule, no rules), each
+    // turn on its own quarter of `--active` devices, so that the store's background work
+    // after the two creations weighs on both alike.
+    let plain_names = Arc::new(devices);
+    let ruled_names: Arc<Vec<String>> = Arc::new((0..args.devices).map(ruled_device).collect());
+    let quarter = (args.active / 4).max(1);
+    let mut plain = Rates::default();
+    let mut rules = Rates::default();
+    for (turn, ruled_turn) in [false, true, true, false].into_iter().enumerate() {
+        let from = (turn / 2) * quarter;
+        let (id, names, rates) = match ruled_turn {
+            false => (dep.id, plain_names.clone(), &mut plain),
+            true => (ruled.id, ruled_names.clone(), &mut rules),
+        };
+        rates.add(updates(&svc, &args, id, names, from..from + quarter).await);
+    }
+    for (label, rates) in [("no rules", &plain), ("every rule on", &rules)] {
+        row(
+            &format!("{label}: check-ins handing out an update"),
+            rates.deliver(),
+            "req/s",
+            &format!("x{:.2} of baseline", rates.deliver() / baseline),
+        );
+        row(
+            &format!("{label}: durable status reports"),
+            rates.report(),
+            "req/s",
+            &format!("x{:.2} of baseline", rates.report() / baseline),
+        );
+    }
     row(
-        "every rule on: check-ins handing out an update",
-        rules.0,
-        "req/s",
-        &format!("x{:.2} of no rules", rules.0 / plain.0),
+        "every rule on / no rules: check-ins handing out an update",
+        rules.deliver() / plain.deliver(),
+        "x",
+        "",
     );
     row(
-        "every rule on: durable status reports",
-        rules.1,
-        "req/s",
-        &format!("x{:.2} of no rules", rules.1 / plain.1),
+        "every rule on / no rules: durable status reports",
+        rules.report() / plain.report(),
+        "x",
+        "",
     );
 
     svc.shutdown().await;
@@ -252,19 +279,45 @@ async fn main() {
     probe_restart(&args, dir.path());
 }
 
-/// Hand the update out to the first `--active` of `names` in deployment `id`, then take a
-/// durable status report from each; both rates (printed as rows too).
+/// Devices handled and seconds spent, over several turns.
+#[derive(Default)]
+struct Rates {
+    devices: f64,
+    deliver_secs: f64,
+    report_secs: f64,
+}
+
+impl Rates {
+    fn add(&mut self, (n, deliver, report): (usize, f64, f64)) {
+        let n = n as f64;
+        self.devices += n;
+        self.deliver_secs += n / deliver;
+        self.report_secs += n / report;
+    }
+
+    fn deliver(&self) -> f64 {
+        self.devices / self.deliver_secs
+    }
+
+    fn report(&self) -> f64 {
+        self.devices / self.report_secs
+    }
+}
+
+/// Hand the update out to `names[range]` in deployment `id`, then take a durable status
+/// report from each: how many, and both rates.
 async fn updates(
     svc: &Arc<DeploymentService>,
     args: &Args,
     id: Uuid,
     names: Arc<Vec<String>>,
-    baseline: f64,
-) -> (f64, f64) {
-    let (s, n) = (svc.clone(), names.clone());
-    let deliver = drive(args.active, args.concurrency, move |i| {
+    range: std::ops::Range<usize>,
+) -> (usize, f64, f64) {
+    let (s, n, from) = (svc.clone(), names.clone(), range.start);
+    let count = range.len();
+    let deliver = drive(count, args.concurrency, move |i| {
         let s = s.clone();
-        let d = n[i].clone();
+        let d = n[from + i].clone();
         async move {
             let found = s
                 .check_in(&TenantId::default_tenant(), &d, "dev-a", "app-1.0")
@@ -277,16 +330,10 @@ async fn updates(
         }
     })
     .await;
-    row(
-        "check-ins handing out an update",
-        deliver,
-        "req/s",
-        &format!("x{:.2} of baseline", deliver / baseline),
-    );
     let s = svc.clone();
-    let reports = drive(args.active, args.concurrency, move |i| {
+    let reports = drive(count, args.concurrency, move |i| {
         let s = s.clone();
-        let d = names[i].clone();
+        let d = names[from + i].clone();
         async move {
             s.report(
                 &TenantId::default_tenant(),
@@ -300,13 +347,7 @@ async fn updates(
         }
     })
     .await;
-    row(
-        "durable status reports",
-        reports,
-        "req/s",
-        &format!("x{:.2} of baseline", reports / baseline),
-    );
-    (deliver, reports)
+    (count, deliver, reports)
 }
 
 fn ruled_device(i: usize) -> String {
