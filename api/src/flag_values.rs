@@ -29,37 +29,44 @@ pub(crate) fn listen_addr(s: &str) -> Result<SocketAddr, String> {
 /// Bytes: a number, optionally with `K`, `M`, `G` or `T` (powers of 1024; `KiB`, `KB` and
 /// lower case are read the same).
 pub(crate) fn bytes(s: &str) -> Result<u64, String> {
-    let (number, unit) = split_unit(s);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (try 1048576, 512K, 10G)"))?;
-    let shift = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        "t" | "tb" | "tib" => 40,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use K, M, G or T)")),
-    };
-    n.checked_mul(1 << shift)
-        .ok_or_else(|| format!("{s:?} is too large"))
+    const UNITS: &[(&[&str], u64)] = &[
+        (&["", "b"], 1),
+        (&["k", "kb", "kib"], 1 << 10),
+        (&["m", "mb", "mib"], 1 << 20),
+        (&["g", "gb", "gib"], 1 << 30),
+        (&["t", "tb", "tib"], 1 << 40),
+    ];
+    scaled(s, UNITS, "a size (try 1048576, 512K, 10G)", "K, M, G or T")
 }
 
 /// Seconds: a number, optionally with `s`, `m`, `h` or `d`.
 pub(crate) fn seconds(s: &str) -> Result<u64, String> {
+    const UNITS: &[(&[&str], u64)] = &[
+        (&["", "s"], 1),
+        (&["m"], 60),
+        (&["h"], 3600),
+        (&["d"], 24 * 3600),
+    ];
+    scaled(
+        s,
+        UNITS,
+        "a duration (try 90, 15m, 12h, 7d)",
+        "s, m, h or d",
+    )
+}
+
+/// A whole number times the factor of its unit (matched without regard to case).
+fn scaled(s: &str, units: &[(&[&str], u64)], what: &str, known: &str) -> Result<u64, String> {
     let (number, unit) = split_unit(s);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (try 90, 15m, 12h, 7d)"))?;
-    let factor = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 24 * 3600,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use s, m, h or d)")),
-    };
+    let n: u64 = number.parse().map_err(|_| format!("{s:?} is not {what}"))?;
+    let unit = unit.to_ascii_lowercase();
+    let factor = units
+        .iter()
+        .find(|(names, _)| names.contains(&unit.as_str()))
+        .map(|(_, f)| *f)
+        .ok_or_else(|| format!("{s:?}: unknown unit {unit:?} (use {known})"))?;
     n.checked_mul(factor)
-        .ok_or_else(|| format!("{s:?} is too long"))
+        .ok_or_else(|| format!("{s:?} is out of range"))
 }
 
 /// Seconds, at least one.
@@ -102,7 +109,7 @@ mod tests {
         assert_eq!(bytes("1t"), Ok(1 << 40));
         assert!(bytes("10X").unwrap_err().contains("unknown unit"));
         assert!(bytes("-1").is_err() && bytes("").is_err());
-        assert!(bytes("99999999999T").unwrap_err().contains("too large"));
+        assert!(bytes("99999999999T").unwrap_err().contains("out of range"));
         assert_eq!(seconds("90"), Ok(90));
         assert_eq!(seconds("15m"), Ok(900));
         assert_eq!(seconds("1d"), Ok(86400));

@@ -12,10 +12,8 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
 
-use common::{start_server, statistics_and_records, tail, TempDir};
-use serde_json::Value;
+use common::{report_of, rollout_load, start_server, statistics_and_records, tail, TempDir};
 
 const DEVICES: u64 = 10_000;
 /// A random running deployment actor is crashed this often (milliseconds).
@@ -25,13 +23,11 @@ const CRASH_EVERY_MS: &str = "150";
 fn a_rollout_survives_deployment_actors_crashing_at_random() {
     let dir = TempDir::new();
     let server = start_server(&dir.0, &["--chaos-crash-every", CRASH_EVERY_MS]);
-    let out = Command::new(env!("CARGO_BIN_EXE_rollout-load"))
-        .args(["--server", &server.base, "--data-dir"])
-        .arg(dir.0.join("data"))
-        .args([
-            "--mode",
-            "rollout",
-            "--create-deployment",
+    let server_log = || std::fs::read_to_string(&server.log).unwrap_or_default();
+    let out = rollout_load(
+        &[&server.base],
+        &dir.0.join("data"),
+        &[
             "--devices",
             &DEVICES.to_string(),
             "--phases",
@@ -48,22 +44,11 @@ fn a_rollout_survives_deployment_actors_crashing_at_random() {
             "64",
             "--timeout",
             "150s",
-            "--json",
-            "--no-progress",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .expect("running rollout-load");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let server_log = || std::fs::read_to_string(&server.log).unwrap_or_default();
-    assert!(
-        out.status.success(),
-        "rollout-load exited with {}\nstdout:\n{stdout}\nstderr:\n{}\nserver log (tail):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        tail(&server_log(), 60)
-    );
-    let report: Value = serde_json::from_str(&stdout).expect("the report is JSON");
+        ],
+    )
+    .output()
+    .expect("running rollout-load");
+    let report = report_of(&out, || tail(&server_log(), 60));
 
     let crashes = server_log()
         .matches("chaos drill: crashed its actor")

@@ -9,10 +9,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-
-use common::{start_node, statistics_and_records, tail, Server, TempDir};
-use serde_json::Value;
+use common::{report_of, rollout_load, start_node, statistics_and_records, tail, Server, TempDir};
 
 const DEVICES: u64 = 3_000;
 
@@ -36,18 +33,18 @@ fn a_phased_rollout_through_three_nodes_finishes_with_statistics_equal_to_the_de
     let nodes: Vec<Server> = (0..3)
         .map(|i| start_node(&dir.0.join(format!("node-{i}.log")), &data, &store))
         .collect();
-    let mut args: Vec<String> = Vec::new();
-    for n in &nodes {
-        args.extend(["--server".to_owned(), n.base.clone()]);
-    }
-    let out = Command::new(env!("CARGO_BIN_EXE_rollout-load"))
-        .args(&args)
-        .arg("--data-dir")
-        .arg(&data)
-        .args([
-            "--mode",
-            "rollout",
-            "--create-deployment",
+    let bases: Vec<&str> = nodes.iter().map(|n| n.base.as_str()).collect();
+    let logs = || {
+        nodes
+            .iter()
+            .map(|n| tail(&std::fs::read_to_string(&n.log).unwrap_or_default(), 30))
+            .collect::<Vec<_>>()
+            .join("\n----\n")
+    };
+    let out = rollout_load(
+        &bases,
+        &data,
+        &[
             "--devices",
             &DEVICES.to_string(),
             "--phases",
@@ -64,28 +61,11 @@ fn a_phased_rollout_through_three_nodes_finishes_with_statistics_equal_to_the_de
             "32",
             "--timeout",
             "150s",
-            "--json",
-            "--no-progress",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .expect("running rollout-load");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let logs = || {
-        nodes
-            .iter()
-            .map(|n| tail(&std::fs::read_to_string(&n.log).unwrap_or_default(), 30))
-            .collect::<Vec<_>>()
-            .join("\n----\n")
-    };
-    assert!(
-        out.status.success(),
-        "rollout-load exited with {}\nstdout:\n{stdout}\nstderr:\n{}\nnode logs (tails):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        logs()
-    );
-    let report: Value = serde_json::from_str(&stdout).expect("the report is JSON");
+        ],
+    )
+    .output()
+    .expect("running rollout-load");
+    let report = report_of(&out, logs);
     assert_eq!(report["fleet"]["finished"], DEVICES, "{report:#}");
     assert_eq!(
         report["deployment"]["statistics"]["ok"], true,

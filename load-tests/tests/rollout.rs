@@ -10,19 +10,16 @@ mod common;
 
 use std::process::{Command, Stdio};
 
-use common::{start_server, TempDir};
+use common::{report_of, rollout_load, start_server, tail, TempDir};
 
 #[test]
 fn a_phased_rollout_of_200_devices_finishes_with_matching_statistics() {
     let dir = TempDir::new();
     let server = start_server(&dir.0, &[]);
-    let out = Command::new(env!("CARGO_BIN_EXE_rollout-load"))
-        .args(["--server", &server.base, "--data-dir"])
-        .arg(dir.0.join("data"))
-        .args([
-            "--mode",
-            "rollout",
-            "--create-deployment",
+    let out = rollout_load(
+        &[&server.base],
+        &dir.0.join("data"),
+        &[
             "--devices",
             "200",
             "--phases",
@@ -37,21 +34,16 @@ fn a_phased_rollout_of_200_devices_finishes_with_matching_statistics() {
             "32",
             "--timeout",
             "120s",
-            "--json",
-            "--no-progress",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .expect("running rollout-load");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "rollout-load exited with {}\nstdout:\n{stdout}\nstderr:\n{}\nserver log:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        std::fs::read_to_string(&server.log).unwrap_or_default()
-    );
-    let report: serde_json::Value = serde_json::from_str(&stdout).expect("the report is JSON");
+        ],
+    )
+    .output()
+    .expect("running rollout-load");
+    let report = report_of(&out, || {
+        tail(
+            &std::fs::read_to_string(&server.log).unwrap_or_default(),
+            60,
+        )
+    });
     assert_eq!(report["fleet"]["finished"], 200, "{report:#}");
     assert_eq!(report["fleet"]["unfinished"], 0, "{report:#}");
     let stats = &report["deployment"]["statistics"];
@@ -75,13 +67,10 @@ fn a_phased_rollout_of_200_devices_finishes_with_matching_statistics() {
 fn with_a_tenth_of_devices_failing_the_auto_abort_stops_the_rollout_at_its_threshold() {
     let dir = TempDir::new();
     let server = start_server(&dir.0, &[]);
-    let out = Command::new(env!("CARGO_BIN_EXE_rollout-load"))
-        .args(["--server", &server.base, "--data-dir"])
-        .arg(dir.0.join("data"))
-        .args([
-            "--mode",
-            "rollout",
-            "--create-deployment",
+    let out = rollout_load(
+        &[&server.base],
+        &dir.0.join("data"),
+        &[
             "--devices",
             "1000",
             "--fail-share",
@@ -98,20 +87,16 @@ fn with_a_tenth_of_devices_failing_the_auto_abort_stops_the_rollout_at_its_thres
             "32",
             "--timeout",
             "120s",
-            "--json",
-            "--no-progress",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .expect("running rollout-load");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "rollout-load exited with {}\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-    );
-    let report: serde_json::Value = serde_json::from_str(&stdout).expect("the report is JSON");
+        ],
+    )
+    .output()
+    .expect("running rollout-load");
+    let report = report_of(&out, || {
+        tail(
+            &std::fs::read_to_string(&server.log).unwrap_or_default(),
+            60,
+        )
+    });
     let d = &report["deployment"];
     assert_eq!(d["status"], "finished", "{report:#}");
     let reason = d["abort_reason"].as_str().expect("an abort reason");
@@ -139,13 +124,10 @@ fn with_a_tenth_of_devices_failing_the_auto_abort_stops_the_rollout_at_its_thres
 fn ctrl_c_reports_the_run_so_far_and_aborts_the_created_deployment() {
     let dir = TempDir::new();
     let server = start_server(&dir.0, &[]);
-    let child = Command::new(env!("CARGO_BIN_EXE_rollout-load"))
-        .args(["--server", &server.base, "--data-dir"])
-        .arg(dir.0.join("data"))
-        .args([
-            "--mode",
-            "rollout",
-            "--create-deployment",
+    let child = rollout_load(
+        &[&server.base],
+        &dir.0.join("data"),
+        &[
             "--devices",
             "200",
             "--phases",
@@ -156,14 +138,12 @@ fn ctrl_c_reports_the_run_so_far_and_aborts_the_created_deployment() {
             "200",
             "--timeout",
             "120s",
-            "--json",
-            "--no-progress",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting rollout-load");
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("starting rollout-load");
     // The first phase finishes within seconds; the second waits ten minutes.
     std::thread::sleep(std::time::Duration::from_secs(4));
     let sent = Command::new("kill")

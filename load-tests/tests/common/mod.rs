@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -157,4 +157,39 @@ pub fn statistics_and_records(
 pub fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// `rollout-load --mode rollout --create-deployment` against `servers`, with tokens from the
+/// data dir `data`, a JSON report and no progress line; `scenario` adds the rest.
+pub fn rollout_load(servers: &[&str], data: &Path, scenario: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rollout-load"));
+    for s in servers {
+        cmd.args(["--server", s]);
+    }
+    cmd.arg("--data-dir")
+        .arg(data)
+        .args([
+            "--mode",
+            "rollout",
+            "--create-deployment",
+            "--json",
+            "--no-progress",
+        ])
+        .args(scenario)
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// The JSON report of a rollout-load run that had to succeed; on failure, its output and
+/// `logs` (the servers') say why.
+pub fn report_of(out: &Output, logs: impl Fn() -> String) -> Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "rollout-load exited with {}\nstdout:\n{stdout}\nstderr:\n{}\nserver logs (tails):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        logs()
+    );
+    serde_json::from_str(&stdout).expect("the report is JSON")
 }

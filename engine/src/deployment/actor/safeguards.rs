@@ -118,8 +118,8 @@ impl DeploymentState {
         self.commit(vec![Write::PutDeployment(Box::new(self.header.clone()))])
     }
 
-    /// The control map for a device that has started the update and not finished it (no
-    /// map set: one that lets every point continue).
+    /// The control map for a device of this deployment that has not finished it (no map
+    /// set: one that lets every point continue).
     pub(super) fn control_map(&mut self, device: &str) -> Result<UpdateControlMap> {
         let rec = self
             .record_mut(device)
