@@ -1,10 +1,13 @@
-//! The offline subcommands: `rollout token …`, `rollout device preauthorize`, `rollout
-//! schema apply` and `rollout cluster status`.
+//! The subcommands besides `serve`: `rollout token …`, `rollout device preauthorize`,
+//! `rollout schema apply`, `rollout cluster status`, `rollout backup` (which asks the
+//! running server) and `rollout restore`.
 
 use anyhow::Context;
 
 use crate::auth::{SigningKey, TokenIssuer};
-use crate::config::{ClusterCommand, DeviceCommand, SchemaCommand, TokenCommand};
+use crate::config::{
+    BackupArgs, ClusterCommand, DeviceCommand, RestoreArgs, SchemaCommand, TokenCommand,
+};
 
 /// Print the token a `rollout token` command asks for.
 pub fn token(cmd: TokenCommand) -> anyhow::Result<()> {
@@ -103,4 +106,44 @@ pub async fn schema(cmd: SchemaCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Run `rollout backup`: ask the server running on the data dir for a backup.
+pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let summary = tokio::task::spawn_blocking(move || {
+        crate::backup::save::save(&args.dir.data_dir, &args.to).map(|summary| (summary, args.to))
+    })
+    .await??;
+    let (summary, to) = summary;
+    let mut left_out = String::new();
+    if summary.artifacts_left_out > 0 {
+        left_out = format!(
+            "; {} artifacts deleted meanwhile were left out",
+            summary.artifacts_left_out
+        );
+    }
+    println!(
+        "backup written to {} in {:.1} s: {summary}{left_out}",
+        to.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Run `rollout restore`: rebuild a data dir from a backup file.
+pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
+    let blobs = args.blobs.config(&args.dir.data_dir)?;
+    let runtime = tokio::runtime::Handle::current();
+    let data_dir = args.dir.data_dir.clone();
+    let summary = tokio::task::spawn_blocking(move || {
+        crate::backup::restore::restore(&args.from, &args.dir.data_dir, &blobs, &runtime)
+    })
+    .await??;
+    println!(
+        "restored into {}: {summary}; start it with `rollout serve --data-dir {}`",
+        data_dir.display(),
+        data_dir.display()
+    );
+    Ok(())
 }

@@ -9,11 +9,15 @@ use storage::TenantId;
 
 pub use crate::identity::Admission;
 
+/// `rollout --version`: the release and the commit it was built from.
+pub(crate) const VERSION: &str =
+    concat!(env!("CARGO_PKG_VERSION"), " (", env!("ROLLOUT_COMMIT"), ")");
+
 /// rollout: a Mender-compatible OTA rollout server.
 #[derive(Debug, Parser)]
 #[command(
     name = "rollout",
-    version,
+    version = VERSION,
     about = "rollout: an OTA rollout server that speaks the Mender Deployments API",
     long_about = "rollout: an OTA rollout server that speaks the Mender Deployments API.\n\n\
                   `rollout serve` runs it (every flag also has a ROLLOUT_* variable); the \
@@ -56,6 +60,40 @@ pub enum Command {
     /// The nodes sharing a store.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Copy everything a running server keeps (store, artifact files, keys) into one
+    /// file, consistently, while it serves.
+    Backup(BackupArgs),
+    /// Rebuild a data dir from a `rollout backup` file (offline, into a new or empty
+    /// directory).
+    Restore(RestoreArgs),
+}
+
+/// `rollout backup`.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The file to write (a gzip'd tar; must not exist). It holds the token signing key:
+    /// keep it as private as the data dir.
+    #[arg(long)]
+    pub to: PathBuf,
+    /// The data dir of the running server to back up (its `control.sock` is how the
+    /// command reaches the server; run it as the server's user).
+    #[command(flatten)]
+    pub dir: DataDirArg,
+}
+
+/// `rollout restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup file.
+    #[arg(long)]
+    pub from: PathBuf,
+    /// The data dir to create (new or empty); then `rollout serve --data-dir` it.
+    #[command(flatten)]
+    pub dir: DataDirArg,
+    /// Where to put the artifact files: the blob store flags the restored server will be
+    /// started with.
+    #[command(flatten)]
+    pub blobs: BlobArgs,
 }
 
 /// `rollout cluster …`.
@@ -271,26 +309,9 @@ pub struct ServeArgs {
     #[arg(long, env = "ROLLOUT_ADMIN_TENANT", default_value = "")]
     pub admin_tenant: TenantId,
 
-    /// Blob store backend.
-    #[arg(long, env = "ROLLOUT_BLOB_STORE", value_enum, default_value_t = BlobBackend::Fs)]
-    pub blob_store: BlobBackend,
-
-    /// S3 bucket (with `--blob-store s3`; credentials from the environment variables
-    /// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY).
-    #[arg(long, env = "ROLLOUT_S3_BUCKET")]
-    pub s3_bucket: Option<String>,
-
-    /// S3 region.
-    #[arg(long, env = "ROLLOUT_S3_REGION", default_value = "us-east-1")]
-    pub s3_region: String,
-
-    /// S3 endpoint (for MinIO and other S3-compatible stores).
-    #[arg(long, env = "ROLLOUT_S3_ENDPOINT")]
-    pub s3_endpoint: Option<String>,
-
-    /// Key prefix inside the bucket.
-    #[arg(long, env = "ROLLOUT_S3_ROOT", default_value = "/")]
-    pub s3_root: String,
+    /// Where artifact files are kept (`--blob-store`, `--s3-*`).
+    #[command(flatten)]
+    pub blobs: BlobArgs,
 
     /// File holding the bearer token that `/metrics` on the API address requires
     /// (`Authorization: Bearer <token>`; surrounding whitespace ignored). Without it,
@@ -371,6 +392,51 @@ pub struct ServeArgs {
     /// The metadata store (`--store`, `--scylla-*`).
     #[command(flatten)]
     pub store: StoreArgs,
+}
+
+/// Where artifact files are kept: `rollout serve` and `rollout restore` options.
+#[derive(Debug, Clone, Args)]
+pub struct BlobArgs {
+    /// Blob store backend.
+    #[arg(long, env = "ROLLOUT_BLOB_STORE", value_enum, default_value_t = BlobBackend::Fs)]
+    pub blob_store: BlobBackend,
+
+    /// S3 bucket (with `--blob-store s3`; credentials from the environment variables
+    /// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY).
+    #[arg(long, env = "ROLLOUT_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+
+    /// S3 region.
+    #[arg(long, env = "ROLLOUT_S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+
+    /// S3 endpoint (for MinIO and other S3-compatible stores).
+    #[arg(long, env = "ROLLOUT_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+
+    /// Key prefix inside the bucket.
+    #[arg(long, env = "ROLLOUT_S3_ROOT", default_value = "/")]
+    pub s3_root: String,
+}
+
+impl BlobArgs {
+    /// The blob store these flags describe, for a server on `data_dir`.
+    pub fn config(&self, data_dir: &std::path::Path) -> anyhow::Result<storage::BlobConfig> {
+        Ok(match self.blob_store {
+            BlobBackend::Fs => storage::BlobConfig::Fs {
+                root: data_dir.join("blobs"),
+            },
+            BlobBackend::S3 => storage::BlobConfig::S3 {
+                bucket: anyhow::Context::context(
+                    self.s3_bucket.clone(),
+                    "--s3-bucket is required with --blob-store s3",
+                )?,
+                region: self.s3_region.clone(),
+                endpoint: self.s3_endpoint.clone(),
+                root: self.s3_root.clone(),
+            },
+        })
+    }
 }
 
 // ---- Metadata store selection (embedded or ScyllaDB) ----

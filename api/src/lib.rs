@@ -9,6 +9,7 @@
 //! device authentication and login service that issues those tokens.
 
 pub mod auth;
+mod backup;
 pub mod commands;
 pub mod config;
 pub mod error;
@@ -32,10 +33,10 @@ use anyhow::Context;
 use engine::{
     ArtifactLimits, ArtifactService, Clock, ClusterConfig, DeploymentService, InventoryService,
 };
-use storage::{BlobConfig, BlobStore, EmbeddedStore, MetaStore, NodeRecord, ScyllaStore};
+use storage::{BlobStore, EmbeddedStore, MetaStore, NodeRecord, ScyllaStore};
 
 use crate::auth::{SigningKey, TokenIssuer, TokenVerifier, VerifyKey};
-use crate::config::{BlobBackend, ServeArgs, StoreArgs, StoreBackend};
+use crate::config::{ServeArgs, StoreArgs, StoreBackend};
 use crate::identity::login::AdminCredentials;
 use crate::identity::{Admission, IdentityConfig, IdentityService};
 use crate::signing::{LinkCache, LinkSigner};
@@ -52,8 +53,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let metrics_token = metrics_token(&args)?;
-    let store = open_store(&args.store, &args.data_dir).await?;
-    let blobs = BlobStore::new(&blob_config(&args)?).context("opening the blob store")?;
+    let (store, embedded) = open_store_parts(&args.store, &args.data_dir).await?;
+    let blobs =
+        BlobStore::new(&args.blobs.config(&args.data_dir)?).context("opening the blob store")?;
     // The store lock is held: no other server uploads into these blobs.
     let partial = blobs
         .remove_partial_uploads()
@@ -67,6 +69,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let signer = LinkSigner::load_or_create(&args.data_dir).context("loading the download key")?;
+    let control_socket = control_socket(&args, embedded, &blobs);
     let artifacts = Arc::new(ArtifactService::new(
         store.clone(),
         blobs,
@@ -123,7 +126,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     server::raise_open_files_limit(args.max_connections);
     let connection_limits = connection_limits(&args);
-    tracing::info!(%addr, data_dir = %args.data_dir.display(), "rollout started");
+    tracing::info!(%addr, data_dir = %args.data_dir.display(), version = config::VERSION, "rollout started");
     let address = args
         .public_url
         .clone()
@@ -146,9 +149,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     server::run(listener, app, connection_limits, shutdown).await;
     heartbeat.abort();
-    if let Some(task) = metrics_server {
+    for task in [metrics_server, control_socket].into_iter().flatten() {
         task.abort();
     }
+    let _ = std::fs::remove_file(args.data_dir.join(backup::socket::SOCKET_FILE));
     // Everything acknowledged is durable already; stopping the actors releases the store.
     deployments.shutdown().await;
     tracing::info!("stopped");
@@ -257,6 +261,30 @@ fn connection_limits(args: &ServeArgs) -> server::ConnectionLimits {
     }
 }
 
+/// Listen on the data dir's control socket, through which `rollout backup` asks for a
+/// backup. Without it the server still serves: backups are then the one thing missing.
+fn control_socket(
+    args: &ServeArgs,
+    embedded: Option<EmbeddedStore>,
+    blobs: &BlobStore,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let source = embedded.map(|store| backup::write::BackupSource {
+        store,
+        blobs: blobs.clone(),
+        data_dir: args.data_dir.clone(),
+    });
+    match backup::socket::listen(&args.data_dir, source) {
+        Ok(task) => Some(task),
+        Err(e) => {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "no control socket: `rollout backup` cannot reach this server"
+            );
+            None
+        }
+    }
+}
+
 /// What rollout keeps in a data dir (any one marks a directory as rollout's).
 const DATA_DIR_ENTRIES: [&str; 4] = ["meta", "blobs", "download.key", "token-signing.key"];
 
@@ -288,11 +316,19 @@ pub(crate) async fn open_store(
     store: &StoreArgs,
     data_dir: &std::path::Path,
 ) -> anyhow::Result<Arc<dyn MetaStore>> {
+    Ok(open_store_parts(store, data_dir).await?.0)
+}
+
+/// [`open_store`], and the embedded store itself when it is one (backups read it whole).
+async fn open_store_parts(
+    store: &StoreArgs,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<(Arc<dyn MetaStore>, Option<EmbeddedStore>)> {
     Ok(match store.backend {
         StoreBackend::Embedded => {
             let meta = data_dir.join("meta");
             let opened = EmbeddedStore::open_with_observer(&meta, metrics::commit_observer())?;
-            Arc::new(opened)
+            (Arc::new(opened.clone()), Some(opened))
         }
         StoreBackend::Scylla => {
             let config = store.scylla.config()?;
@@ -300,7 +336,7 @@ pub(crate) async fn open_store(
                 .await
                 .with_context(|| format!("connecting to {}", config.nodes.join(",")))?;
             tracing::info!(nodes = ?config.nodes, keyspace = %config.keyspace, "metadata on the cluster");
-            Arc::new(store)
+            (Arc::new(store), None)
         }
     })
 }
@@ -379,21 +415,4 @@ fn admin_password(args: &ServeArgs) -> anyhow::Result<Option<String>> {
         "set the admin password either in --admin-password-file or in ROLLOUT_ADMIN_PASSWORD, not both"
     );
     Ok(from_file.or(from_env))
-}
-
-fn blob_config(args: &ServeArgs) -> anyhow::Result<BlobConfig> {
-    Ok(match args.blob_store {
-        BlobBackend::Fs => BlobConfig::Fs {
-            root: args.data_dir.join("blobs"),
-        },
-        BlobBackend::S3 => BlobConfig::S3 {
-            bucket: args
-                .s3_bucket
-                .clone()
-                .context("--s3-bucket is required with --blob-store s3")?,
-            region: args.s3_region.clone(),
-            endpoint: args.s3_endpoint.clone(),
-            root: args.s3_root.clone(),
-        },
-    })
 }

@@ -20,6 +20,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Device(cmd) => api::commands::device(cmd).await,
         Command::Schema(cmd) => api::commands::schema(cmd).await,
         Command::Cluster(cmd) => api::commands::cluster(cmd).await,
+        Command::Backup(args) => api::commands::backup(args).await,
+        Command::Restore(args) => api::commands::restore(args).await,
     }
 }
 

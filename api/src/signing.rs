@@ -12,6 +12,9 @@ use uuid::Uuid;
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// The file in the data dir holding the download link key.
+pub const LINK_KEY_FILE: &str = "download.key";
+
 /// Signs and checks download links.
 #[derive(Clone)]
 pub struct LinkSigner {
@@ -30,9 +33,9 @@ pub enum LinkError {
 }
 
 impl LinkSigner {
-    /// Load the key from `dir/download.key`, creating it on first start.
+    /// Load the key from `dir/download.key` ([`LINK_KEY_FILE`]), creating it on first start.
     pub fn load_or_create(dir: &Path) -> std::io::Result<Self> {
-        let path = dir.join("download.key");
+        let path = dir.join(LINK_KEY_FILE);
         if let Ok(hexkey) = std::fs::read_to_string(&path) {
             if let Ok(bytes) = hex::decode(hexkey.trim()) {
                 if let Ok(key) = <[u8; 32]>::try_from(bytes.as_slice()) {

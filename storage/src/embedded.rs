@@ -22,11 +22,14 @@ use uuid::Uuid;
 
 use crate::keys;
 use crate::model::*;
+
+mod backup;
 use crate::stripes::Stripes;
 use crate::{
     DeviceAuthRecord, Durable, Lease, MetaStore, NodeRecord, Result, Revocation, SavedFilter,
     StoreError, Write,
 };
+pub use backup::{RawRecord, TableSnapshot, BACKED_UP_TABLES};
 
 /// Upper bound on writes applied in one durable commit.
 pub const MAX_GROUP: usize = 16_384;
@@ -115,6 +118,8 @@ pub type CommitObserver = Box<dyn Fn(CommitStats) + Send + Sync>;
 /// fjall-backed [`MetaStore`].
 #[derive(Clone)]
 pub struct EmbeddedStore {
+    /// For cross-table snapshots ([`EmbeddedStore::snapshot`]) and restores.
+    db: Database,
     tables: Tables,
     queue: std_mpsc::Sender<Pending>,
     /// Artifact-name claims not yet released. Only this process uses the data dir, so
@@ -148,11 +153,13 @@ impl EmbeddedStore {
         let tables = Tables::open(&db)?;
         let (queue, rx) = std_mpsc::channel();
         let committer_tables = tables.clone();
+        let committer_db = db.clone();
         thread::Builder::new()
             .name("store-committer".into())
-            .spawn(move || run_committer(db, committer_tables, rx, observer))
+            .spawn(move || run_committer(committer_db, committer_tables, rx, observer))
             .map_err(|e| StoreError::Task(e.to_string()))?;
         Ok(EmbeddedStore {
+            db,
             tables,
             queue,
             claims: Arc::default(),

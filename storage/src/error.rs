@@ -39,6 +39,9 @@ pub enum StoreError {
         /// What went wrong, and the way out.
         reason: String,
     },
+    /// A backup names a table this store does not have (or does not back up).
+    #[error("no table named {0:?} in this store (a backup made by a newer rollout?)")]
+    UnknownTable(String),
     /// A blocking task panicked.
     #[error("storage task failed: {0}")]
     Task(String),

@@ -65,6 +65,16 @@ impl Server {
 
     /// Start a server with extra `serve` flags, its blobs in `bucket` when given.
     pub async fn start_on(args: &[&str], bucket: Option<s3::TestBucket>) -> Server {
+        Server::start_prepared(args, bucket, |_| {}).await
+    }
+
+    /// Start a server on a data dir that `prepare` fills first (it gets the path, which
+    /// does not exist yet), e.g. with `rollout restore`.
+    pub async fn start_prepared(
+        args: &[&str],
+        bucket: Option<s3::TestBucket>,
+        prepare: impl FnOnce(&Path),
+    ) -> Server {
         let dir = tempfile::tempdir().expect("creating a temp dir");
         let data_dir = dir.path().join("data");
         let log = dir.path().join("server.log");
@@ -85,6 +95,7 @@ impl Server {
             _keyspace: keyspace,
             bucket,
         };
+        prepare(&server.data_dir);
         server.spawn();
         server
     }
@@ -414,6 +425,11 @@ pub struct Api<'a> {
 }
 
 impl Api<'_> {
+    /// The caller's token (empty for an anonymous caller).
+    pub fn token(&self) -> &str {
+        self.token.as_deref().unwrap_or_default()
+    }
+
     /// A request to `MANAGEMENT + path` with the caller's token.
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
         let req = self
