@@ -1,6 +1,6 @@
 //! What an operator meets when a start goes wrong: a clear error naming the path or the
 //! address and the way out, and nothing left behind; offline commands that never create a
-//! data dir; JSON logs on request.
+//! data dir; JSON logs on request; `--version` with the commit.
 
 mod common;
 
@@ -126,4 +126,22 @@ async fn json_logs_are_one_object_per_line_and_text_logs_have_no_colours_off_a_t
     let log = text.log_text();
     assert!(log.contains("rollout started"), "{log}");
     assert!(!log.contains('\u{1b}'), "no ANSI colours in a file: {log}");
+}
+
+#[test]
+fn version_names_the_release_and_the_commit() {
+    let out = Command::new(env!("CARGO_BIN_EXE_rollout"))
+        .arg("--version")
+        .output()
+        .expect("running rollout");
+    let said = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let expected = format!("rollout {} (", env!("CARGO_PKG_VERSION"));
+    assert!(said.starts_with(&expected), "{said}");
+    // Built from a git checkout (as here): the abbreviated commit id; else says so.
+    let commit = said[expected.len()..].trim_end_matches(')');
+    let id = commit.strip_prefix("commit ").unwrap_or_default();
+    assert!(
+        commit == "unknown commit" || (id.len() == 12 && id.chars().all(|c| c.is_ascii_hexdigit())),
+        "{said}"
+    );
 }
