@@ -121,62 +121,100 @@ const CHECK_IN_OUTCOMES: [&str; 5] = [
     "conflict",
 ];
 
-/// Record one HTTP request.
-pub fn record_request(method: &Method, path: &str, status: StatusCode, elapsed: Duration) {
-    let labels = [
-        ("method", method.as_str().to_owned()),
-        ("route", route_template(path)),
-        ("code", status.as_u16().to_string()),
-    ];
-    metrics::histogram!("rollout_http_request_duration_seconds", &labels)
-        .record(elapsed.as_secs_f64());
+/// Most request series a thread keeps handles of (a client sending paths of ever more
+/// segments makes new route templates; past this the handles are dropped and fetched
+/// again).
+const MAX_REQUEST_HANDLES: usize = 4096;
+
+thread_local! {
+    /// This thread's handles of the request duration series, by `METHOD CODE route`, and
+    /// a buffer for that key. A request then costs a lookup here instead of registering
+    /// its series with the recorder (three label strings, a key hash, a shared map):
+    /// that was ~3 % of a check-in's cycles.
+    static REQUEST_HANDLES: std::cell::RefCell<(String, std::collections::HashMap<String, metrics::Histogram>)> =
+        std::cell::RefCell::default();
 }
 
-/// Path segments that are part of rollout's routes; anything else is an id.
-const ROUTE_WORDS: &[&str] = &[
-    "api",
-    "management",
-    "devices",
-    "v1",
-    "v2",
-    "deployments",
-    "artifacts",
-    "generate",
-    "download",
-    "device",
-    "next",
-    "status",
-    "log",
-    "releases",
-    "limits",
-    "storage",
-    "statistics",
-    "device_list",
-    "metrics",
-    "health",
-    "authentication",
-    "auth_requests",
-    "inventory",
-    "attributes",
-    "useradm",
-    "auth",
-    "login",
-    "devauth",
-];
+/// Record one HTTP request.
+pub fn record_request(method: &Method, path: &str, status: StatusCode, elapsed: Duration) {
+    let seconds = elapsed.as_secs_f64();
+    REQUEST_HANDLES.with_borrow_mut(|(key, handles)| {
+        key.clear();
+        key.push_str(method.as_str());
+        key.push(' ');
+        key.push_str(status.as_str());
+        key.push(' ');
+        let route_at = key.len();
+        write_route_template(path, key);
+        if let Some(histogram) = handles.get(key.as_str()) {
+            histogram.record(seconds);
+            return;
+        }
+        let labels = [
+            ("method", method.as_str().to_owned()),
+            ("route", key[route_at..].to_owned()),
+            ("code", status.as_str().to_owned()),
+        ];
+        let histogram = metrics::histogram!("rollout_http_request_duration_seconds", &labels);
+        histogram.record(seconds);
+        if handles.len() >= MAX_REQUEST_HANDLES {
+            handles.clear();
+        }
+        handles.insert(key.clone(), histogram);
+    });
+}
+
+/// Whether a path segment is part of rollout's routes; anything else is an id. A `match`
+/// (compiled to a decision on length and bytes) rather than a scan of a list: it runs for
+/// every segment of every request.
+fn is_route_word(segment: &str) -> bool {
+    matches!(
+        segment,
+        "api"
+            | "management"
+            | "devices"
+            | "v1"
+            | "v2"
+            | "deployments"
+            | "artifacts"
+            | "generate"
+            | "download"
+            | "device"
+            | "next"
+            | "status"
+            | "log"
+            | "releases"
+            | "limits"
+            | "storage"
+            | "statistics"
+            | "device_list"
+            | "metrics"
+            | "health"
+            | "authentication"
+            | "auth_requests"
+            | "inventory"
+            | "attributes"
+            | "useradm"
+            | "auth"
+            | "login"
+            | "devauth"
+    )
+}
 
 /// The route with ids replaced by `:id`, so label cardinality stays bounded whatever
 /// paths clients send.
 pub fn route_template(path: &str) -> String {
     let mut out = String::with_capacity(path.len());
+    write_route_template(path, &mut out);
+    out
+}
+
+/// [`route_template`], appended to `out`.
+fn write_route_template(path: &str, out: &mut String) {
     for seg in path.split('/').skip(1) {
         out.push('/');
-        out.push_str(if ROUTE_WORDS.contains(&seg) {
-            seg
-        } else {
-            ":id"
-        });
+        out.push_str(if is_route_word(seg) { seg } else { ":id" });
     }
-    out
 }
 
 /// Report store commits as metrics.
@@ -190,12 +228,30 @@ pub fn commit_observer() -> CommitObserver {
 
 /// A device check-in and what it got.
 pub fn check_in(outcome: &'static str) {
-    metrics::counter!("rollout_check_ins_total", "outcome" => outcome).increment(1);
+    counter_of("rollout_check_ins_total", "outcome", outcome).increment(1);
 }
 
 /// A status report accepted.
 pub fn status_report(status: storage::DeviceStatus) {
-    metrics::counter!("rollout_status_reports_total", "status" => status.as_str()).increment(1);
+    counter_of("rollout_status_reports_total", "status", status.as_str()).increment(1);
+}
+
+thread_local! {
+    /// This thread's handles of counters with one label, by name and label value.
+    static COUNTERS: std::cell::RefCell<std::collections::HashMap<(&'static str, &'static str), metrics::Counter>> =
+        std::cell::RefCell::default();
+}
+
+/// The counter `name{label="value"}`, from this thread's handles: registering it with the
+/// recorder on every check-in (a key, its hash, a shared map) cost ~2 % of a check-in.
+/// Names and values are static, so there are few of them.
+fn counter_of(name: &'static str, label: &'static str, value: &'static str) -> metrics::Counter {
+    COUNTERS.with_borrow_mut(|counters| {
+        counters
+            .entry((name, value))
+            .or_insert_with(|| metrics::counter!(name, label => value))
+            .clone()
+    })
 }
 
 /// Prometheus text for the live rollouts: devices per status and phase progress of every

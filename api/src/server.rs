@@ -254,12 +254,13 @@ async fn handle(
     let started = Instant::now();
     let id = RequestId::from_headers(req.headers());
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
+    // A clone of the URI shares its bytes: no copy of the path per request.
+    let uri = req.uri().clone();
     let has_body = !hyper::body::Body::is_end_stream(req.body());
     let mut response = REQUEST_ID.scope(id.clone(), app(req)).await;
-    if let Ok(v) = HeaderValue::from_str(id.as_str()) {
-        response.headers_mut().insert(REQUEST_ID_HEADER, v);
-    }
+    response
+        .headers_mut()
+        .insert(REQUEST_ID_HEADER, id.header_value());
     // A refusal may come before the body was read (an upload over a limit, a malformed
     // multipart head). hyper then closes the connection after the answer; saying so lets
     // the client open a new one for its next request instead of writing into a closed one.
@@ -268,7 +269,7 @@ async fn handle(
             .headers_mut()
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
-    crate::metrics::record_request(&method, &path, response.status(), started.elapsed());
+    crate::metrics::record_request(&method, uri.path(), response.status(), started.elapsed());
     Ok(response)
 }
 

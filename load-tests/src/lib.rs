@@ -102,6 +102,7 @@ pub async fn run(cli: &Cli) -> anyhow::Result<(Report, u8)> {
     let interrupted = Arc::new(AtomicBool::new(false));
     let on_ctrl_c = tokio::spawn(stop_on_ctrl_c(shared.clone(), interrupted.clone()));
     let started = Instant::now();
+    let cpu_at_start = report::cpu_seconds();
     match cli.mode {
         Mode::Checkin => scenario::checkin::run(shared.clone()).await,
         Mode::Rollout => scenario::rollout::run(shared.clone(), fleet.clone()).await,
@@ -129,6 +130,9 @@ pub async fn run(cli: &Cli) -> anyhow::Result<(Report, u8)> {
         requests,
         errors: recorder.errors(),
         throughput_rps: requests as f64 / elapsed.as_secs_f64().max(1e-9),
+        client_cpu_percent: cpu_at_start
+            .zip(report::cpu_seconds())
+            .map(|(start, end)| 100.0 * (end - start) / elapsed.as_secs_f64().max(1e-9)),
         kinds: recorder
             .summaries(elapsed)
             .into_iter()

@@ -30,6 +30,10 @@ pub struct Report {
     pub errors: u64,
     /// Requests per second.
     pub throughput_rps: f64,
+    /// CPU this client used during the run (user + system), in % of one core: near 100 %
+    /// per core it can use, the client, not the server, set the pace. `None` where the
+    /// process's CPU time cannot be read (`/proc`).
+    pub client_cpu_percent: Option<f64>,
     /// Figures per kind of request, by kind name.
     pub kinds: BTreeMap<&'static str, KindSummary>,
     /// Device outcomes (`rollout` mode).
@@ -107,8 +111,13 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "{:.2} s, {} requests, {:.1} req/s, {} errors\n",
-            self.elapsed_secs, self.requests, self.throughput_rps, self.errors
+            "{:.2} s, {} requests, {:.1} req/s, {} errors, client CPU {}\n",
+            self.elapsed_secs,
+            self.requests,
+            self.throughput_rps,
+            self.errors,
+            self.client_cpu_percent
+                .map_or("unknown".to_owned(), |p| format!("{p:.0} % of one core"))
         );
         let _ = writeln!(
             s,
@@ -201,5 +210,34 @@ impl Report {
                 }
             }
         }
+    }
+}
+
+/// CPU time (user + system) this process has used so far, in seconds, from
+/// `/proc/self/stat` (Linux; in clock ticks of 1/100 s, the USER_HZ of every Linux
+/// architecture rollout builds for).
+pub fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count from after it.
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    let mut fields = after_name.split(' ').skip(11);
+    let user: f64 = fields.next()?.parse().ok()?;
+    let system: f64 = fields.next()?.parse().ok()?;
+    Some((user + system) / 100.0)
+}
+
+#[cfg(test)]
+mod cpu_tests {
+    #[test]
+    fn cpu_time_grows_with_work() {
+        let before = super::cpu_seconds().expect("/proc/self/stat is readable on Linux");
+        let mut x = 0u64;
+        let started = std::time::Instant::now();
+        while started.elapsed() < std::time::Duration::from_millis(300) {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        let after = super::cpu_seconds().unwrap();
+        assert!(after - before >= 0.1, "{before} -> {after}");
     }
 }

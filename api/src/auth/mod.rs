@@ -66,21 +66,27 @@ fn require(
                         "the request carries no token verifier (not served by routes::app)".into(),
                     ))
                 })?;
-                let id = verifier
-                    .identify(h.as_deref())
-                    .map_err(|e| warp::reject::custom(ApiError::from(e)))?;
-                if id.kind != kind {
-                    let msg = match kind {
-                        PrincipalKind::User => {
-                            "a device token cannot be used on the management API"
-                        }
-                        PrincipalKind::Device => "a user token cannot be used on the device API",
-                    };
-                    return Err(warp::reject::custom(ApiError::Forbidden(msg.into())));
-                }
-                Ok(id)
+                identify_as(&verifier, h.as_deref(), kind).map_err(warp::reject::custom)
             },
         )
+}
+
+/// Who the `Authorization` header names, if it is a `kind`: 401 without a valid token, 403
+/// for the other kind. What [`user`] and [`device`] check, for routes served without warp.
+pub(crate) fn identify_as(
+    verifier: &TokenVerifier,
+    header: Option<&str>,
+    kind: PrincipalKind,
+) -> Result<Identity, ApiError> {
+    let id = verifier.identify(header)?;
+    if id.kind != kind {
+        let msg = match kind {
+            PrincipalKind::User => "a device token cannot be used on the management API",
+            PrincipalKind::Device => "a user token cannot be used on the device API",
+        };
+        return Err(ApiError::Forbidden(msg.into()));
+    }
+    Ok(id)
 }
 
 /// An operator, for management routes: 401 without a valid user or device token, 403 for a

@@ -5,7 +5,7 @@
 
 mod log_upload;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use engine::Delivery;
 use serde::{Deserialize, Serialize};
@@ -19,7 +19,7 @@ pub(crate) use log_upload::LogUpload;
 
 use super::artifacts::device_link;
 use super::{base_url, json_body, no_content};
-use crate::auth::{self, Identity};
+use crate::auth::{self, Identity, PrincipalKind};
 use crate::error::{respond, ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -29,6 +29,14 @@ const MAX_TEXT: usize = 4096;
 const MAX_SUBSTATE: usize = 200;
 /// Largest log upload.
 const MAX_LOG_BODY: u64 = 10 * 1024 * 1024;
+
+/// The query string, empty when there is none.
+fn raw_query() -> BoxedFilter<(String,)> {
+    warp::query::raw()
+        .or(warp::any().map(String::new))
+        .unify()
+        .boxed()
+}
 
 fn device_base() -> BoxedFilter<()> {
     base_of("v1")
@@ -51,15 +59,11 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(warp::path!("next"))
         .and(warp::get())
         .and(auth::device())
-        .and(warp::query::<HashMap<String, String>>())
+        .and(raw_query())
         .and(base_url())
         .and(st.clone())
-        .then(|id, q: HashMap<String, String>, base, st| async move {
-            let body = NextQuery {
-                artifact_name: q.get("artifact_name").cloned(),
-                device_type: q.get("device_type").cloned(),
-            };
-            respond(next(id, body, false, base, st).await)
+        .then(|id, query: String, base, st| async move {
+            respond(next(id, NextQuery::parse(&query), false, base, st).await)
         });
     let next_post = device_base()
         .and(warp::path!("next"))
@@ -110,11 +114,66 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     ])
 }
 
+/// The path of the check-in every device makes at every poll.
+const CHECK_IN_PATH: &str = "/api/devices/v1/deployments/device/deployments/next";
+
+/// `GET …/device/deployments/next`, answered without warp's filter chain (path segments
+/// matched one filter at a time, a boxed future per filter, rejections): every device of
+/// the fleet calls it at every poll. It answers as the warp route does, token errors
+/// included; `None` for any other request, and for a `Host` or `Authorization` header that
+/// is not text (warp's route answers those).
+pub(crate) fn check_in_without_warp<B>(
+    st: &AppState,
+    req: &http::Request<B>,
+) -> Option<futures_util::future::BoxFuture<'static, Response>> {
+    if req.method() != http::Method::GET || req.uri().path() != CHECK_IN_PATH {
+        return None;
+    }
+    let host = match req.headers().get(http::header::HOST) {
+        Some(value) => value.to_str().ok()?,
+        None => "localhost",
+    };
+    let base = format!("http://{host}");
+    let query = NextQuery::parse(req.uri().query().unwrap_or(""));
+    let authorization = match req.headers().get(http::header::AUTHORIZATION) {
+        Some(value) => Some(value.to_str().ok()?),
+        None => None,
+    };
+    let identity = auth::identify_as(&st.auth, authorization, PrincipalKind::Device);
+    let st = st.clone();
+    Some(Box::pin(async move {
+        match identity {
+            Ok(id) => respond(next(id, query, false, base, st).await),
+            Err(e) => e.into_response(),
+        }
+    }))
+}
+
 /// What the device says it runs (query string or JSON body).
 #[derive(Deserialize)]
 pub(crate) struct NextQuery {
     artifact_name: Option<String>,
     device_type: Option<String>,
+}
+
+impl NextQuery {
+    /// From a query string (`artifact_name=…&device_type=…`, percent-decoded; other
+    /// parameters ignored, the last of a repeated one wins), without building a map of
+    /// every parameter: this runs on every check-in.
+    fn parse(query: &str) -> NextQuery {
+        let mut next = NextQuery {
+            artifact_name: None,
+            device_type: None,
+        };
+        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+            match name.as_ref() {
+                "artifact_name" => next.artifact_name = Some(value.into_owned()),
+                "device_type" => next.device_type = Some(value.into_owned()),
+                _ => {}
+            }
+        }
+        next
+    }
 }
 
 /// The v2 check for an update: the device's provides (`artifact_name`, `device_type` and
@@ -286,4 +345,21 @@ async fn log(raw: String, id: Identity, body: LogUpload, st: AppState) -> ApiRes
         .upload_log(&id.tenant, &id.subject, deployment_id(&raw)?, messages)
         .await?;
     Ok(no_content())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NextQuery;
+
+    #[test]
+    fn a_check_in_query_is_decoded_and_other_parameters_are_ignored() {
+        let q = NextQuery::parse("device_type=raspberrypi%204&x=1&artifact_name=release+1");
+        assert_eq!(q.artifact_name.as_deref(), Some("release 1"));
+        assert_eq!(q.device_type.as_deref(), Some("raspberrypi 4"));
+        let q = NextQuery::parse("artifact_name=a&artifact_name=b");
+        assert_eq!(q.artifact_name.as_deref(), Some("b"));
+        assert_eq!(q.device_type, None);
+        let q = NextQuery::parse("");
+        assert!(q.artifact_name.is_none() && q.device_type.is_none());
+    }
 }

@@ -47,12 +47,11 @@ use crate::state::AppState;
 /// Base path of the management deployments API.
 pub const MANAGEMENT_BASE: &str = "/api/management/v1/deployments";
 
-/// The whole application: download links first, then the warp routes. Every request
-/// carries the token verifier in its extensions, where [`crate::auth::user`] and
-/// [`crate::auth::device`] find it.
+/// The whole application: download links first, then the check-in (both served without
+/// warp), then the warp routes of the request's [`RouteGroup`]. Every request carries the token verifier in its extensions, where
+/// [`crate::auth::user`] and [`crate::auth::device`] find it.
 pub fn app(state: AppState, metrics: Option<PrometheusHandle>) -> App {
-    let routes = warp_routes(state.clone(), metrics);
-    let service = warp::service(routes);
+    let table = Arc::new(RouteTable::new(&state, metrics));
     let body_read_timeout = state.settings.body_read_timeout;
     Arc::new(move |mut req| {
         req.extensions_mut().insert(state.auth.clone());
@@ -60,7 +59,10 @@ pub fn app(state: AppState, metrics: Option<PrometheusHandle>) -> App {
             let state = state.clone();
             return async move { download::serve(&state, req).await }.boxed();
         }
-        let mut service = service.clone();
+        if let Some(answer) = devices::check_in_without_warp(&state, &req) {
+            return answer.map(from_warp).boxed();
+        }
+        let mut service = warp::service(table.routes(RouteGroup::of(req.uri().path())));
         let req = req.map(|body| TimedBody::new(body, body_read_timeout));
         async move {
             let response = match service.call(req).await {
@@ -73,23 +75,87 @@ pub fn app(state: AppState, metrics: Option<PrometheusHandle>) -> App {
     })
 }
 
-fn warp_routes(state: AppState, metrics: Option<PrometheusHandle>) -> BoxedFilter<(Response,)> {
-    // Device routes first: check-ins and status reports are the hot path, and warp tries
-    // alternatives in order.
-    any_of([
-        devices::routes(state.clone()),
-        catalog::routes(state.clone()),
-        artifacts::routes(state.clone()),
-        deployments::routes(state.clone()),
-        events::routes(state.clone()),
-        identity::routes(state.clone()),
-        inventory::routes(state.clone()),
-        health::routes(state, metrics),
-        openapi::routes(),
-    ])
-    .recover(recover)
-    .unify()
-    .boxed()
+/// The routes a request may reach, told by the first four segments of its path. A request
+/// walks only its group's filters: warp tries alternatives in order, and with one list of
+/// every route a `/health` or a 404 went through all of rollout's routes first (at half
+/// the speed of a check-in). A path the table does not know under `/api` tries every
+/// route, as before; any other path is a 404 at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+enum RouteGroup {
+    /// `/api/devices/{v1,v2}/deployments/…`: check-ins, status reports, logs.
+    Devices,
+    /// Device authentication and inventory reports, the device registry, login.
+    Identity,
+    /// `/api/management/{v1,v2}/deployments/…`: artifacts, releases, deployments.
+    Deployments,
+    /// `/api/management/{v1,v2}/inventory/…`.
+    Inventory,
+    /// `/health…`, `/metrics`.
+    Health,
+    /// Any other path under `/api`.
+    All,
+    /// No route has this path.
+    None,
+}
+
+impl RouteGroup {
+    fn of(path: &str) -> RouteGroup {
+        let mut segments = path.strip_prefix('/').unwrap_or(path).split('/');
+        let mut next = || segments.next().unwrap_or("");
+        match [next(), next(), next(), next()] {
+            ["health" | "metrics", ..] => RouteGroup::Health,
+            ["api", "devices", "v1" | "v2", "deployments"] => RouteGroup::Devices,
+            ["api", "devices", "v1", "authentication" | "inventory"]
+            | ["api", "management", "v1", "useradm"]
+            | ["api", "management", "v2", "devauth"] => RouteGroup::Identity,
+            ["api", "management", "v1" | "v2", "deployments"] => RouteGroup::Deployments,
+            ["api", "management", "v1" | "v2", "inventory"] => RouteGroup::Inventory,
+            ["api", ..] => RouteGroup::All,
+            _ => RouteGroup::None,
+        }
+    }
+}
+
+/// A warp service per [`RouteGroup`] (in the enum's order), each answering rejections
+/// with rollout's errors.
+struct RouteTable {
+    services: [BoxedFilter<(Response,)>; 7],
+}
+
+impl RouteTable {
+    fn new(state: &AppState, metrics: Option<PrometheusHandle>) -> Self {
+        let st = || state.clone();
+        let devices = devices::routes(st());
+        let identity = identity::routes(st());
+        let deployments = any_of([
+            catalog::routes(st()),
+            artifacts::routes(st()),
+            deployments::routes(st()),
+            events::routes(st()),
+            openapi::routes(),
+        ]);
+        let inventory = inventory::routes(st());
+        let health = health::routes(st(), metrics);
+        // Device routes first in `All`: check-ins and status reports are the hot path.
+        let all = any_of([
+            devices.clone(),
+            deployments.clone(),
+            identity.clone(),
+            inventory.clone(),
+            health.clone(),
+        ]);
+        let none = warp::any()
+            .and_then(|| async { Err::<Response, _>(warp::reject::not_found()) })
+            .boxed();
+        let groups = [devices, identity, deployments, inventory, health, all, none];
+        let services = groups.map(|routes| routes.recover(recover).unify().boxed());
+        RouteTable { services }
+    }
+
+    fn routes(&self, group: RouteGroup) -> BoxedFilter<(Response,)> {
+        self.services[group as usize].clone()
+    }
 }
 
 /// The first of `routes` that matches. Each route is boxed before it is combined, so the
@@ -197,4 +263,43 @@ where
 pub fn base_url() -> impl Filter<Extract = (String,), Error = warp::Rejection> + Clone {
     warp::header::optional::<String>("host")
         .map(|h: Option<String>| format!("http://{}", h.unwrap_or_else(|| "localhost".into())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RouteGroup::{self, *};
+
+    #[test]
+    fn a_path_goes_to_the_group_of_its_first_segments() {
+        let cases = [
+            (
+                "/api/devices/v1/deployments/device/deployments/next",
+                Devices,
+            ),
+            (
+                "/api/devices/v2/deployments/device/deployments/next",
+                Devices,
+            ),
+            ("/api/devices/v1/authentication/auth_requests", Identity),
+            ("/api/devices/v1/inventory/device/attributes", Identity),
+            ("/api/management/v1/useradm/auth/login", Identity),
+            ("/api/management/v2/devauth/devices/x", Identity),
+            ("/api/management/v1/deployments/artifacts", Deployments),
+            ("/api/management/v2/deployments/deployments", Deployments),
+            ("/api/management/v1/inventory/devices", Inventory),
+            ("/api/management/v2/inventory/filters", Inventory),
+            ("/health", Health),
+            ("/health/ready", Health),
+            ("/metrics", Health),
+            ("/api/management/v3/deployments", All),
+            ("/api//devices/v1/deployments", All),
+            ("/api", All),
+            ("/", None),
+            ("/healthz", None),
+            ("/favicon.ico", None),
+        ];
+        for (path, group) in cases {
+            assert_eq!(RouteGroup::of(path), group, "{path}");
+        }
+    }
 }
