@@ -286,7 +286,13 @@ fn control_socket(
 }
 
 /// What rollout keeps in a data dir (any one marks a directory as rollout's).
-const DATA_DIR_ENTRIES: [&str; 4] = ["meta", "blobs", "download.key", "token-signing.key"];
+const DATA_DIR_ENTRIES: [&str; 5] = [
+    "meta",
+    "blobs",
+    "download.key",
+    "token-signing.key",
+    "device-token.key",
+];
 
 /// A data dir must be new, empty, or rollout's: pointed by mistake at a directory of other
 /// files (a home directory), rollout would scatter its store and keys among them.
@@ -348,7 +354,7 @@ fn identity(
     store: Arc<dyn MetaStore>,
 ) -> anyhow::Result<(Arc<TokenVerifier>, Arc<IdentityService>)> {
     let signing = SigningKey::load_or_create(&args.data_dir).context("loading the token key")?;
-    let mut keys = vec![signing.verify_key()];
+    let mut keys = vec![signing.verify_key(), signing.device_verify_key()];
     for path in &args.jwt_verify_keys {
         let key = VerifyKey::load(path).context("loading --jwt-verify-key")?;
         tracing::info!(key = ?key, "accepting tokens signed with this key");

@@ -153,8 +153,8 @@ async fn rejections(kind: Kind) {
     )
     .await;
 
-    // A token signed with the verify file's bytes as an HMAC secret (the RSA/HMAC confusion)
-    // for public keys; for a secret, a stronger HMAC than the one accepted.
+    // An HMAC no key is for (HS512): for public keys, signed with the verify file's bytes
+    // as the secret; for a secret, a stronger HMAC than the one accepted.
     let wrong_alg = match kind {
         Kind::Hs256 => sign(
             Algorithm::HS512,
@@ -162,11 +162,23 @@ async fn rejections(kind: Kind) {
             &user_claims("acme"),
         ),
         _ => sign(
-            Algorithm::HS256,
+            Algorithm::HS512,
             &EncodingKey::from_secret(&std::fs::read(&key.verify_file).unwrap()),
             &user_claims("acme"),
         ),
     };
+    // The RSA/HMAC confusion: HS256 (the algorithm of the server's own device tokens) with
+    // a public verify file as the secret is only a bad signature (for a secret key: HS256
+    // with another secret).
+    let confusing_secret = match kind {
+        Kind::Hs256 => b"not the secret".to_vec(),
+        _ => std::fs::read(&key.verify_file).unwrap(),
+    };
+    let confused = sign(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(&confusing_secret),
+        &user_claims("acme"),
+    );
     let mut tampered = key.sign(&user_claims("acme"));
     let payload = URL_SAFE_NO_PAD.encode(user_claims("other-tenant").to_string());
     let parts: Vec<&str> = tampered.split('.').collect();
@@ -185,6 +197,7 @@ async fn rejections(kind: Kind) {
             "\"none\" is not supported",
         ),
         ("wrong algorithm", wrong_alg, "is not accepted"),
+        ("public key as HMAC secret", confused, "signature is invalid"),
         (
             "signed by another key",
             other.sign(&user_claims("acme")),

@@ -1,15 +1,15 @@
 //! Device and operator JWTs for the simulated fleet.
 //!
 //! Two sources:
-//! - `--data-dir DIR`: EdDSA tokens signed with the server's own key
-//!   (`DIR/token-signing.key`, the key `rollout token device` uses), which a server verifies
-//!   like any device's token;
+//! - `--data-dir DIR`: tokens signed with the server's own keys, as `rollout token` signs
+//!   them (device tokens HS256 with `DIR/device-token.key`, operator tokens EdDSA with
+//!   `DIR/token-signing.key`), which a server verifies like any device's token;
 //! - `--tokens unsigned`: tokens whose signature is a placeholder, for a server started with
 //!   `--trust-gateway` (it reads claims without checking signatures).
 //!
 //! A token is minted when a device first needs it. The tokens of the first `--token-cache`
-//! devices are kept (a signature costs tens of microseconds, which would otherwise be spent
-//! on every check-in); beyond that they are minted on every use, so that a million-device
+//! devices are kept (a signature costs microseconds, which would otherwise be spent on every
+//! check-in); beyond that they are minted on every use, so that a million-device
 //! fleet does not hold a million tokens.
 
 use std::borrow::Cow;
@@ -141,6 +141,9 @@ impl TokenSource {
                 let payload = serde_json::to_vec(claims).context("encoding token claims")?;
                 Ok(format!("{header}.{}.x", URL_SAFE_NO_PAD.encode(payload)))
             }
+            // Device tokens are HS256 with the data dir's device secret, as the server signs
+            // them; user tokens EdDSA.
+            Signer::Key(key) if claims.device => key.sign_device(claims).context("signing a token"),
             Signer::Key(key) => key.sign(claims).context("signing a token"),
         }
     }
@@ -190,7 +193,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("rollout-load-key-{}", std::process::id()));
         let key = api::auth::SigningKey::load_or_create(&dir).unwrap();
         let s = TokenSource::from_data_dir(&dir, "", 0).unwrap();
-        let verifier = api::auth::TokenVerifier::new(vec![key.verify_key()], false, 16);
+        let verifier = api::auth::TokenVerifier::new(
+            vec![key.verify_key(), key.device_verify_key()],
+            false,
+            16,
+        );
         let id = verifier.verify(&s.device(7).unwrap()).unwrap();
         assert_eq!(id.subject, "dev-00000007");
         assert_eq!(id.kind, api::auth::PrincipalKind::Device);

@@ -106,7 +106,7 @@ impl TokenIssuer {
             device: true,
             ..Claims::new(device, tenant, Some(ttl))
         };
-        self.key.sign(&claims)
+        self.key.sign_device(&claims)
     }
 
     /// A tenant token (what devices put in `TenantToken` to join `tenant`); `ttl` `None`

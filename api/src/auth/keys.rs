@@ -10,6 +10,9 @@ use serde::Serialize;
 /// File name of the server's token signing key inside the data dir.
 pub const SIGNING_KEY_FILE: &str = "token-signing.key";
 
+/// File name of the server's HS256 secret for device tokens inside the data dir.
+pub const DEVICE_TOKEN_KEY_FILE: &str = "device-token.key";
+
 /// Why a key could not be loaded or used.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -33,6 +36,9 @@ pub enum KeyError {
     /// The signing key file is not an Ed25519 PKCS#8 PEM key.
     #[error("{0}: not an Ed25519 private key in PKCS#8 PEM form (delete it to make a new one)")]
     CorruptSigningKey(PathBuf),
+    /// The device token secret is not 32 bytes in hex.
+    #[error("{0}: not a 32-byte secret in hex (delete it to make a new one; device tokens signed with it stop working)")]
+    CorruptDeviceKey(PathBuf),
     /// An offline command was pointed at a data dir without a signing key; making one
     /// there would print tokens no server accepts.
     #[error(
@@ -127,11 +133,22 @@ impl VerifyKey {
 /// failure mode); there are no parameters to get wrong (curve, padding, key size); and
 /// making a key takes microseconds, where RSA key generation would slow the first start.
 /// Verification (~50 µs) is slower than RSA's, which the verified-token cache absorbs.
+///
+/// Device tokens are the exception: HS256 with a secret kept beside the key
+/// (`device-token.key`). A fleet presents them on every check-in, and with a million
+/// devices each holding its own token no cache holds them all, so every check-in would
+/// pay an Ed25519 verification (~50–110 µs of server CPU) where an HMAC costs about a
+/// microsecond (`cargo run --release -p bench --bin token-bench`). Only rollout verifies
+/// them, so no public key is needed; user and tenant tokens stay Ed25519 for services
+/// that check them with the public key.
 #[derive(Clone)]
 pub struct SigningKey {
     encoding: EncodingKey,
     public: DecodingKey,
     path: PathBuf,
+    device_encoding: EncodingKey,
+    device_decoding: DecodingKey,
+    device_path: PathBuf,
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -145,46 +162,53 @@ impl SigningKey {
     /// a PKCS#8 PEM, so `openssl pkey -in token-signing.key -pubout` exports the public key
     /// for other services that verify rollout's tokens.
     pub fn load_or_create(data_dir: &Path) -> Result<Self, KeyError> {
-        let path = data_dir.join(SIGNING_KEY_FILE);
-        let io = |source| KeyError::Io {
-            path: path.clone(),
-            source,
-        };
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(data_dir).map_err(io)?;
-                create_key_file(&path).map_err(io)?;
-                std::fs::read(&path).map_err(io)?
-            }
-            Err(e) => return Err(io(e)),
-        };
-        Self::parse(path, &bytes)
+        let ed25519 = read_or_create(data_dir, SIGNING_KEY_FILE, new_ed25519_pem)?;
+        let secret = read_or_create(data_dir, DEVICE_TOKEN_KEY_FILE, new_secret_hex)?;
+        Self::parse(data_dir, &ed25519, &secret)
     }
 
-    /// Load `DATA_DIR/token-signing.key`, which must exist (offline commands never make
-    /// one).
+    /// Load `DATA_DIR/token-signing.key` and `device-token.key`, which must exist (offline
+    /// commands never make them).
     pub fn load(data_dir: &Path) -> Result<Self, KeyError> {
-        let path = data_dir.join(SIGNING_KEY_FILE);
-        match std::fs::read(&path) {
-            Ok(bytes) => Self::parse(path, &bytes),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(KeyError::NoSigningKey(path)),
-            Err(source) => Err(KeyError::Io { path, source }),
-        }
+        let read = |name: &str| {
+            let path = data_dir.join(name);
+            match std::fs::read(&path) {
+                Ok(bytes) => Ok(bytes),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    Err(KeyError::NoSigningKey(path))
+                }
+                Err(source) => Err(KeyError::Io { path, source }),
+            }
+        };
+        Self::parse(
+            data_dir,
+            &read(SIGNING_KEY_FILE)?,
+            &read(DEVICE_TOKEN_KEY_FILE)?,
+        )
     }
 
-    fn parse(path: PathBuf, bytes: &[u8]) -> Result<Self, KeyError> {
-        let der = pem::parse(bytes)
+    fn parse(data_dir: &Path, ed25519: &[u8], secret_hex: &[u8]) -> Result<Self, KeyError> {
+        let path = data_dir.join(SIGNING_KEY_FILE);
+        let der = pem::parse(ed25519)
             .ok()
             .filter(|p| p.tag() == "PRIVATE KEY")
             .map(|p| p.into_contents())
             .ok_or_else(|| KeyError::CorruptSigningKey(path.clone()))?;
         let pair = Ed25519KeyPair::from_pkcs8(&der)
             .map_err(|_| KeyError::CorruptSigningKey(path.clone()))?;
+        let device_path = data_dir.join(DEVICE_TOKEN_KEY_FILE);
+        let secret = std::str::from_utf8(secret_hex)
+            .ok()
+            .and_then(|text| hex::decode(text.trim()).ok())
+            .filter(|secret| secret.len() == 32)
+            .ok_or_else(|| KeyError::CorruptDeviceKey(device_path.clone()))?;
         Ok(SigningKey {
             encoding: EncodingKey::from_ed_der(&der),
             public: DecodingKey::from_ed_der(pair.public_key().as_ref()),
             path,
+            device_encoding: EncodingKey::from_secret(&secret),
+            device_decoding: DecodingKey::from_secret(&secret),
+            device_path,
         })
     }
 
@@ -197,25 +221,79 @@ impl SigningKey {
         }
     }
 
+    /// The key that verifies device tokens.
+    pub fn device_verify_key(&self) -> VerifyKey {
+        VerifyKey {
+            source: self.device_path.display().to_string(),
+            algorithm: Algorithm::HS256,
+            key: self.device_decoding.clone(),
+        }
+    }
+
     /// Sign `claims` as an EdDSA JWT.
     pub fn sign<C: Serialize>(&self, claims: &C) -> Result<String, KeyError> {
         jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), claims, &self.encoding)
             .map_err(|e| KeyError::Crypto(e.to_string()))
     }
+
+    /// Sign a device token's `claims` as an HS256 JWT.
+    pub fn sign_device<C: Serialize>(&self, claims: &C) -> Result<String, KeyError> {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            claims,
+            &self.device_encoding,
+        )
+        .map_err(|e| KeyError::Crypto(e.to_string()))
+    }
 }
 
-/// Write a new Ed25519 key to `path` (mode 0600) unless another process got there first:
-/// the key goes to a private temp file that is then hard-linked into place, which fails
-/// if `path` exists, so concurrent first starts (a server and `rollout token`) end up
-/// using the same key.
-fn create_key_file(path: &Path) -> std::io::Result<()> {
+/// The bytes of `DATA_DIR/name`, written first by `make` when the file is missing.
+fn read_or_create(
+    data_dir: &Path,
+    name: &str,
+    make: fn() -> std::io::Result<Vec<u8>>,
+) -> Result<Vec<u8>, KeyError> {
+    let path = data_dir.join(name);
+    let io = |source| KeyError::Io {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::read(&path) {
+        Ok(bytes) => Ok(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(data_dir).map_err(io)?;
+            create_key_file(&path, &make().map_err(io)?).map_err(io)?;
+            std::fs::read(&path).map_err(io)
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+/// A new Ed25519 key, as PKCS#8 PEM.
+fn new_ed25519_pem() -> std::io::Result<Vec<u8>> {
     let pair = Ed25519KeyPair::generate().map_err(|e| std::io::Error::other(e.to_string()))?;
     let der = pair
         .to_pkcs8v1()
         .map_err(|e| std::io::Error::other(e.to_string()))?
         .as_ref()
         .to_vec();
-    let tmp = path.with_file_name(format!(".{SIGNING_KEY_FILE}.{}", uuid::Uuid::new_v4()));
+    Ok(encode_pem("PRIVATE KEY", der).into_bytes())
+}
+
+/// A new 32-byte secret, in hex.
+fn new_secret_hex() -> std::io::Result<Vec<u8>> {
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(format!("{}\n", hex::encode(secret)).into_bytes())
+}
+
+/// Write a new key file `path` (mode 0600) holding `contents`, unless another process got
+/// there first: the key goes to a private temp file that is then hard-linked into place,
+/// which fails if `path` exists, so concurrent first starts (a server and `rollout token`)
+/// end up using the same key.
+fn create_key_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.{}", uuid::Uuid::new_v4()));
     {
         use std::io::Write as _;
         let mut opts = std::fs::OpenOptions::new();
@@ -223,7 +301,7 @@ fn create_key_file(path: &Path) -> std::io::Result<()> {
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
         let mut f = opts.open(&tmp)?;
-        f.write_all(encode_pem("PRIVATE KEY", der).as_bytes())?;
+        f.write_all(contents)?;
         f.sync_all()?;
     }
     let linked = std::fs::hard_link(&tmp, path);
@@ -281,7 +359,7 @@ mod tests {
         });
         assert!(keys.windows(2).all(|w| w[0] == w[1]));
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
-        assert_eq!(names.len(), 1, "temp files left behind");
+        assert_eq!(names.len(), 2, "temp files left behind: {names:?}");
     }
 
     #[test]

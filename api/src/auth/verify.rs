@@ -272,8 +272,29 @@ mod tests {
     fn setup() -> (tempfile::TempDir, TokenIssuer, TokenVerifier) {
         let dir = tempfile::tempdir().unwrap();
         let key = SigningKey::load_or_create(dir.path()).unwrap();
-        let verifier = TokenVerifier::new(vec![key.verify_key()], false, 16);
+        let verifier =
+            TokenVerifier::new(vec![key.verify_key(), key.device_verify_key()], false, 16);
         (dir, TokenIssuer::new(key), verifier)
+    }
+
+    #[test]
+    fn device_tokens_are_hs256_and_user_tokens_eddsa_and_both_verify() {
+        let (_dir, issuer, verifier) = setup();
+        let tenant = TenantId::parse("acme").unwrap();
+        let device = issuer.device_token(&tenant, "dev-1", 60).unwrap();
+        let user = issuer.user_token(&tenant, "ops", 60).unwrap();
+        let alg = |t: &str| jsonwebtoken::decode_header(t).unwrap().alg;
+        assert_eq!(alg(&device), Algorithm::HS256);
+        assert_eq!(alg(&user), Algorithm::EdDSA);
+        assert_eq!(
+            verifier.verify(&device).unwrap().kind,
+            PrincipalKind::Device
+        );
+        assert_eq!(verifier.verify(&user).unwrap().kind, PrincipalKind::User);
+        // Another data dir's secret does not verify them.
+        let (_other_dir, other, _) = setup();
+        let forged = other.device_token(&tenant, "dev-1", 60).unwrap();
+        assert_eq!(verifier.verify(&forged), Err(AuthError::BadSignature));
     }
 
     fn hs256(claims: &Claims, secret: &[u8]) -> String {
@@ -316,9 +337,21 @@ mod tests {
             exp: Some(i64::MAX / 2),
             ..Claims::default()
         };
+        // HS256 is the algorithm of the server's device tokens: another secret's token is
+        // a bad signature; an algorithm no key has is refused as such.
         assert_eq!(
             verifier.verify(&hs256(&claims, b"k")),
-            Err(AuthError::UnexpectedAlgorithm(Algorithm::HS256))
+            Err(AuthError::BadSignature)
+        );
+        let hs384 = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS384),
+            &claims,
+            &EncodingKey::from_secret(b"k"),
+        )
+        .unwrap();
+        assert_eq!(
+            verifier.verify(&hs384),
+            Err(AuthError::UnexpectedAlgorithm(Algorithm::HS384))
         );
     }
 

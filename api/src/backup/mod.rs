@@ -4,8 +4,8 @@
 //!
 //! A backup is a gzip'd tar (`tar tzf` lists it), written in this order:
 //! - `rollout-backup.json`: the format version, the rollout version, when it was taken;
-//! - `keys/token-signing.key`, `keys/download.key`: the data dir's keys, so that the
-//!   tokens and download links the old server issued still work;
+//! - `keys/token-signing.key`, `keys/device-token.key`, `keys/download.key`: the data
+//!   dir's keys, so that the tokens and download links the old server issued still work;
 //! - `blobs/<path>`: every artifact's file, under its path in the blob store;
 //! - `tables/<table>/<n>.kv`: a table's records, read at the same instant as every other
 //!   table, in chunks of about [`CHUNK_BYTES`]: each record is a big-endian `u32` key
@@ -33,8 +33,9 @@ const MANIFEST: &str = "rollout-backup.json";
 const SUMMARY: &str = "summary.json";
 
 /// The data dir's key files, stored under `keys/`.
-const KEY_FILES: [&str; 2] = [
+const KEY_FILES: [&str; 3] = [
     crate::auth::keys::SIGNING_KEY_FILE,
+    crate::auth::keys::DEVICE_TOKEN_KEY_FILE,
     crate::signing::LINK_KEY_FILE,
 ];
 
