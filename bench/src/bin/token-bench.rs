@@ -50,7 +50,7 @@ fn main() -> anyhow::Result<()> {
         args.tokens, args.tokens
     );
     println!(
-        "{:<34} {:>12} {:>14}",
+        "{:<42} {:>12} {:>14}",
         "tokens", "µs / verify", "verifies / s"
     );
     let verifier =
@@ -82,7 +82,7 @@ fn per_verify<'a>(
 
 fn row(name: &str, seconds: f64) {
     println!(
-        "{name:<34} {:>12.2} {:>14.0}",
+        "{name:<42} {:>12.2} {:>14.0}",
         seconds * 1e6,
         1.0 / seconds.max(1e-12)
     );
