@@ -197,7 +197,11 @@ async fn rejections(kind: Kind) {
             "\"none\" is not supported",
         ),
         ("wrong algorithm", wrong_alg, "is not accepted"),
-        ("public key as HMAC secret", confused, "signature is invalid"),
+        (
+            "public key as HMAC secret",
+            confused,
+            "signature is invalid",
+        ),
         (
             "signed by another key",
             other.sign(&user_claims("acme")),
