@@ -3,7 +3,8 @@
 //! original did, keeps its tokens and files, and keeps every status report the original
 //! acknowledged before the backup began, though reports kept coming while it ran. Wrong
 //! uses (no server, a used data dir, a cut file, an existing target) fail clearly and
-//! change nothing.
+//! change nothing. scripts/test runs them again with the original server's blobs on S3
+//! (the restored server keeps its blobs in its data dir).
 
 mod common;
 
