@@ -10,15 +10,30 @@ mod common;
 
 use std::process::{Command, Stdio};
 
-use common::{report_of, rollout_load, start_server, tail, TempDir};
+use common::{report_of, rollout_load, start_server, tail, Server, TempDir};
+use serde_json::Value;
+
+/// Run `rollout-load` with `scenario` against `server`; its JSON report (the server's log
+/// tail in the panic message when there is none).
+fn run_scenario(server: &Server, dir: &TempDir, scenario: &[&str]) -> Value {
+    let out = rollout_load(&[&server.base], &dir.0.join("data"), scenario)
+        .output()
+        .expect("running rollout-load");
+    report_of(&out, || {
+        tail(
+            &std::fs::read_to_string(&server.log).unwrap_or_default(),
+            60,
+        )
+    })
+}
 
 #[test]
 fn a_phased_rollout_of_200_devices_finishes_with_matching_statistics() {
     let dir = TempDir::new();
     let server = start_server(&dir.0, &[]);
-    let out = rollout_load(
-        &[&server.base],
-        &dir.0.join("data"),
+    let report = run_scenario(
+        &server,
+        &dir,
         &[
             "--devices",
             "200",
@@ -35,15 +50,7 @@ fn a_phased_rollout_of_200_devices_finishes_with_matching_statistics() {
             "--timeout",
             "120s",
         ],
-    )
-    .output()
-    .expect("running rollout-load");
-    let report = report_of(&out, || {
-        tail(
-            &std::fs::read_to_string(&server.log).unwrap_or_default(),
-            60,
-        )
-    });
+    );
     assert_eq!(report["fleet"]["finished"], 200, "{report:#}");
     assert_eq!(report["fleet"]["unfinished"], 0, "{report:#}");
     let stats = &report["deployment"]["statistics"];
@@ -67,9 +74,9 @@ fn a_phased_rollout_of_200_devices_finishes_with_matching_statistics() {
 fn with_a_tenth_of_devices_failing_the_auto_abort_stops_the_rollout_at_its_threshold() {
     let dir = TempDir::new();
     let server = start_server(&dir.0, &[]);
-    let out = rollout_load(
-        &[&server.base],
-        &dir.0.join("data"),
+    let report = run_scenario(
+        &server,
+        &dir,
         &[
             "--devices",
             "1000",
@@ -88,15 +95,7 @@ fn with_a_tenth_of_devices_failing_the_auto_abort_stops_the_rollout_at_its_thres
             "--timeout",
             "120s",
         ],
-    )
-    .output()
-    .expect("running rollout-load");
-    let report = report_of(&out, || {
-        tail(
-            &std::fs::read_to_string(&server.log).unwrap_or_default(),
-            60,
-        )
-    });
+    );
     let d = &report["deployment"];
     assert_eq!(d["status"], "finished", "{report:#}");
     let reason = d["abort_reason"].as_str().expect("an abort reason");

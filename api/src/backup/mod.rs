@@ -96,6 +96,33 @@ impl std::fmt::Display for Summary {
     }
 }
 
+/// Fail unless the first entry, `path` holding `data`, is a manifest of our format.
+fn check_manifest(path: &str, data: &[u8]) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        path == MANIFEST,
+        "not a rollout backup: it starts with {path}, not {MANIFEST}"
+    );
+    let manifest: Manifest =
+        serde_json::from_slice(data).map_err(|e| anyhow::anyhow!("reading the manifest: {e}"))?;
+    anyhow::ensure!(
+        manifest.format == FORMAT,
+        "the backup has format {} (rollout {}); this rollout reads format {FORMAT}",
+        manifest.format,
+        manifest.rollout
+    );
+    Ok(())
+}
+
+/// A new file only its owner can read (backups and the keys they hold).
+fn private_file(path: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("creating {}: {e}", path.display()))
+}
+
 /// The tar entry path of a table chunk.
 fn chunk_path(table: &str, n: u32) -> String {
     format!("tables/{table}/{n:06}.kv")

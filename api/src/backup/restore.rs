@@ -11,7 +11,7 @@ use flate2::read::GzDecoder;
 use storage::{BlobConfig, BlobStore, EmbeddedStore};
 use tokio::runtime::Handle;
 
-use super::{parse_chunk, Manifest, Summary, FORMAT, KEY_FILES, MANIFEST, SUMMARY};
+use super::{check_manifest, parse_chunk, private_file, Summary, KEY_FILES, SUMMARY};
 
 /// Size of the pieces an artifact file is written to the blob store in.
 const BLOB_PIECE: usize = 1024 * 1024;
@@ -85,7 +85,9 @@ fn restore_into(
         let path = entry.path()?.to_string_lossy().into_owned();
         anyhow::ensure!(summary.is_none(), "{path} follows the summary");
         if index == 0 {
-            check_manifest(&path, &mut entry)?;
+            let mut manifest = Vec::new();
+            entry.read_to_end(&mut manifest)?;
+            check_manifest(&path, &manifest)?;
         } else if path == SUMMARY {
             summary = Some(read_json::<Summary>(&mut entry)?);
         } else if let Some(name) = path.strip_prefix("keys/") {
@@ -115,30 +117,9 @@ fn read_json<T: serde::de::DeserializeOwned>(entry: &mut impl Read) -> anyhow::R
     Ok(serde_json::from_slice(&data)?)
 }
 
-fn check_manifest(path: &str, entry: &mut impl Read) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        path == MANIFEST,
-        "not a rollout backup: it starts with {path}, not {MANIFEST}"
-    );
-    let manifest: Manifest = read_json(entry).context("reading the manifest")?;
-    anyhow::ensure!(
-        manifest.format == FORMAT,
-        "the backup has format {} (rollout {}); this rollout restores format {FORMAT}",
-        manifest.format,
-        manifest.rollout
-    );
-    Ok(())
-}
-
 fn restore_key(data_dir: &Path, name: &str, entry: &mut impl Read) -> anyhow::Result<()> {
     anyhow::ensure!(KEY_FILES.contains(&name), "unknown key file keys/{name}");
-    let path = data_dir.join(name);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(&path)
-        .with_context(|| format!("creating {}", path.display()))?;
+    let mut file = private_file(&data_dir.join(name))?;
     std::io::copy(entry, &mut file)?;
     file.sync_all()?;
     Ok(())

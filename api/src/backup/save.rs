@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use flate2::write::GzEncoder;
 
-use super::{Manifest, Summary, FORMAT, MANIFEST, SUMMARY};
+use super::{check_manifest, private_file, Summary, SUMMARY};
 
 /// How often progress is reported on stderr.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
@@ -42,16 +42,6 @@ fn partial_path(to: &Path) -> PathBuf {
     let mut name = to.file_name().unwrap_or_default().to_os_string();
     name.push(".partial");
     to.with_file_name(name)
-}
-
-/// A new file only its owner can read (a backup holds the signing keys).
-fn private_file(path: &Path) -> anyhow::Result<File> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))
 }
 
 fn sync_parent(path: &Path) {
@@ -102,20 +92,6 @@ fn copy_checked(stream: impl Read, file: File) -> anyhow::Result<(Summary, File)
     )?;
     let file = out.into_inner()?.finish()?;
     Ok((summary, file))
-}
-
-fn check_manifest(path: &str, data: &[u8]) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        path == MANIFEST,
-        "the server sent {path} where {MANIFEST} belongs"
-    );
-    let manifest: Manifest = serde_json::from_slice(data).context("reading the manifest")?;
-    anyhow::ensure!(
-        manifest.format == FORMAT,
-        "the server writes backup format {}, this rollout reads {FORMAT}",
-        manifest.format
-    );
-    Ok(())
 }
 
 /// Bytes received so far, reported on stderr every [`PROGRESS_EVERY`].

@@ -130,10 +130,10 @@ pub(crate) fn check_in_without_warp<B>(
         return None;
     }
     let host = match req.headers().get(http::header::HOST) {
-        Some(value) => value.to_str().ok()?,
-        None => "localhost",
+        Some(value) => Some(value.to_str().ok()?),
+        None => None,
     };
-    let base = format!("http://{host}");
+    let base = super::base_url_of(host);
     let query = NextQuery::parse(req.uri().query().unwrap_or(""));
     let authorization = match req.headers().get(http::header::AUTHORIZATION) {
         Some(value) => Some(value.to_str().ok()?),

@@ -48,13 +48,13 @@ use crate::state::AppState;
 pub const MANAGEMENT_BASE: &str = "/api/management/v1/deployments";
 
 /// The whole application: download links first, then the check-in (both served without
-/// warp), then the warp routes of the request's [`RouteGroup`]. Every request carries the token verifier in its extensions, where
-/// [`crate::auth::user`] and [`crate::auth::device`] find it.
+/// warp), then the warp routes of the request's [`RouteGroup`]. A request for warp carries
+/// the token verifier in its extensions, where [`crate::auth::user`] and
+/// [`crate::auth::device`] find it.
 pub fn app(state: AppState, metrics: Option<PrometheusHandle>) -> App {
     let table = Arc::new(RouteTable::new(&state, metrics));
     let body_read_timeout = state.settings.body_read_timeout;
     Arc::new(move |mut req| {
-        req.extensions_mut().insert(state.auth.clone());
         if download::matches(&req) {
             let state = state.clone();
             return async move { download::serve(&state, req).await }.boxed();
@@ -62,6 +62,7 @@ pub fn app(state: AppState, metrics: Option<PrometheusHandle>) -> App {
         if let Some(answer) = devices::check_in_without_warp(&state, &req) {
             return answer.map(from_warp).boxed();
         }
+        req.extensions_mut().insert(state.auth.clone());
         let mut service = warp::service(table.routes(RouteGroup::of(req.uri().path())));
         let req = req.map(|body| TimedBody::new(body, body_read_timeout));
         async move {
@@ -261,8 +262,12 @@ where
 
 /// `http://host` for links: the configured public URL, else the request's Host header.
 pub fn base_url() -> impl Filter<Extract = (String,), Error = warp::Rejection> + Clone {
-    warp::header::optional::<String>("host")
-        .map(|h: Option<String>| format!("http://{}", h.unwrap_or_else(|| "localhost".into())))
+    warp::header::optional::<String>("host").map(|h: Option<String>| base_url_of(h.as_deref()))
+}
+
+/// `http://host` from a request's `Host` header (`localhost` without one).
+pub(crate) fn base_url_of(host: Option<&str>) -> String {
+    format!("http://{}", host.unwrap_or("localhost"))
 }
 
 #[cfg(test)]
