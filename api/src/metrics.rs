@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use http::{Method, StatusCode};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use sha2::Digest as _;
 use storage::embedded::{CommitObserver, CommitStats};
 
@@ -13,6 +13,16 @@ pub fn install() -> Option<PrometheusHandle> {
         .set_buckets(&[
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
         ])
+        // A count, not seconds: with the latency buckets every commit of more than five
+        // writes fell in `+Inf`.
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full("rollout_store_commit_writes".into()),
+                &[
+                    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+                ],
+            )
+        })
         .and_then(|b| b.install_recorder())
     {
         Ok(h) => {

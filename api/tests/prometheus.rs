@@ -401,6 +401,14 @@ async fn prometheus_scrapes_live_rollout_progress() {
         "/metrics lacks the rollout series:\n{metrics}"
     );
     run_ok("promtool", &["check", "metrics"], metrics.as_bytes());
+    // The commit-size histogram counts writes (the dashboard's p99 batch size reads its
+    // buckets), not seconds.
+    assert!(
+        metrics.contains(r#"rollout_store_commit_writes_bucket{le="1"}"#)
+            && metrics.contains(r#"rollout_store_commit_writes_bucket{le="1024"}"#)
+            && !metrics.contains(r#"rollout_store_commit_writes_bucket{le="0.0005"}"#),
+        "commit-size buckets are not counts:\n{metrics}"
+    );
 }
 
 /// Counters are on /metrics from the start (at 0, so that `increase()` and alerts such as

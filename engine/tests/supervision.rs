@@ -289,6 +289,67 @@ async fn a_stuck_actor_makes_callers_come_back_later_instead_of_waiting_forever(
     assert_eq!(engine::metrics::mailbox_backlog(), 0);
 }
 
+/// A device that has its update and asks again is answered without its deployment's actor
+/// (here busy in a store read that hangs); a device asking for the first time, or asking
+/// with other data, waits for the actor, and after any change to a device its next ask
+/// goes to the actor again.
+#[tokio::test(start_paused = true)]
+async fn a_repeated_check_in_is_answered_while_the_actor_is_busy() {
+    let f = Fixture::new().await;
+    let id = f.deploy(f.new_deployment(devices(3))).await;
+    for device in ["d00", "d00", "d02", "d02"] {
+        assert_eq!(f.check_in(device).await, Some(id));
+    }
+    f.report("d02", id, DeviceStatus::Downloading)
+        .await
+        .unwrap();
+    f.store.hold_device_lists(true);
+    let (svc, tenant) = (f.svc.clone(), f.tenant.clone());
+    let stuck = tokio::spawn(async move { svc.devices(&tenant, id).await });
+    settle().await;
+
+    let ask = |device: &'static str, artifact_name: &'static str| {
+        let (svc, tenant) = (f.svc.clone(), f.tenant.clone());
+        tokio::spawn(async move { svc.check_in(&tenant, device, TYPE, artifact_name).await })
+    };
+    let again = ask("d00", OLD);
+    settle().await;
+    assert!(again.is_finished(), "a repeated ask waited for the actor");
+    assert!(matches!(
+        again.await.unwrap(),
+        Ok(Delivery::Update { deployment, .. }) if deployment == id
+    ));
+    let first = ask("d01", OLD);
+    let changed = ask("d00", "app-0.8");
+    let reported = ask("d02", OLD);
+    settle().await;
+    for (what, task) in [("a first ask", &first), ("other data", &changed)] {
+        assert!(!task.is_finished(), "{what} was answered without the actor");
+    }
+    assert!(
+        !reported.is_finished(),
+        "a device that reported since was answered without the actor"
+    );
+
+    f.store.hold_device_lists(false);
+    let _ = stuck.await.unwrap();
+    assert!(matches!(
+        first.await.unwrap(),
+        Ok(Delivery::Update { deployment, .. }) if deployment == id
+    ));
+    assert!(matches!(
+        changed.await.unwrap(),
+        Err(EngineError::Conflict(_))
+    ));
+    assert!(matches!(
+        reported.await.unwrap(),
+        Ok(Delivery::Update { deployment, .. }) if deployment == id
+    ));
+    // The conflict failed d00: it gets nothing more, from the actor or elsewhere.
+    assert_eq!(f.check_in("d00").await, None);
+    assert_eq!(f.status(id, "d00").await, DeviceStatus::Failure);
+}
+
 #[tokio::test(start_paused = true)]
 async fn callers_that_give_up_leave_no_trace_in_the_mailbox_backlog() {
     let f = Fixture::new().await;

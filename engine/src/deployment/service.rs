@@ -21,6 +21,7 @@ use super::clock::Clock;
 use super::dynamic::DynamicIndex;
 use super::events::Followed;
 use super::fleet::{device_key, Fleet};
+use super::handouts::Handouts;
 use super::plan::{self, NewDeployment};
 use super::safety;
 use super::stats::Statistics;
@@ -356,6 +357,7 @@ impl DeploymentService {
             clock: self.clock,
             indexing: Indexing::Rehydrate,
             fence: Fence::lapsed(),
+            handouts: Arc::new(Handouts::new(Fence::lapsed())),
         })
         .await
     }
@@ -629,6 +631,17 @@ impl DeploymentService {
         // this node indexed it): the owner says so, and the next one is tried.
         let key = device_key(tenant, device);
         while let Some(m) = self.fleet.oldest(key) {
+            // The same attempt asking again: what the actor handed out, without the actor.
+            let handouts = self.registry.handouts(m.deployment);
+            if let Some((artifact, control_map)) =
+                handouts.and_then(|h| h.repeat(key, device_type, artifact_name))
+            {
+                return Ok(Delivery::Update {
+                    deployment: m.deployment,
+                    artifact,
+                    control_map,
+                });
+            }
             let request = Request::CheckIn {
                 device: device.to_owned(),
                 device_type: device_type.to_owned(),

@@ -22,6 +22,7 @@ use uuid::Uuid;
 use super::actor::{self, DeploymentActor, DeploymentArgs, Indexing};
 use super::clock::Clock;
 use super::fleet::Fleet;
+use super::handouts::Handouts;
 use crate::cluster::Fence;
 use crate::error::{EngineError, Result};
 
@@ -97,6 +98,11 @@ pub struct SupervisorState {
 
 impl SupervisorState {
     fn deployment_args(&self, tenant: TenantId, id: Uuid, indexing: Indexing) -> DeploymentArgs {
+        let fence = self
+            .fences
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(Fence::unbounded);
         DeploymentArgs {
             tenant,
             id,
@@ -104,11 +110,8 @@ impl SupervisorState {
             fleet: self.args.fleet.clone(),
             clock: self.args.clock,
             indexing,
-            fence: self
-                .fences
-                .get(&id)
-                .cloned()
-                .unwrap_or_else(Fence::unbounded),
+            fence: fence.clone(),
+            handouts: Arc::new(Handouts::new(fence)),
         }
     }
 
@@ -121,17 +124,18 @@ impl SupervisorState {
         id: Uuid,
         indexing: Indexing,
     ) -> Result<()> {
-        if matches!(self.args.registry.slot(id), Some(Slot::Running(_))) {
+        if matches!(self.args.registry.slot(id), Some(Slot::Running(..))) {
             return Ok(());
         }
         self.args.registry.starting(id);
         let args = self.deployment_args(tenant.clone(), id, indexing);
+        let handouts = args.handouts.clone();
         let (actor, _) =
             DeploymentActor::spawn_linked(None, DeploymentActor, args, myself.get_cell())
                 .await
                 .map_err(|e| EngineError::Internal(format!("starting deployment {id}: {e}")))?;
         self.running.insert(actor.get_id(), (tenant, id));
-        self.args.registry.insert(id, actor);
+        self.args.registry.insert(id, actor, handouts);
         self.publish();
         Ok(())
     }

@@ -55,10 +55,7 @@ impl DeploymentState {
         if status != DeviceStatus::Pending {
             let again = delivered.and_then(|id| self.artifact(id));
             return Ok(match again {
-                Some(a) => CheckInReply {
-                    outcome: self.delivery(a),
-                    ack: Ack(None),
-                },
+                Some(a) => self.again(device, device_type, artifact_name, a),
                 None => nothing(),
             });
         }
@@ -93,10 +90,7 @@ impl DeploymentState {
         if known.is_some_and(|r| r.artifact_id == Some(artifact.id)) {
             // The same attempt asking again (the device lost the answer, or polls before
             // it starts): nothing changes, nothing to write.
-            return Ok(CheckInReply {
-                outcome: self.delivery(artifact),
-                ack: Ack(None),
-            });
+            return Ok(self.again(device, device_type, artifact_name, artifact));
         }
         if !self.may_start(now) {
             return Ok(nothing());
@@ -132,6 +126,28 @@ impl DeploymentState {
             outcome: self.delivery(artifact),
             ack: self.commit(writes),
         })
+    }
+
+    /// A device that has the update and asks with the data it had then gets it again; so
+    /// will its next asks, from the handouts, until the actor changes its record.
+    fn again(
+        &self,
+        device: &str,
+        device_type: &str,
+        artifact_name: &str,
+        artifact: Arc<ArtifactRecord>,
+    ) -> CheckInReply {
+        // A device reporting the release's name is `already-installed` unless the
+        // deployment forces installation (fixed at creation): only the actor answers that.
+        if self.header.force_installation || artifact_name != self.header.artifact_name {
+            let key = device_key(&self.header.tenant, device);
+            self.handouts
+                .remember(key, artifact.clone(), device_type, artifact_name);
+        }
+        CheckInReply {
+            outcome: self.delivery(artifact),
+            ack: Ack(None),
+        }
     }
 
     /// The update with the deployment's control map as it is now.

@@ -23,6 +23,7 @@ use super::clock::Clock;
 use super::device::{self, Change, ReportError, Reported};
 use super::events::{DeploymentEvent, Publisher, STATISTICS_EVERY};
 use super::fleet::{device_key, DeviceKey, Fleet, Membership};
+use super::handouts::Handouts;
 use super::plan;
 use super::roster::Roster;
 use super::safety::{self, Pacer, Tally, Timeouts};
@@ -230,6 +231,8 @@ pub struct DeploymentArgs {
     pub indexing: Indexing,
     /// Until when this node may write for the deployment (in a cluster, its lease).
     pub fence: Fence,
+    /// Where the actor writes down the updates it handed out, for repeated check-ins.
+    pub handouts: Arc<Handouts>,
 }
 
 /// Whether a loading deployment adds its devices to the fleet index.
@@ -280,6 +283,8 @@ pub struct DeploymentState {
     windows: Windows,
     /// Live progress for followers.
     publisher: Publisher,
+    /// What repeated check-ins get without asking the actor.
+    handouts: Arc<Handouts>,
 }
 
 /// Devices a dynamic deployment appends to one device-list chunk before it starts the
@@ -487,6 +492,7 @@ impl DeploymentState {
             clock,
             indexing,
             fence,
+            handouts,
         } = args;
         let mut header = store
             .deployment(&tenant, id)
@@ -555,6 +561,7 @@ impl DeploymentState {
                 .map(|r| device_key(&tenant, &r.device_id)),
             clock.now(),
         );
+        handouts.set_control_map(header.safety.update_control_map.clone());
         let windows = Windows::compile(&header.safety.maintenance_windows, clock.now())
             .unwrap_or_else(|e| {
                 tracing::error!(deployment = %id, error = %e, "stored maintenance windows do not compile; no device starts until the deployment is aborted");
@@ -584,6 +591,7 @@ impl DeploymentState {
             tripped: None,
             windows,
             publisher: Publisher::default(),
+            handouts,
         })
     }
 
@@ -669,8 +677,11 @@ impl DeploymentState {
     }
 
     /// The record of `device`, materialized if it was an untouched pending one.
+    /// Every change to a device goes through here, so the device's handed-out update is
+    /// forgotten first.
     fn record_mut(&mut self, device: &str) -> Option<&mut DeviceDeploymentRecord> {
         let key = device_key(&self.header.tenant, device);
+        self.handouts.forget(key);
         self.devices.get_mut(key, device, self.header.created)
     }
 

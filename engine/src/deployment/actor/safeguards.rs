@@ -114,7 +114,8 @@ impl DeploymentState {
             return Ack(None);
         }
         tracing::info!(deployment = %self.header.id, "update control map replaced");
-        self.header.safety.update_control_map = Some(map);
+        self.header.safety.update_control_map = Some(map.clone());
+        self.handouts.set_control_map(Some(map));
         self.commit(vec![Write::PutDeployment(Box::new(self.header.clone()))])
     }
 

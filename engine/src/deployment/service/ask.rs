@@ -63,7 +63,7 @@ impl DeploymentService {
         loop {
             match self.registry.slot(id) {
                 None => return Ok(None),
-                Some(Slot::Running(actor)) => {
+                Some(Slot::Running(actor, _)) => {
                     let _in_flight = InFlight::new();
                     match actor.call(&build, Some(ASK_TIMEOUT)).await {
                         Ok(CallResult::Success(v)) => return Ok(Some(v)),

@@ -11,12 +11,13 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::deployment::actor::DeploymentMsg;
+use crate::deployment::handouts::Handouts;
 
 /// What the registry knows of an unfinished deployment's actor.
 #[derive(Clone)]
 pub enum Slot {
     /// It answers messages.
-    Running(ActorRef<DeploymentMsg>),
+    Running(ActorRef<DeploymentMsg>, Arc<Handouts>),
     /// It is being started, or restarted after a crash.
     Starting,
 }
@@ -50,7 +51,7 @@ impl Registry {
     /// The actor of a running deployment.
     pub fn get(&self, id: Uuid) -> Option<ActorRef<DeploymentMsg>> {
         match self.slot(id)? {
-            Slot::Running(a) => Some(a),
+            Slot::Running(a, _) => Some(a),
             Slot::Starting => None,
         }
     }
@@ -60,8 +61,16 @@ impl Registry {
         self.changed.subscribe()
     }
 
-    pub(super) fn insert(&self, id: Uuid, actor: ActorRef<DeploymentMsg>) {
-        self.set(id, Some(Slot::Running(actor)));
+    pub(super) fn insert(&self, id: Uuid, actor: ActorRef<DeploymentMsg>, h: Arc<Handouts>) {
+        self.set(id, Some(Slot::Running(actor, h)));
+    }
+
+    /// The updates a running deployment's actor handed out (not while it is restarting).
+    pub(crate) fn handouts(&self, id: Uuid) -> Option<Arc<Handouts>> {
+        match self.read().get(&id)? {
+            Slot::Running(_, h) => Some(h.clone()),
+            Slot::Starting => None,
+        }
     }
 
     pub(super) fn starting(&self, id: Uuid) {
@@ -103,7 +112,7 @@ impl Registry {
     pub fn ids(&self) -> Vec<Uuid> {
         self.read()
             .iter()
-            .filter(|(_, s)| matches!(s, Slot::Running(_)))
+            .filter(|(_, s)| matches!(s, Slot::Running(..)))
             .map(|(id, _)| *id)
             .collect()
     }
@@ -112,7 +121,7 @@ impl Registry {
     pub fn len(&self) -> usize {
         self.read()
             .values()
-            .filter(|s| matches!(s, Slot::Running(_)))
+            .filter(|s| matches!(s, Slot::Running(..)))
             .count()
     }
 
