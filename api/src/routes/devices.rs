@@ -5,6 +5,7 @@
 
 mod log_upload;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use engine::Delivery;
@@ -63,7 +64,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(base_url())
         .and(st.clone())
         .then(|id, query: String, base, st| async move {
-            respond(next(id, NextQuery::parse(&query), false, base, st).await)
+            respond(next(id, NextQuery::parse(&query), false, move || base, st).await)
         });
     let next_post = device_base()
         .and(warp::path!("next"))
@@ -72,7 +73,9 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(json_body::<NextQuery>(1024 * 1024))
         .and(base_url())
         .and(st.clone())
-        .then(|id, body, base, st| async move { respond(next(id, body, false, base, st).await) });
+        .then(|id, body, base, st| async move {
+            respond(next(id, body, false, move || base, st).await)
+        });
     let next_v2 = base_of("v2")
         .and(warp::path!("next"))
         .and(warp::post())
@@ -82,7 +85,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(st.clone())
         .then(|id, body: NextV2, base, st| async move {
             let maps = body.update_control_map;
-            respond(next(id, body.device_provides, maps, base, st).await)
+            respond(next(id, body.device_provides, maps, move || base, st).await)
         });
     let control_map = base_of("v2")
         .and(warp::path!(String / "update_control_map"))
@@ -129,12 +132,13 @@ pub(crate) fn check_in_without_warp<B>(
     if req.method() != http::Method::GET || req.uri().path() != CHECK_IN_PATH {
         return None;
     }
-    let host = match req.headers().get(http::header::HOST) {
-        Some(value) => Some(value.to_str().ok()?),
-        None => None,
-    };
-    let base = super::base_url_of(host);
-    let query = NextQuery::parse(req.uri().query().unwrap_or(""));
+    // Both kept as they came (a clone shares the bytes): the query is decoded in place and
+    // the link base built only for an answer that carries a link.
+    let host = req.headers().get(http::header::HOST).cloned();
+    if host.as_ref().is_some_and(|h| h.to_str().is_err()) {
+        return None;
+    }
+    let uri = req.uri().clone();
     let authorization = match req.headers().get(http::header::AUTHORIZATION) {
         Some(value) => Some(value.to_str().ok()?),
         None => None,
@@ -143,7 +147,11 @@ pub(crate) fn check_in_without_warp<B>(
     let st = st.clone();
     Some(Box::pin(async move {
         match identity {
-            Ok(id) => respond(next(id, query, false, base, st).await),
+            Ok(id) => {
+                let query = NextQuery::parse(uri.query().unwrap_or(""));
+                let base = move || super::base_url_of(host.as_ref().and_then(|h| h.to_str().ok()));
+                respond(next(id, query, false, base, st).await)
+            }
             Err(e) => e.into_response(),
         }
     }))
@@ -151,24 +159,25 @@ pub(crate) fn check_in_without_warp<B>(
 
 /// What the device says it runs (query string or JSON body).
 #[derive(Deserialize)]
-pub(crate) struct NextQuery {
-    artifact_name: Option<String>,
-    device_type: Option<String>,
+pub(crate) struct NextQuery<'a> {
+    artifact_name: Option<Cow<'a, str>>,
+    device_type: Option<Cow<'a, str>>,
 }
 
-impl NextQuery {
+impl<'a> NextQuery<'a> {
     /// From a query string (`artifact_name=…&device_type=…`, percent-decoded; other
     /// parameters ignored, the last of a repeated one wins), without building a map of
     /// every parameter: this runs on every check-in.
-    fn parse(query: &str) -> NextQuery {
+    fn parse(query: &'a str) -> Self {
         let mut next = NextQuery {
             artifact_name: None,
             device_type: None,
         };
+        // Values that need no decoding are borrowed from the query.
         for (name, value) in form_urlencoded::parse(query.as_bytes()) {
             match name.as_ref() {
-                "artifact_name" => next.artifact_name = Some(value.into_owned()),
-                "device_type" => next.device_type = Some(value.into_owned()),
+                "artifact_name" => next.artifact_name = Some(value),
+                "device_type" => next.device_type = Some(value),
                 _ => {}
             }
         }
@@ -180,12 +189,12 @@ impl NextQuery {
 /// more), and whether its client acts on update control maps.
 #[derive(Deserialize)]
 pub(crate) struct NextV2 {
-    device_provides: NextQuery,
+    device_provides: NextQuery<'static>,
     #[serde(default)]
     update_control_map: bool,
 }
 
-fn required(field: &str, value: Option<String>) -> ApiResult<String> {
+fn required<'a>(field: &str, value: Option<Cow<'a, str>>) -> ApiResult<Cow<'a, str>> {
     match value {
         Some(v) if !v.is_empty() && v.chars().count() <= MAX_TEXT => Ok(v),
         Some(_) => Err(ApiError::BadRequest(format!(
@@ -238,7 +247,14 @@ impl<'a> DeviceControlMap<'a> {
 }
 
 /// `maps`: the device's client acts on update control maps (it asked through v2 saying so).
-async fn next(id: Identity, q: NextQuery, maps: bool, base: String, st: AppState) -> ApiResult {
+/// `base`: the `http://host` of the download link, built only when there is one.
+async fn next(
+    id: Identity,
+    q: NextQuery<'_>,
+    maps: bool,
+    base: impl FnOnce() -> String,
+    st: AppState,
+) -> ApiResult {
     let artifact_name = required("artifact_name", q.artifact_name)?;
     let device_type = required("device_type", q.device_type)?;
     let delivery = st
@@ -267,7 +283,7 @@ async fn next(id: Identity, q: NextQuery, maps: bool, base: String, st: AppState
         }
     };
     crate::metrics::check_in("update");
-    let link = device_link(&st, &base, &artifact).await?;
+    let link = device_link(&st, &base(), &artifact).await?;
     let body = NextDeployment {
         id: deployment,
         artifact: NextArtifact {
@@ -349,6 +365,8 @@ async fn log(raw: String, id: Identity, body: LogUpload, st: AppState) -> ApiRes
 
 #[cfg(test)]
 mod tests {
+    use std::borrow::Cow;
+
     use super::NextQuery;
 
     #[test]
@@ -361,5 +379,9 @@ mod tests {
         assert_eq!(q.device_type, None);
         let q = NextQuery::parse("");
         assert!(q.artifact_name.is_none() && q.device_type.is_none());
+        // The common case, nothing to decode, copies nothing.
+        let q = NextQuery::parse("artifact_name=release-1&device_type=pi");
+        assert!(matches!(q.artifact_name, Some(Cow::Borrowed("release-1"))));
+        assert!(matches!(q.device_type, Some(Cow::Borrowed("pi"))));
     }
 }
