@@ -13,7 +13,9 @@
 # 3. closed loop: `rollout-load --mode checkin` against each → max req/s, and the ratio;
 # 4. open loop at half of rollout's max rate against each → p50/p99 at that rate;
 # 5. wrk -t1: idle check-in with one token beside the baseline, check-ins handing out an
-#    update, durable status reports (load-tests/wrk/status.lua), /health and a 404.
+#    update, durable status reports (load-tests/wrk/status.lua), /health and a 404; each
+#    with the server's CPU per request and the share of the machine's time stolen by its
+#    hypervisor, the two figures that stay put when a neighbour slows the machine down.
 # Each measurement is taken ROUNDS times, alternating between the servers; the median round
 # is reported. On a shared machine, run it when nothing else is busy (see the load average
 # it prints).
@@ -35,8 +37,10 @@ cargo build --release -p api --bin rollout -p load-tests --bin rollout-load --bi
 
 start baseline "$BIN/baseline-server" --listen 127.0.0.1:0
 baseline=$addr
+baseline_pid=${pids[-1]}
 start rollout "$BIN/rollout" serve --listen 127.0.0.1:0 --data-dir "$tmp/data"
 rollout=$addr
+rollout_pid=${pids[-1]}
 
 load() { # load SERVER OUT [extra flags]
     local server=$1 out=$2
