@@ -44,7 +44,6 @@ node() {
     addr_of[$1]=$addr
 }
 halt() { kill -9 "${pid_of[$1]}" 2>/dev/null || true; wait "${pid_of[$1]}" 2>/dev/null || true; }
-cpu_of() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"; }
 status_of() { # status_of KEYSPACE: rollout cluster status
     "$BIN/rollout" cluster status --data-dir "$tmp/$1" --store scylla 2>/dev/null \
         --scylla-nodes "$ROLLOUT_TEST_CQL" --scylla-keyspace "$1"

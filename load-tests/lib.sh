@@ -39,6 +39,11 @@ start() {
     exit 1
 }
 
+# CPU seconds (user + system) process $1 has used so far.
+cpu_of() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"; }
+# CPU seconds the hypervisor has stolen from this machine so far, all its CPUs together.
+stolen() { awk -v hz="$(getconf CLK_TCK)" 'NR == 1 { printf "%.2f", $9 / hz }' /proc/stat; }
+
 # top-level number KEY of the JSON report FILE
 num() { sed -n "s/^  \"$2\": \([0-9.e+-]*\),\{0,1\}$/\1/p" "$1" | head -n1; }
 # number KEY of kind KIND in the JSON report FILE

@@ -40,8 +40,6 @@ start cassandra "$BIN/rollout" serve --listen 127.0.0.1:0 --data-dir "$tmp/cassa
 cassandra=$addr
 declare -A pid_of=([embedded]=${pids[0]} [cassandra]=${pids[1]})
 
-# CPU seconds (user + system) a process has used so far.
-cpu_of() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"; }
 
 # mixed NAME OUT MIX [flags]: rollout-load against server NAME, only the request kinds of
 # MIX, for the devices of tenant `updates`; client CPU seconds go to OUT.cpu.

@@ -30,20 +30,19 @@ if [ "$answer" != 200 ]; then
 fi
 
 seconds=$(awk -v d="$DURATION" 'BEGIN { sub(/s$/, "", d); print d + 0 }')
-ticks_per_second=$(getconf CLK_TCK)
-server_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }  # user + system of process $1
-steal_ticks() { awk 'NR == 1 { print $9 }' /proc/stat; }       # all CPUs' stolen time
 # wrk_run OUT PID URL [wrk flags]: the report in OUT, wrk's user+system seconds in OUT.cpu,
-# and "server-ticks steal-ticks" over the run in OUT.server (PID: the server measured)
+# and the server's CPU seconds and the machine's stolen seconds over the run in OUT.server
+# (PID: the server measured)
 wrk_run() {
     local out=$1 pid=$2 url=$3
     shift 3
-    local server0 steal0
-    server0=$(server_ticks "$pid")
-    steal0=$(steal_ticks)
+    local server0 stolen0
+    server0=$(cpu_of "$pid")
+    stolen0=$(stolen)
     /usr/bin/time -f '%U %S' -o "$out.cpu" \
         wrk -t1 -c"$CONCURRENCY" -d"$DURATION" --latency "$@" "$url" >"$out"
-    echo "$(($(server_ticks "$pid") - server0)) $(($(steal_ticks) - steal0))" >"$out.server"
+    awk -v s0="$server0" -v s1="$(cpu_of "$pid")" -v t0="$stolen0" -v t1="$(stolen)" \
+        'BEGIN { print s1 - s0, t1 - t0 }' >"$out.server"
 }
 wrk_rps() { sed -n 's/^Requests\/sec: *//p' "$1"; }
 wrk_p99() { awk '$1 == "99%" { v = $2; if (v ~ /us$/) { sub(/us/, "", v); v /= 1000 }
@@ -53,10 +52,9 @@ wrk_bad() { sed -n 's/^ *Non-2xx or 3xx responses: *//p' "$1" | grep . || echo 0
 wrk_cpu() { awk -v s="$seconds" '{ printf "%.0f", 100 * ($1 + $2) / s }' "$1.cpu"; }
 wrk_requests() { awk '/ requests in / { print $1 }' "$1"; }
 # server CPU per request (µs), and stolen time in % of the machine's CPU time over the run
-wrk_server_us() { awk -v n="$(wrk_requests "$1")" -v t="$ticks_per_second" \
-    '{ printf "%.1f", (n > 0) ? 1e6 * $1 / t / n : 0 }' "$1.server"; }
-wrk_steal() { awk -v s="$seconds" -v t="$ticks_per_second" -v c="$(nproc)" \
-    '{ printf "%.1f", 100 * $2 / t / s / c }' "$1.server"; }
+wrk_server_us() { awk -v n="$(wrk_requests "$1")" \
+    '{ printf "%.1f", (n > 0) ? 1e6 * $1 / n : 0 }' "$1.server"; }
+wrk_steal() { awk -v s="$seconds" -v c="$(nproc)" '{ printf "%.1f", 100 * $2 / s / c }' "$1.server"; }
 
 echo
 echo "wrk -t1 -c$CONCURRENCY, $DURATION per run, $ROUNDS rounds alternating:"
