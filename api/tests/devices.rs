@@ -260,6 +260,91 @@ async fn status_reports_move_the_device_and_finish_the_deployment() {
     assert_eq!(f.deployment(&id).await["status"], json!("finished"));
 }
 
+/// A status report's refusals, each for its own cause and with the error body, and none of
+/// them changes the device's record.
+#[tokio::test]
+async fn status_report_refusals_name_their_cause() {
+    let f = Fleet::start(TENANT).await;
+    let id = f.deploy(&["d1"]).await;
+    let d1 = f.device("d1");
+    assert_eq!(d1.check_in().await, Some(id.clone()));
+    d1.report_all(&id, &["downloading"]).await;
+    let put = |path: String, token: Option<String>, body: String| {
+        let mut req = f
+            .server
+            .http()
+            .request(Method::PUT, f.server.url(&path))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        send(req)
+    };
+    let path = format!("{}/{id}/status", common::fleet::DEVICE_API);
+    let device = || Some(f.server.device_token_for(TENANT, "d1"));
+    let installing = || r#"{"status":"installing"}"#.to_owned();
+    let cases = [
+        (
+            put(path.clone(), None, installing()).await,
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            put(path.clone(), Some("not-a-token".into()), installing()).await,
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            put(
+                path.clone(),
+                Some(f.server.user_token(TENANT)),
+                installing(),
+            )
+            .await,
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            put(path.clone(), device(), "{\"status\":".into()).await,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            put(
+                path.clone(),
+                device(),
+                format!(r#"{{"status":"{}"}}"#, "x".repeat(70_000)),
+            )
+            .await,
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            put(
+                format!("{}/not-a-uuid/status", common::fleet::DEVICE_API),
+                device(),
+                installing(),
+            )
+            .await,
+            StatusCode::NOT_FOUND,
+        ),
+    ];
+    // An id that needs decoding is left to warp's route, which does not decode it either.
+    let escaped = format!(
+        "{}/{}/status",
+        common::fleet::DEVICE_API,
+        id.replace('-', "%2D")
+    );
+    assert_error(
+        put(escaped, device(), installing()).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    for (resp, status) in cases {
+        assert_error(resp, status).await;
+    }
+    assert_eq!(
+        f.device_record(&id, "d1").await["status"],
+        json!("downloading")
+    );
+}
+
 #[tokio::test]
 async fn status_after_abort_is_409() {
     let f = Fleet::start(TENANT).await;

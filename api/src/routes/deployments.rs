@@ -193,10 +193,14 @@ fn st_limit(
     st.clone()
         .and(warp::header::optional::<String>("content-type"))
         .and(warp::body::stream())
-        .and_then(|st: AppState, ct, body| async move {
-            super::parse_json::<NewDeployment, _, _>(ct, body, st.settings.max_json_body)
-                .await
-                .map_err(warp::reject::custom)
+        .and_then(|st: AppState, ct: Option<String>, body| async move {
+            super::parse_json::<NewDeployment, _, _, _>(
+                ct.as_deref(),
+                body,
+                st.settings.max_json_body,
+            )
+            .await
+            .map_err(warp::reject::custom)
         })
         .boxed()
 }

@@ -19,15 +19,18 @@ use warp::Filter;
 pub(crate) use log_upload::LogUpload;
 
 use super::artifacts::device_link;
-use super::{base_url, json_body, no_content};
+use super::{base_url, json_body, no_content, parse_json};
 use crate::auth::{self, Identity, PrincipalKind};
 use crate::error::{respond, ApiError, ApiResult};
+use crate::server::body::TimedBody;
 use crate::state::AppState;
 
 /// Longest artifact name or device type.
 const MAX_TEXT: usize = 4096;
 /// Longest substate.
 const MAX_SUBSTATE: usize = 200;
+/// Largest status report.
+const MAX_STATUS_BODY: u64 = 64 * 1024;
 /// Largest log upload.
 const MAX_LOG_BODY: u64 = 10 * 1024 * 1024;
 
@@ -97,7 +100,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(warp::path!(String / "status"))
         .and(warp::put())
         .and(auth::device())
-        .and(json_body::<StatusReport>(64 * 1024))
+        .and(json_body::<StatusReport>(MAX_STATUS_BODY))
         .and(st.clone())
         .then(|d, id, body, st| async move { respond(status(d, id, body, st).await) });
     let log = device_base()
@@ -155,6 +158,66 @@ pub(crate) fn check_in_without_warp<B>(
             Err(e) => e.into_response(),
         }
     }))
+}
+
+/// Where every status report goes: `PUT {DEVICE_DEPLOYMENTS}{id}/status`.
+const DEVICE_DEPLOYMENTS: &str = "/api/devices/v1/deployments/device/deployments/";
+
+/// `PUT …/device/deployments/{id}/status`, answered without warp's filter chain, as
+/// [`check_in_without_warp`] answers the check-in: every device reports several times per
+/// update. [`StatusHead::of`] takes what it needs from the request's head, then
+/// [`StatusHead::answer`] reads the body. Checks come in the warp route's order (token,
+/// content type, body, status, deployment), so the answers are its answers.
+pub(crate) struct StatusHead {
+    raw: String,
+    identity: ApiResult<Identity>,
+    content_type: Option<String>,
+}
+
+impl StatusHead {
+    /// `None` when the request is not a status report, or when its path (an escaped id),
+    /// `Authorization` or `Content-Type` is something only warp's filters answer.
+    pub(crate) fn of<B>(st: &AppState, req: &http::Request<B>) -> Option<Self> {
+        let raw = status_target(req)?;
+        let authorization = header_text(req, http::header::AUTHORIZATION).ok()?;
+        let content_type = header_text(req, http::header::CONTENT_TYPE).ok()?;
+        Some(StatusHead {
+            raw: raw.to_owned(),
+            identity: auth::identify_as(&st.auth, authorization, PrincipalKind::Device),
+            content_type: content_type.map(str::to_owned),
+        })
+    }
+
+    pub(crate) async fn answer(self, st: AppState, body: TimedBody) -> Response {
+        let answer = async {
+            let id = self.identity?;
+            let body = http_body_util::BodyDataStream::new(body);
+            let report = parse_json(self.content_type.as_deref(), body, MAX_STATUS_BODY).await?;
+            status(self.raw, id, report, st).await
+        };
+        respond(answer.await)
+    }
+}
+
+/// The id segment of a status report's path, unless the segment needs decoding.
+fn status_target<B>(req: &http::Request<B>) -> Option<&str> {
+    if req.method() != http::Method::PUT {
+        return None;
+    }
+    let id = req
+        .uri()
+        .path()
+        .strip_prefix(DEVICE_DEPLOYMENTS)?
+        .strip_suffix("/status")?;
+    (!id.is_empty() && !id.contains(['/', '%'])).then_some(id)
+}
+
+/// A header's value as text (`Ok(None)` when absent), `Err` when it is not text.
+fn header_text<B>(
+    req: &http::Request<B>,
+    name: http::header::HeaderName,
+) -> Result<Option<&str>, http::header::ToStrError> {
+    req.headers().get(name).map(|v| v.to_str()).transpose()
 }
 
 /// What the device says it runs (query string or JSON body).
@@ -367,7 +430,42 @@ async fn log(raw: String, id: Identity, body: LogUpload, st: AppState) -> ApiRes
 mod tests {
     use std::borrow::Cow;
 
-    use super::NextQuery;
+    use super::{status_target, NextQuery};
+
+    #[test]
+    fn only_a_put_to_a_plain_status_path_skips_warp() {
+        let target = |method: http::Method, path: &str| {
+            let req = http::Request::builder()
+                .method(method)
+                .uri(path)
+                .body(())
+                .expect("a valid request");
+            status_target(&req).map(str::to_owned)
+        };
+        let base = "/api/devices/v1/deployments/device/deployments";
+        let put = http::Method::PUT;
+        assert_eq!(
+            target(put.clone(), &format!("{base}/abc/status")).as_deref(),
+            Some("abc")
+        );
+        assert_eq!(
+            target(http::Method::POST, &format!("{base}/abc/status")),
+            None
+        );
+        for path in [
+            "//status",
+            "/a%2Db/status",
+            "/a/b/status",
+            "/abc/status/",
+            "/abc/log",
+        ] {
+            assert_eq!(
+                target(put.clone(), &format!("{base}{path}")),
+                None,
+                "{path}"
+            );
+        }
+    }
 
     #[test]
     fn a_check_in_query_is_decoded_and_other_parameters_are_ignored() {

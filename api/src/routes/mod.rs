@@ -41,20 +41,21 @@ use warp::{Buf, Filter};
 
 use crate::error::{recover, ApiError};
 use crate::server::body::{is_body_timeout, TimedBody};
+use crate::server::BoxError;
 use crate::server::{from_warp, App};
 use crate::state::AppState;
 
 /// Base path of the management deployments API.
 pub const MANAGEMENT_BASE: &str = "/api/management/v1/deployments";
 
-/// The whole application: download links first, then the check-in (both served without
-/// warp), then the warp routes of the request's [`RouteGroup`]. A request for warp carries
+/// The whole application: download links first, then the check-in and the status report
+/// (all three served without warp), then the warp routes of the request's [`RouteGroup`]. A request for warp carries
 /// the token verifier in its extensions, where [`crate::auth::user`] and
 /// [`crate::auth::device`] find it.
 pub fn app(state: AppState, metrics: Option<PrometheusHandle>) -> App {
     let table = Arc::new(RouteTable::new(&state, metrics));
     let body_read_timeout = state.settings.body_read_timeout;
-    Arc::new(move |mut req| {
+    Arc::new(move |req| {
         if download::matches(&req) {
             let state = state.clone();
             return async move { download::serve(&state, req).await }.boxed();
@@ -62,9 +63,13 @@ pub fn app(state: AppState, metrics: Option<PrometheusHandle>) -> App {
         if let Some(answer) = devices::check_in_without_warp(&state, &req) {
             return answer.map(from_warp).boxed();
         }
+        let mut req = req.map(|body| TimedBody::new(body, body_read_timeout));
+        if let Some(head) = devices::StatusHead::of(&state, &req) {
+            let state = state.clone();
+            return async move { from_warp(head.answer(state, req.into_body()).await) }.boxed();
+        }
         req.extensions_mut().insert(state.auth.clone());
         let mut service = warp::service(table.routes(RouteGroup::of(req.uri().path())));
-        let req = req.map(|body| TimedBody::new(body, body_read_timeout));
         async move {
             let response = match service.call(req).await {
                 Ok(r) => r,
@@ -188,21 +193,21 @@ pub fn json_body<T: DeserializeOwned + Send + 'static>(
     warp::header::optional::<String>("content-type")
         .and(warp::body::stream())
         .and_then(move |ct: Option<String>, body| async move {
-            parse_json::<T, _, _>(ct, body, limit)
+            parse_json::<T, _, _, _>(ct.as_deref(), body, limit)
                 .await
                 .map_err(warp::reject::custom)
         })
 }
 
 /// Check the content type, read at most `limit` bytes and parse them as JSON.
-pub async fn parse_json<T, S, B>(ct: Option<String>, body: S, limit: u64) -> Result<T, ApiError>
+pub async fn parse_json<T, S, B, E>(ct: Option<&str>, body: S, limit: u64) -> Result<T, ApiError>
 where
     T: DeserializeOwned,
-    S: futures_util::Stream<Item = Result<B, warp::Error>> + Unpin,
+    S: futures_util::Stream<Item = Result<B, E>> + Unpin,
     B: Buf,
+    E: Into<BoxError>,
 {
     let is_json = ct
-        .as_deref()
         .and_then(|c| c.split(';').next())
         .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
     if !is_json {
@@ -231,15 +236,17 @@ pub fn no_content() -> Response {
 }
 
 /// Read a body of at most `limit` bytes (413 beyond).
-pub(crate) async fn read_limited<S, B>(mut body: S, limit: u64) -> Result<Bytes, ApiError>
+pub(crate) async fn read_limited<S, B, E>(mut body: S, limit: u64) -> Result<Bytes, ApiError>
 where
-    S: futures_util::Stream<Item = Result<B, warp::Error>> + Unpin,
+    S: futures_util::Stream<Item = Result<B, E>> + Unpin,
     B: Buf,
+    E: Into<BoxError>,
 {
     let mut buf = BytesMut::new();
     while let Some(chunk) = body.next().await {
         let mut chunk = chunk.map_err(|e| {
-            if is_body_timeout(&e) {
+            let e: BoxError = e.into();
+            if is_body_timeout(&*e) {
                 ApiError::RequestTimeout(e.to_string())
             } else {
                 ApiError::BadRequest(format!("reading the body failed: {e}"))
