@@ -142,10 +142,7 @@ pub(crate) fn check_in_without_warp<B>(
         return None;
     }
     let uri = req.uri().clone();
-    let authorization = match req.headers().get(http::header::AUTHORIZATION) {
-        Some(value) => Some(value.to_str().ok()?),
-        None => None,
-    };
+    let authorization = header_text(req, http::header::AUTHORIZATION).ok()?;
     let identity = auth::identify_as(&st.auth, authorization, PrincipalKind::Device);
     let st = st.clone();
     Some(Box::pin(async move {
