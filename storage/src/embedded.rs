@@ -4,7 +4,8 @@
 //! write goes through one committer thread. It takes the first waiting batch, drains every
 //! batch queued behind it (up to [`MAX_GROUP`] writes), applies them all in one fjall write
 //! batch, syncs the journal once, and then wakes every submitter. Under load many callers
-//! share one fsync; alone, a caller pays exactly one.
+//! share one fsync; alone, a caller pays exactly one. Submitters encode their records
+//! before they queue them, so the committer's serial loop does no serialization.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -73,32 +74,26 @@ impl Tables {
 
 /// A batch waiting for the committer, with the channel that tells its submitter.
 struct Pending {
-    writes: Vec<Write>,
-    /// A compare-and-set write, already compared (under its stripe lock).
-    swap: Option<Swap>,
+    changes: Vec<Change>,
     done: oneshot::Sender<Result<()>>,
 }
 
-impl Pending {
-    fn len(&self) -> usize {
-        self.writes.len() + usize::from(self.swap.is_some())
-    }
+/// One key's new value, or its removal, already encoded: the submitter does the encoding
+/// on its own thread, so the committer's loop (the one serial step of every durable
+/// write) only copies bytes into the journal and the memtable.
+enum Change {
+    Put(Keyspace, Vec<u8>, Vec<u8>),
+    Remove(Keyspace, Vec<u8>),
 }
 
-/// The records written only by compare-and-set ([`MetaStore::replace_device_auth`],
-/// [`MetaStore::replace_inventory`]), never by a plain [`Write`].
-enum Swap {
-    DeviceAuth(DeviceAuthRecord),
-    RemoveDeviceAuth {
-        tenant: TenantId,
-        device: String,
-    },
-    Inventory {
-        tenant: TenantId,
-        device: String,
-        attributes: serde_json::Value,
-    },
-    Lease(Lease),
+impl Change {
+    fn put(ks: &Keyspace, key: Vec<u8>, value: Vec<u8>) -> Self {
+        Change::Put(ks.clone(), key, value)
+    }
+
+    fn remove(ks: &Keyspace, key: Vec<u8>) -> Self {
+        Change::Remove(ks.clone(), key)
+    }
 }
 
 /// Commit statistics the committer reports through a callback (for metrics).
@@ -152,11 +147,10 @@ impl EmbeddedStore {
             .map_err(|e| open_error(dir, e))?;
         let tables = Tables::open(&db)?;
         let (queue, rx) = std_mpsc::channel();
-        let committer_tables = tables.clone();
         let committer_db = db.clone();
         thread::Builder::new()
             .name("store-committer".into())
-            .spawn(move || run_committer(committer_db, committer_tables, rx, observer))
+            .spawn(move || run_committer(committer_db, rx, observer))
             .map_err(|e| StoreError::Task(e.to_string()))?;
         Ok(EmbeddedStore {
             db,
@@ -167,9 +161,9 @@ impl EmbeddedStore {
         })
     }
 
-    fn enqueue(&self, writes: Vec<Write>, swap: Option<Swap>) -> Durable {
+    fn enqueue(&self, changes: Vec<Change>) -> Durable {
         let (done, rx) = oneshot::channel();
-        let sent = self.queue.send(Pending { writes, swap, done });
+        let sent = self.queue.send(Pending { changes, done });
         Box::pin(async move {
             sent.map_err(|_| StoreError::CommitterGone)?;
             rx.await.map_err(|_| StoreError::CommitterGone)?
@@ -205,51 +199,45 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
 
-fn run_committer(
-    db: Database,
-    tables: Tables,
-    rx: std_mpsc::Receiver<Pending>,
-    observer: CommitObserver,
-) {
+fn run_committer(db: Database, rx: std_mpsc::Receiver<Pending>, observer: CommitObserver) {
     while let Ok(first) = rx.recv() {
         let started = Instant::now();
-        let mut group = vec![first];
-        let mut writes = group[0].len();
-        while writes < MAX_GROUP {
+        let mut changes = first.changes;
+        let mut done = vec![first.done];
+        while changes.len() < MAX_GROUP {
             match rx.try_recv() {
                 Ok(p) => {
-                    writes += p.len();
-                    group.push(p);
+                    changes.extend(p.changes);
+                    done.push(p.done);
                 }
                 Err(_) => break,
             }
         }
-        let result = apply_group(&db, &tables, &group);
+        let writes = changes.len();
+        let result = apply_group(&db, changes);
         if result.is_ok() {
             observer(CommitStats {
                 writes,
-                batches: group.len(),
+                batches: done.len(),
                 latency: started.elapsed(),
             });
         }
-        for p in group {
+        for d in done {
             let r = match &result {
                 Ok(()) => Ok(()),
                 Err(e) => Err(StoreError::Task(e.to_string())),
             };
-            let _ = p.done.send(r);
+            let _ = d.send(r);
         }
     }
 }
 
-fn apply_group(db: &Database, t: &Tables, group: &[Pending]) -> Result<()> {
+fn apply_group(db: &Database, changes: Vec<Change>) -> Result<()> {
     let mut batch = db.batch();
-    for p in group {
-        for w in &p.writes {
-            apply_write(&mut batch, t, w);
-        }
-        if let Some(swap) = &p.swap {
-            apply_swap(&mut batch, t, swap);
+    for change in changes {
+        match change {
+            Change::Put(ks, key, value) => batch.insert(&ks, key, value),
+            Change::Remove(ks, key) => batch.remove(&ks, key),
         }
     }
     batch.commit()?;
@@ -257,23 +245,24 @@ fn apply_group(db: &Database, t: &Tables, group: &[Pending]) -> Result<()> {
     Ok(())
 }
 
-fn apply_write(batch: &mut fjall::OwnedWriteBatch, t: &Tables, w: &Write) {
+/// What `w` changes, encoded.
+fn change(t: &Tables, w: &Write) -> Change {
     match w {
         Write::PutArtifact(a) => {
-            batch.insert(&t.artifacts, keys::tenant_id(&a.tenant, a.id), encode(a))
+            Change::put(&t.artifacts, keys::tenant_id(&a.tenant, a.id), encode(a))
         }
         Write::DeleteArtifact { tenant, id } => {
-            batch.remove(&t.artifacts, keys::tenant_id(tenant, *id))
+            Change::remove(&t.artifacts, keys::tenant_id(tenant, *id))
         }
         Write::PutDeployment(d) => {
-            batch.insert(&t.deployments, keys::tenant_id(&d.tenant, d.id), encode(d))
+            Change::put(&t.deployments, keys::tenant_id(&d.tenant, d.id), encode(d))
         }
         Write::PutDeviceList {
             tenant,
             deployment,
             chunk,
             devices,
-        } => batch.insert(
+        } => Change::put(
             &t.device_lists,
             keys::device_list_chunk(tenant, *deployment, *chunk),
             encode(devices),
@@ -282,7 +271,7 @@ fn apply_write(batch: &mut fjall::OwnedWriteBatch, t: &Tables, w: &Write) {
             tenant,
             deployment,
             record,
-        } => batch.insert(
+        } => Change::put(
             &t.devices,
             keys::deployment_device(tenant, *deployment, &record.device_id),
             encode(record),
@@ -292,7 +281,7 @@ fn apply_write(batch: &mut fjall::OwnedWriteBatch, t: &Tables, w: &Write) {
             deployment,
             device,
             messages,
-        } => batch.insert(
+        } => Change::put(
             &t.logs,
             keys::deployment_device(tenant, *deployment, device),
             encode(messages),
@@ -301,19 +290,17 @@ fn apply_write(batch: &mut fjall::OwnedWriteBatch, t: &Tables, w: &Write) {
             tenant,
             device,
             created_nanos,
-        } => batch.insert(
+        } => Change::put(
             &t.last_finished,
             keys::tenant_device(tenant, device),
             created_nanos.to_be_bytes().to_vec(),
         ),
-        Write::PutNode(n) => batch.insert(&t.nodes, n.id.as_bytes(), encode(n)),
-        Write::PutFilter(f) => {
-            batch.insert(&t.filters, keys::tenant_id(&f.tenant, f.id), encode(f))
-        }
+        Write::PutNode(n) => Change::put(&t.nodes, n.id.as_bytes().to_vec(), encode(n)),
+        Write::PutFilter(f) => Change::put(&t.filters, keys::tenant_id(&f.tenant, f.id), encode(f)),
         Write::DeleteFilter { tenant, id } => {
-            batch.remove(&t.filters, keys::tenant_id(tenant, *id))
+            Change::remove(&t.filters, keys::tenant_id(tenant, *id))
         }
-        Write::PutRevocation(r) => batch.insert(
+        Write::PutRevocation(r) => Change::put(
             &t.revocations,
             keys::tenant_device(&r.tenant, &r.device),
             encode(r),
@@ -321,37 +308,10 @@ fn apply_write(batch: &mut fjall::OwnedWriteBatch, t: &Tables, w: &Write) {
     }
 }
 
-fn apply_swap(batch: &mut fjall::OwnedWriteBatch, t: &Tables, swap: &Swap) {
-    match swap {
-        Swap::DeviceAuth(d) => batch.insert(
-            &t.device_auth,
-            keys::tenant_device(&d.tenant, &d.id),
-            encode(d),
-        ),
-        Swap::RemoveDeviceAuth { tenant, device } => {
-            batch.remove(&t.device_auth, keys::tenant_device(tenant, device))
-        }
-        Swap::Inventory {
-            tenant,
-            device,
-            attributes,
-        } => batch.insert(
-            &t.inventory,
-            keys::tenant_device(tenant, device),
-            encode(attributes),
-        ),
-        Swap::Lease(l) => batch.insert(
-            &t.leases,
-            keys::tenant_id(&l.tenant, l.deployment),
-            encode(l),
-        ),
-    }
-}
-
 #[async_trait]
 impl MetaStore for EmbeddedStore {
     fn submit(&self, writes: Vec<Write>) -> Durable {
-        self.enqueue(writes, None)
+        self.enqueue(writes.iter().map(|w| change(&self.tables, w)).collect())
     }
 
     async fn artifact(&self, tenant: &TenantId, id: Uuid) -> Result<Option<ArtifactRecord>> {
@@ -560,8 +520,9 @@ impl MetaStore for EmbeddedStore {
         if stored.as_ref() != expected {
             return Ok(false);
         }
-        self.enqueue(Vec::new(), Some(Swap::DeviceAuth(record)))
-            .await?;
+        let key = keys::tenant_device(&record.tenant, &record.id);
+        let put = Change::put(&self.tables.device_auth, key, encode(&record));
+        self.enqueue(vec![put]).await?;
         Ok(true)
     }
 
@@ -571,11 +532,9 @@ impl MetaStore for EmbeddedStore {
         if stored.as_ref() != Some(expected) {
             return Ok(false);
         }
-        let swap = Swap::RemoveDeviceAuth {
-            tenant: expected.tenant.clone(),
-            device: expected.id.clone(),
-        };
-        self.enqueue(Vec::new(), Some(swap)).await?;
+        let key = keys::tenant_device(&expected.tenant, &expected.id);
+        let remove = Change::remove(&self.tables.device_auth, key);
+        self.enqueue(vec![remove]).await?;
         Ok(true)
     }
 
@@ -590,12 +549,9 @@ impl MetaStore for EmbeddedStore {
         if self.inventory(tenant, device).await?.as_ref() != expected {
             return Ok(false);
         }
-        let swap = Swap::Inventory {
-            tenant: tenant.clone(),
-            device: device.to_owned(),
-            attributes,
-        };
-        self.enqueue(Vec::new(), Some(swap)).await?;
+        let key = keys::tenant_device(tenant, device);
+        let put = Change::put(&self.tables.inventory, key, encode(&attributes));
+        self.enqueue(vec![put]).await?;
         Ok(true)
     }
 
@@ -612,7 +568,9 @@ impl MetaStore for EmbeddedStore {
         if self.lease(&lease.tenant, lease.deployment).await?.as_ref() != expected {
             return Ok(false);
         }
-        self.enqueue(Vec::new(), Some(Swap::Lease(lease))).await?;
+        let key = keys::tenant_id(&lease.tenant, lease.deployment);
+        let put = Change::put(&self.tables.leases, key, encode(&lease));
+        self.enqueue(vec![put]).await?;
         Ok(true)
     }
 }
