@@ -27,8 +27,8 @@ use crate::model::*;
 mod backup;
 use crate::stripes::Stripes;
 use crate::{
-    DeviceAuthRecord, Durable, Lease, MetaStore, NodeRecord, Result, Revocation, SavedFilter,
-    StoreError, Write,
+    Completion, DeviceAuthRecord, Durable, Lease, MetaStore, NodeRecord, Result, Revocation,
+    SavedFilter, StoreError, Write,
 };
 pub use backup::{RawRecord, TableSnapshot, BACKED_UP_TABLES};
 
@@ -75,7 +75,7 @@ impl Tables {
 /// A batch waiting for the committer, with the channel that tells its submitter.
 struct Pending {
     changes: Vec<Change>,
-    done: oneshot::Sender<Result<()>>,
+    done: Completion,
 }
 
 /// One key's new value, or its removal, already encoded: the submitter does the encoding
@@ -162,12 +162,22 @@ impl EmbeddedStore {
     }
 
     fn enqueue(&self, changes: Vec<Change>) -> Durable {
-        let (done, rx) = oneshot::channel();
-        let sent = self.queue.send(Pending { changes, done });
-        Box::pin(async move {
-            sent.map_err(|_| StoreError::CommitterGone)?;
-            rx.await.map_err(|_| StoreError::CommitterGone)?
-        })
+        let (tx, rx) = oneshot::channel();
+        let done = Completion::new(move |outcome| {
+            let _ = tx.send(outcome);
+        });
+        self.enqueue_then(changes, done);
+        Box::pin(async move { rx.await.map_err(|_| StoreError::CommitterGone)? })
+    }
+
+    /// Queue `changes` for the committer, which completes `done` after their fsync (or
+    /// dropping it, if the committer is gone, completes it with an error).
+    fn enqueue_then(&self, changes: Vec<Change>, done: Completion) {
+        let _ = self.queue.send(Pending { changes, done });
+    }
+
+    fn changes(&self, writes: &[Write]) -> Vec<Change> {
+        writes.iter().map(|w| change(&self.tables, w)).collect()
     }
 
     fn get_json<T: DeserializeOwned>(ks: &Keyspace, key: &[u8]) -> Result<Option<T>> {
@@ -227,7 +237,7 @@ fn run_committer(db: Database, rx: std_mpsc::Receiver<Pending>, observer: Commit
                 Ok(()) => Ok(()),
                 Err(e) => Err(StoreError::Task(e.to_string())),
             };
-            let _ = d.send(r);
+            d.complete(r);
         }
     }
 }
@@ -311,7 +321,11 @@ fn change(t: &Tables, w: &Write) -> Change {
 #[async_trait]
 impl MetaStore for EmbeddedStore {
     fn submit(&self, writes: Vec<Write>) -> Durable {
-        self.enqueue(writes.iter().map(|w| change(&self.tables, w)).collect())
+        self.enqueue(self.changes(&writes))
+    }
+
+    fn submit_then(&self, writes: Vec<Write>, then: Completion) {
+        self.enqueue_then(self.changes(&writes), then);
     }
 
     async fn artifact(&self, tenant: &TenantId, id: Uuid) -> Result<Option<ArtifactRecord>> {
