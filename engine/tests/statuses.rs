@@ -84,3 +84,32 @@ async fn failure_reported_without_a_check_in_is_final_without_retries() {
     let rec = f.record(id, "r").await;
     assert_eq!((rec.status, rec.attempts), (DeviceStatus::Failure, 2));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_device_that_reported_progress_before_its_check_in_gets_the_update() {
+    let f = Fixture::new().await;
+    let id = f.deploy(f.new_deployment(devices(2))).await;
+    // d00 lost the answer of its check-in, and goes on to report its progress.
+    f.report("d00", id, DeviceStatus::Downloading)
+        .await
+        .unwrap();
+    // Active in this deployment, it is handed this deployment's update when it asks,
+    // and again with the same answer when it asks again.
+    assert_eq!(f.check_in("d00").await, Some(id));
+    assert_eq!(f.check_in("d00").await, Some(id));
+    let rec = f.record(id, "d00").await;
+    assert_eq!(rec.status, DeviceStatus::Downloading);
+    assert!(
+        rec.artifact_id.is_some(),
+        "the handed-out artifact is recorded"
+    );
+    let stored = f.store.device_records(&f.tenant, id).await.unwrap();
+    let d00 = stored.iter().find(|r| r.device_id == "d00").unwrap();
+    assert_eq!(d00.artifact_id, rec.artifact_id, "and persisted");
+    // A device type no artifact of the release fits finishes it `noartifact`.
+    f.report("d01", id, DeviceStatus::Downloading)
+        .await
+        .unwrap();
+    assert_eq!(f.check_in_as("d01", "toaster", OLD).await.unwrap(), None);
+    assert_eq!(f.status(id, "d01").await, DeviceStatus::Noartifact);
+}

@@ -53,8 +53,10 @@ impl DeploymentState {
             return Ok(self.conflict(device, device_type, artifact_name, now));
         }
         if status != DeviceStatus::Pending {
-            let again = delivered.and_then(|id| self.artifact(id));
-            return Ok(match again {
+            let Some(id) = delivered else {
+                return self.hand_to_active(device, device_type, artifact_name);
+            };
+            return Ok(match self.artifact(id) {
                 Some(a) => self.again(device, device_type, artifact_name, a),
                 None => nothing(),
             });
@@ -118,6 +120,36 @@ impl DeploymentState {
             .ok_or(EngineError::NotFound("device in deployment"))?;
         rec.attempts += 1;
         rec.phase = Some(phase);
+        rec.device_type = Some(device_type.to_owned());
+        rec.reported_artifact = Some(artifact_name.to_owned());
+        rec.artifact_id = Some(artifact.id);
+        let writes = vec![self.put_by_id(device)];
+        Ok(CheckInReply {
+            outcome: self.delivery(artifact),
+            ack: self.commit(writes),
+        })
+    }
+
+    /// A device that reported progress before it was ever handed the update is active in
+    /// this deployment all the same, and the oldest deployment a device is active in is
+    /// the one its check-in gets: it is handed the update now (or finishes `noartifact`).
+    fn hand_to_active(
+        &mut self,
+        device: &str,
+        device_type: &str,
+        artifact_name: &str,
+    ) -> Result<CheckInReply> {
+        let Some(artifact) = self.choose_artifact(device_type) else {
+            return Ok(self.finish_at_check_in(
+                device,
+                device_type,
+                artifact_name,
+                DeviceStatus::Noartifact,
+            ));
+        };
+        let rec = self
+            .record_mut(device)
+            .ok_or(EngineError::NotFound("device in deployment"))?;
         rec.device_type = Some(device_type.to_owned());
         rec.reported_artifact = Some(artifact_name.to_owned());
         rec.artifact_id = Some(artifact.id);
