@@ -219,7 +219,9 @@ async fn edit(raw: String, id: Identity, st: AppState, body: ArtifactUpdate) -> 
 }
 
 async fn delete(raw: String, id: Identity, st: AppState) -> ApiResult {
-    st.artifacts.delete(&id.tenant, artifact_id(&raw)?).await?;
+    // The contract answers a bad id here only with 404, as an unknown one.
+    let aid = Uuid::parse_str(&raw).map_err(|_| ApiError::NotFound("artifact not found".into()))?;
+    st.artifacts.delete(&id.tenant, aid).await?;
     Ok(no_content())
 }
 

@@ -210,6 +210,12 @@ pub(super) fn deployment_id(raw: &str) -> ApiResult<Uuid> {
         .map_err(|_| ApiError::BadRequest(format!("deployment id {raw:?} is not a UUID")))
 }
 
+/// A deployment id from the path of a route whose contract answers only 404 for a bad id:
+/// an id that is not a UUID names no deployment, and gets an unknown id's answer.
+fn named_deployment(raw: &str) -> ApiResult<Uuid> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound("deployment not found".into()))
+}
+
 /// The Deployment JSON.
 #[derive(Serialize)]
 pub(super) struct DeploymentView<'a> {
@@ -486,14 +492,17 @@ async fn list(id: Identity, raw: String, st: AppState) -> ApiResult {
 }
 
 async fn show(raw: String, id: Identity, st: AppState) -> ApiResult {
-    let snapshot = st.deployments.get(&id.tenant, deployment_id(&raw)?).await?;
+    let snapshot = st
+        .deployments
+        .get(&id.tenant, named_deployment(&raw)?)
+        .await?;
     Ok(warp::reply::json(&DeploymentView::new(&snapshot)).into_response())
 }
 
 async fn devices(raw: String, id: Identity, st: AppState) -> ApiResult {
     let records = st
         .deployments
-        .devices(&id.tenant, deployment_id(&raw)?)
+        .devices(&id.tenant, named_deployment(&raw)?)
         .await?;
     let views: Vec<DeviceView<'_>> = records.iter().map(DeviceView::from).collect();
     Ok(warp::reply::json(&views).into_response())
@@ -609,14 +618,17 @@ async fn device_list(raw: String, id: Identity, st: AppState) -> ApiResult {
 }
 
 async fn statistics(raw: String, id: Identity, st: AppState) -> ApiResult {
-    let s = st.deployments.get(&id.tenant, deployment_id(&raw)?).await?;
+    let s = st
+        .deployments
+        .get(&id.tenant, named_deployment(&raw)?)
+        .await?;
     Ok(warp::reply::json(&s.stats.to_map()).into_response())
 }
 
 async fn log(raw: String, device: String, id: Identity, st: AppState) -> ApiResult {
     let messages = st
         .deployments
-        .log(&id.tenant, deployment_id(&raw)?, &device)
+        .log(&id.tenant, named_deployment(&raw)?, &device)
         .await?;
     let text: String = messages
         .iter()
