@@ -715,3 +715,36 @@ async fn every_deployment_object_carries_statistics_by_status_and_total_size() {
     assert_eq!(list[0]["statistics"]["status"]["failure"], json!(1));
     assert_eq!(f.statistics(&id).await["failure"], json!(1));
 }
+
+#[tokio::test]
+async fn device_ids_in_management_paths_are_percent_decoded() {
+    let f = Fleet::start(TENANT).await;
+    let id = f.deploy(&["a b", "dév/1", "plain"]).await;
+    let spaced = f.device("a b");
+    assert_eq!(spaced.check_in().await, Some(id.clone()));
+    let log = json!({"messages": [
+        {"timestamp": "2024-05-01T10:00:00Z", "level": "info", "message": "hello"}
+    ]});
+    no_body(spaced.put(&id, "log", &log).await, StatusCode::NO_CONTENT).await;
+    let resp = f
+        .user()
+        .get(&format!("/deployments/{id}/devices/a%20b/log"))
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = resp.text().await.unwrap();
+    assert_eq!(text.trim_end(), "2024-05-01T10:00:00Z info: hello");
+
+    for escaped in ["a%20b", "d%C3%A9v%2F1"] {
+        let resp = f
+            .user()
+            .delete(&format!("/deployments/devices/{escaped}"))
+            .await;
+        no_body(resp, StatusCode::NO_CONTENT).await;
+    }
+    for device in ["a b", "dév/1"] {
+        let status = &f.device_record(&id, device).await["status"];
+        assert_eq!(status, &json!("decommissioned"), "{device}");
+    }
+    let plain = &f.device_record(&id, "plain").await["status"];
+    assert_eq!(plain, &json!("pending"));
+}

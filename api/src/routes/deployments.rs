@@ -12,7 +12,7 @@ use warp::reply::{Reply, Response};
 use warp::Filter;
 
 use super::paging::{raw_query, Paging};
-use super::{created, json_body, management, no_content, MANAGEMENT_BASE};
+use super::{created, json_body, management, no_content, Decoded, MANAGEMENT_BASE};
 use crate::auth::{self, Identity};
 use crate::error::{respond, ApiError, ApiResult};
 use crate::state::AppState;
@@ -45,12 +45,14 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .then(|id, q, st| async move { respond(list(id, q, st).await) });
     let create_for_group = deployments
         .clone()
-        .and(warp::path!("group" / String))
+        .and(warp::path!("group" / Decoded))
         .and(warp::post())
         .and(auth::user())
         .and(limit_group)
         .and(st.clone())
-        .then(|g, id, body, st| async move { respond(create_for_group(g, id, body, st).await) });
+        .then(|Decoded(g), id, body, st| async move {
+            respond(create_for_group(g, id, body, st).await)
+        });
     let create_dynamic = warp::path!("api" / "management" / "v2" / "deployments" / "deployments")
         .and(warp::post())
         .and(auth::user())
@@ -59,19 +61,19 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .then(|id, body, st| async move { respond(create_dynamic(id, body, st).await) });
     let history = deployments
         .clone()
-        .and(warp::path!("devices" / String))
+        .and(warp::path!("devices" / Decoded))
         .and(warp::get())
         .and(auth::user())
         .and(raw_query())
         .and(st.clone())
-        .then(|dev, id, q, st| async move { respond(history(dev, id, q, st).await) });
+        .then(|Decoded(dev), id, q, st| async move { respond(history(dev, id, q, st).await) });
     let decommission = deployments
         .clone()
-        .and(warp::path!("devices" / String))
+        .and(warp::path!("devices" / Decoded))
         .and(warp::delete())
         .and(auth::user())
         .and(st.clone())
-        .then(|dev, id, st| async move { respond(decommission(dev, id, st).await) });
+        .then(|Decoded(dev), id, st| async move { respond(decommission(dev, id, st).await) });
     let show = deployments
         .clone()
         .and(warp::path!(String))
@@ -118,11 +120,11 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .then(|d, id, st| async move { respond(statistics(d, id, st).await) });
     let log = deployments
         .clone()
-        .and(warp::path!(String / "devices" / String / "log"))
+        .and(warp::path!(String / "devices" / Decoded / "log"))
         .and(warp::get())
         .and(auth::user())
         .and(st.clone())
-        .then(|d, dev, id, st| async move { respond(log(d, dev, id, st).await) });
+        .then(|d, Decoded(dev), id, st| async move { respond(log(d, dev, id, st).await) });
     let abort = deployments
         .clone()
         .and(warp::path!(String / "status"))

@@ -13,7 +13,7 @@ use warp::filters::BoxedFilter;
 use warp::reply::{Reply, Response};
 use warp::Filter;
 
-use super::{json_body, read_limited};
+use super::{json_body, read_limited, Decoded};
 use crate::auth::{self, Identity};
 use crate::error::{respond, ApiError, ApiResult};
 use crate::state::AppState;
@@ -64,28 +64,28 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .then(|id, q, st| async move { respond(list(id, q, st).await) });
     let show = devices
         .clone()
-        .and(warp::path!(String))
+        .and(warp::path!(Decoded))
         .and(warp::get())
         .and(auth::user())
         .and(st.clone())
-        .then(|dev, id, st| async move { respond(show(dev, id, st).await) });
+        .then(|Decoded(dev), id, st| async move { respond(show(dev, id, st).await) });
     let auth_status = devices
         .clone()
-        .and(warp::path!(String / "auth" / String / "status"))
+        .and(warp::path!(Decoded / "auth" / String / "status"))
         .and(warp::put())
         .and(auth::user())
         .and(json_body::<AuthStatusBody>(MAX_AUTH_BODY))
         .and(st.clone())
-        .then(|dev, set, id, body, st| async move {
+        .then(|Decoded(dev), set, id, body, st| async move {
             respond(auth_status(dev, set, id, body, st).await)
         });
     let decommission = devices
         .clone()
-        .and(warp::path!(String))
+        .and(warp::path!(Decoded))
         .and(warp::delete())
         .and(auth::user())
         .and(st.clone())
-        .then(|dev, id, st| async move { respond(decommission(dev, id, st).await) });
+        .then(|Decoded(dev), id, st| async move { respond(decommission(dev, id, st).await) });
     let preauthorize = devices
         .and(warp::path::end())
         .and(warp::post())

@@ -18,7 +18,7 @@ use warp::reply::{Reply, Response};
 use warp::Filter;
 
 use super::paging::{raw_query, Paging};
-use super::{created, json_body, no_content};
+use super::{created, json_body, no_content, Decoded};
 use crate::auth::{self, Identity};
 use crate::error::{respond, ApiError, ApiResult};
 use crate::state::AppState;
@@ -45,40 +45,44 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .then(|id, q, st| async move { respond(devices(id, q, st).await) });
     let device = v1
         .clone()
-        .and(warp::path!("devices" / String))
+        .and(warp::path!("devices" / Decoded))
         .and(warp::get())
         .and(auth::user())
         .and(st.clone())
-        .then(|dev, id, st| async move { respond(device(dev, id, st).await) });
+        .then(|Decoded(dev), id, st| async move { respond(device(dev, id, st).await) });
     let remove = v1
         .clone()
-        .and(warp::path!("devices" / String))
+        .and(warp::path!("devices" / Decoded))
         .and(warp::delete())
         .and(auth::user())
         .and(st.clone())
-        .then(|dev, id, st| async move { respond(remove(dev, id, st).await) });
+        .then(|Decoded(dev), id, st| async move { respond(remove(dev, id, st).await) });
     let group = v1
         .clone()
-        .and(warp::path!("devices" / String / "group"))
+        .and(warp::path!("devices" / Decoded / "group"))
         .and(warp::get())
         .and(auth::user())
         .and(st.clone())
-        .then(|dev, id, st| async move { respond(group(dev, id, st).await) });
+        .then(|Decoded(dev), id, st| async move { respond(group(dev, id, st).await) });
     let set_group = v1
         .clone()
-        .and(warp::path!("devices" / String / "group"))
+        .and(warp::path!("devices" / Decoded / "group"))
         .and(warp::put())
         .and(auth::user())
         .and(json_body::<GroupBody>(MAX_BODY))
         .and(st.clone())
-        .then(|dev, id, body, st| async move { respond(set_group(dev, id, body, st).await) });
+        .then(
+            |Decoded(dev), id, body, st| async move { respond(set_group(dev, id, body, st).await) },
+        );
     let leave_group = v1
         .clone()
-        .and(warp::path!("devices" / String / "group" / String))
+        .and(warp::path!("devices" / Decoded / "group" / Decoded))
         .and(warp::delete())
         .and(auth::user())
         .and(st.clone())
-        .then(|dev, g, id, st| async move { respond(leave_group(dev, g, id, st).await) });
+        .then(|Decoded(dev), Decoded(g), id, st| async move {
+            respond(leave_group(dev, g, id, st).await)
+        });
     let groups = v1
         .clone()
         .and(warp::path!("groups"))
@@ -87,12 +91,12 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(st.clone())
         .then(|id, st| async move { respond(groups(id, st).await) });
     let group_devices = v1
-        .and(warp::path!("groups" / String / "devices"))
+        .and(warp::path!("groups" / Decoded / "devices"))
         .and(warp::get())
         .and(auth::user())
         .and(raw_query())
         .and(st.clone())
-        .then(|g, id, q, st| async move { respond(group_devices(g, id, q, st).await) });
+        .then(|Decoded(g), id, q, st| async move { respond(group_devices(g, id, q, st).await) });
     let search = v2
         .clone()
         .and(warp::path!("filters" / "search"))

@@ -277,6 +277,20 @@ pub(crate) fn base_url_of(host: Option<&str>) -> String {
     format!("http://{}", host.unwrap_or("localhost"))
 }
 
+/// A path segment that names a device or a group, percent-decoded: warp hands segments
+/// over as they came, and such names may hold characters a URL escapes (`a b` comes as
+/// `a%20b`). A segment that does not decode to UTF-8 matches no route (404).
+pub(crate) struct Decoded(pub(crate) String);
+
+impl std::str::FromStr for Decoded {
+    type Err = std::str::Utf8Error;
+
+    fn from_str(segment: &str) -> Result<Self, Self::Err> {
+        let text = percent_encoding::percent_decode_str(segment).decode_utf8()?;
+        Ok(Decoded(text.into_owned()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::RouteGroup::{self, *};
