@@ -748,3 +748,17 @@ async fn device_ids_in_management_paths_are_percent_decoded() {
     let plain = &f.device_record(&id, "plain").await["status"];
     assert_eq!(plain, &json!("pending"));
 }
+
+#[tokio::test]
+async fn the_same_list_of_devices_deployed_twice_makes_two_deployments() {
+    // The contract's POST /deployments answers 201, 400 or 422: no 409 for a repeat.
+    let f = Fleet::start(TENANT).await;
+    let first = f.deploy(&["d1", "d2"]).await;
+    let second = f.deploy(&["d1", "d2"]).await;
+    assert_ne!(first, second);
+    for id in [&first, &second] {
+        assert_eq!(f.deployment(id).await["status"], json!("pending"));
+    }
+    // The device is handed the oldest one first.
+    assert_eq!(f.device("d1").check_in().await, Some(first));
+}

@@ -320,7 +320,7 @@ async fn device_never_receives_a_deployment_older_than_one_it_finished() {
     tokio::time::advance(Duration::from_secs(1)).await;
     let middle = f.deploy(f.new_deployment(devices(1))).await;
     tokio::time::advance(Duration::from_secs(1)).await;
-    // Another name: the same request twice while `middle` is active would be a 409.
+    // Another name, to tell them apart.
     let newest = NewDeployment {
         name: "newest".into(),
         ..f.new_deployment(devices(1))

@@ -240,6 +240,10 @@ impl DeploymentService {
         tenant: &TenantId,
         mut new: NewDeployment,
     ) -> Result<DeploymentRecord> {
+        // The contract's `POST /deployments` with a list of devices answers only 201, 400
+        // and 422: sending the same list twice creates two deployments. A deployment to a
+        // group, a filter or every device sent twice is refused (409), as upstream does.
+        let listed = !new.devices.is_empty();
         let filter = self.resolve_targets(tenant, &mut new).await?;
         let now = self.clock.now();
         let phases = plan::validate(&new, now)?;
@@ -258,7 +262,9 @@ impl DeploymentService {
                 new.artifact_name
             )));
         }
-        self.refuse_duplicate(tenant, &new, filter.as_ref()).await?;
+        if !listed {
+            self.refuse_duplicate(tenant, &new, filter.as_ref()).await?;
+        }
         let status = if phases[0].start_ts > now {
             DeploymentStatus::Scheduled
         } else {

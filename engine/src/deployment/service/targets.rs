@@ -112,7 +112,8 @@ impl DeploymentService {
     }
 
     /// 409 when an unfinished deployment has the same name, release, devices (or filter)
-    /// and `force_installation`: the same request sent twice.
+    /// and `force_installation`: the same request to a group, a filter or every device
+    /// sent twice (not asked for a list of devices, whose contract has no 409).
     pub(super) async fn refuse_duplicate(
         &self,
         tenant: &TenantId,
