@@ -27,8 +27,8 @@ use crate::model::*;
 mod backup;
 use crate::stripes::Stripes;
 use crate::{
-    Completion, DeviceAuthRecord, Durable, Lease, MetaStore, NodeRecord, Result, Revocation,
-    SavedFilter, StoreError, Write,
+    DeviceAuthRecord, Durable, Lease, MetaStore, NodeRecord, Result, Revocation, SavedFilter,
+    StoreError, Write,
 };
 pub use backup::{RawRecord, TableSnapshot, BACKED_UP_TABLES};
 
@@ -75,7 +75,7 @@ impl Tables {
 /// A batch waiting for the committer, with the channel that tells its submitter.
 struct Pending {
     changes: Vec<Change>,
-    done: Completion,
+    done: oneshot::Sender<Result<()>>,
 }
 
 /// One key's new value, or its removal, already encoded: the submitter does the encoding
@@ -162,22 +162,12 @@ impl EmbeddedStore {
     }
 
     fn enqueue(&self, changes: Vec<Change>) -> Durable {
-        let (tx, rx) = oneshot::channel();
-        let done = Completion::new(move |outcome| {
-            let _ = tx.send(outcome);
-        });
-        self.enqueue_then(changes, done);
-        Box::pin(async move { rx.await.map_err(|_| StoreError::CommitterGone)? })
-    }
-
-    /// Queue `changes` for the committer, which completes `done` after their fsync (or
-    /// dropping it, if the committer is gone, completes it with an error).
-    fn enqueue_then(&self, changes: Vec<Change>, done: Completion) {
-        let _ = self.queue.send(Pending { changes, done });
-    }
-
-    fn changes(&self, writes: &[Write]) -> Vec<Change> {
-        writes.iter().map(|w| change(&self.tables, w)).collect()
+        let (done, rx) = oneshot::channel();
+        let sent = self.queue.send(Pending { changes, done });
+        Box::pin(async move {
+            sent.map_err(|_| StoreError::CommitterGone)?;
+            rx.await.map_err(|_| StoreError::CommitterGone)?
+        })
     }
 
     fn get_json<T: DeserializeOwned>(ks: &Keyspace, key: &[u8]) -> Result<Option<T>> {
@@ -237,7 +227,7 @@ fn run_committer(db: Database, rx: std_mpsc::Receiver<Pending>, observer: Commit
                 Ok(()) => Ok(()),
                 Err(e) => Err(StoreError::Task(e.to_string())),
             };
-            d.complete(r);
+            let _ = d.send(r);
         }
     }
 }
@@ -321,11 +311,7 @@ fn change(t: &Tables, w: &Write) -> Change {
 #[async_trait]
 impl MetaStore for EmbeddedStore {
     fn submit(&self, writes: Vec<Write>) -> Durable {
-        self.enqueue(self.changes(&writes))
-    }
-
-    fn submit_then(&self, writes: Vec<Write>, then: Completion) {
-        self.enqueue_then(self.changes(&writes), then);
+        self.enqueue(writes.iter().map(|w| change(&self.tables, w)).collect())
     }
 
     async fn artifact(&self, tenant: &TenantId, id: Uuid) -> Result<Option<ArtifactRecord>> {

@@ -121,33 +121,6 @@ pub enum Write {
 /// A future that resolves once a submitted batch is durable (or failed).
 pub type Durable = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>;
 
-/// What to do once a submitted batch is durable (or failed), called exactly once, on
-/// whichever thread learns the outcome ([`MetaStore::submit_then`]). Dropped uncalled (its
-/// store went away mid-commit), it reports [`StoreError::CommitterGone`].
-pub struct Completion(Option<Box<dyn FnOnce(Result<()>) + Send>>);
-
-impl Completion {
-    /// Wrap `then`; it must be quick (it may run on the store's commit thread).
-    pub fn new(then: impl FnOnce(Result<()>) + Send + 'static) -> Self {
-        Completion(Some(Box::new(then)))
-    }
-
-    /// Hand over the outcome.
-    pub fn complete(mut self, outcome: Result<()>) {
-        if let Some(then) = self.0.take() {
-            then(outcome);
-        }
-    }
-}
-
-impl Drop for Completion {
-    fn drop(&mut self) {
-        if let Some(then) = self.0.take() {
-            then(Err(StoreError::CommitterGone));
-        }
-    }
-}
-
 /// The metadata store.
 #[async_trait]
 pub trait MetaStore: Send + Sync + 'static {
@@ -162,15 +135,6 @@ pub trait MetaStore: Send + Sync + 'static {
     /// A batch is atomic in the embedded store only; on a cluster a failed batch may be
     /// partly applied, and the caller's retry (a replay) completes it.
     fn submit(&self, writes: Vec<Write>) -> Durable;
-
-    /// [`MetaStore::submit`], with the outcome handed to `then` instead of a future: a
-    /// store that learns it on its own thread calls `then` there, which saves the waiting
-    /// task one wake-up per write (a device's status report answers from the commit).
-    /// By default a task awaits [`MetaStore::submit`]'s future, so it needs a Tokio runtime.
-    fn submit_then(&self, writes: Vec<Write>, then: Completion) {
-        let durable = self.submit(writes);
-        tokio::spawn(async move { then.complete(durable.await) });
-    }
 
     /// Commit a batch and wait until it is durable.
     async fn commit(&self, writes: Vec<Write>) -> Result<()> {

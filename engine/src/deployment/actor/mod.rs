@@ -13,9 +13,8 @@ use std::sync::Arc;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 use storage::{
-    ArtifactRecord, Completion, DeploymentRecord, DeploymentStatus, DeviceDeploymentRecord,
-    DeviceStatus, Durable, FinalStatistics, LogMessage, MetaStore, StoreError, TenantId,
-    UpdateControlMap, Write,
+    ArtifactRecord, DeploymentRecord, DeploymentStatus, DeviceDeploymentRecord, DeviceStatus,
+    Durable, FinalStatistics, LogMessage, MetaStore, StoreError, TenantId, UpdateControlMap, Write,
 };
 use tokio::sync::broadcast;
 use uuid::Uuid;
@@ -159,38 +158,19 @@ pub struct Ack(pub Option<Durable>);
 impl Ack {
     /// Wait until the change is on disk.
     pub async fn durable(self) -> Result<()> {
-        match self.0 {
-            Some(d) => answer(d.await),
-            None => Ok(()),
+        if let Some(d) = self.0 {
+            match d.await {
+                Ok(()) => {}
+                Err(StoreError::LeaseLost(id)) => {
+                    return Err(EngineError::Unavailable {
+                        reason: format!("deployment {id} is moving to another node"),
+                        retry_after: std::time::Duration::from_secs(1),
+                    })
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
-    }
-}
-
-/// A commit's outcome as the engine answers it: a lost lease means the deployment is
-/// moving to another node, and the caller should try again there.
-fn answer(outcome: std::result::Result<(), StoreError>) -> Result<()> {
-    match outcome {
-        Ok(()) => Ok(()),
-        Err(StoreError::LeaseLost(id)) => Err(EngineError::Unavailable {
-            reason: format!("deployment {id} is moving to another node"),
-            retry_after: std::time::Duration::from_secs(1),
-        }),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// A durable commit counts only if this node still held the deployment once it was on
-/// disk ([`Fence`]).
-fn fenced(
-    fence: &Fence,
-    id: Uuid,
-    outcome: std::result::Result<(), StoreError>,
-) -> std::result::Result<(), StoreError> {
-    outcome?;
-    if fence.holds() {
         Ok(())
-    } else {
-        Err(StoreError::LeaseLost(id))
     }
 }
 
@@ -392,15 +372,7 @@ impl Actor for DeploymentActor {
                 let r = state
                     .same_tenant(&tenant)
                     .and_then(|()| state.report(&device, status, substate));
-                match r {
-                    Ok(Some(writes)) => state.commit_then(writes, reply),
-                    Ok(None) => {
-                        let _ = reply.send(Ok(Ack(None)));
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
-                }
+                let _ = reply.send(r);
             }
             DeploymentMsg::UploadLog {
                 tenant,
@@ -679,24 +651,14 @@ impl DeploymentState {
         }
         let durable = self.store.submit(writes);
         let fence = self.fence.clone();
-        Box::pin(async move { fenced(&fence, id, durable.await) })
-    }
-
-    /// [`Self::commit`], with `reply` answered by the store once the writes are durable
-    /// rather than with a future: the asking task is woken once, by the commit, instead of
-    /// once by the acknowledgement and again by the commit.
-    fn commit_then(&mut self, mut writes: Vec<Write>, reply: RpcReplyPort<Result<Ack>>) {
-        writes.extend(self.refresh_status());
-        let id = self.header.id;
-        if !self.fence.holds() {
-            let _ = reply.send(answer(Err(StoreError::LeaseLost(id))).map(|()| Ack(None)));
-            return;
-        }
-        let fence = self.fence.clone();
-        let then = Completion::new(move |outcome| {
-            let _ = reply.send(answer(fenced(&fence, id, outcome)).map(|()| Ack(None)));
-        });
-        self.store.submit_then(writes, then);
+        Box::pin(async move {
+            durable.await?;
+            if fence.holds() {
+                Ok(())
+            } else {
+                Err(StoreError::LeaseLost(id))
+            }
+        })
     }
 
     /// Another tenant's device cannot see this deployment (same answer as an unknown id).
@@ -807,13 +769,12 @@ impl DeploymentState {
         }
     }
 
-    /// The writes of a device's report; `None` when it changes nothing.
     fn report(
         &mut self,
         device: &str,
         status: DeviceStatus,
         substate: Option<String>,
-    ) -> Result<Option<Vec<Write>>> {
+    ) -> Result<Ack> {
         let now = self.clock.now();
         let retries = self.header.retries;
         let rec = self
@@ -821,13 +782,13 @@ impl DeploymentState {
             .ok_or(EngineError::NotFound("device in deployment"))?;
         let reported = device::report(rec, status, substate, retries, now).map_err(report_error)?;
         let mut writes = match reported {
-            Reported::Unchanged => return Ok(None),
+            Reported::Unchanged => return Ok(Ack(None)),
             Reported::Substate | Reported::Moved(_) => vec![self.put_by_id(device)],
         };
         if let Reported::Moved(change) = reported {
             self.account(device, change, &mut writes);
         }
-        Ok(Some(writes))
+        Ok(self.commit(writes))
     }
 
     fn upload_log(&mut self, device: &str, messages: Vec<LogMessage>) -> Result<Ack> {
