@@ -217,7 +217,29 @@ async fn status_reports_move_the_device_and_finish_the_deployment() {
             .body(r#"{"status":"installing"}"#),
     )
     .await;
-    assert_error(untyped, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+    no_body(untyped, StatusCode::NO_CONTENT).await;
+    assert_eq!(
+        f.device_record(&id, "d1").await["status"],
+        json!("installing")
+    );
+    let typed = send(
+        f.server
+            .http()
+            .request(
+                Method::PUT,
+                f.server
+                    .url(&format!("{}/{id}/status", common::fleet::DEVICE_API)),
+            )
+            .bearer_auth(f.server.device_token_for(TENANT, "d1"))
+            .header("content-type", "text/plain")
+            .body(r#"{"status":"downloading"}"#),
+    )
+    .await;
+    assert_error(typed, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+    assert_eq!(
+        f.device_record(&id, "d1").await["status"],
+        json!("installing")
+    );
 
     let with_substate = json!({"status": "installing", "substate": "writing rootfs"});
     no_body(

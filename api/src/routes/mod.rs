@@ -185,8 +185,9 @@ pub fn management() -> BoxedFilter<()> {
         .boxed()
 }
 
-/// A JSON body of type `T`: requires `Content-Type: application/json` (415 otherwise),
-/// accepts chunked bodies, refuses bodies over `limit` bytes (413) and malformed JSON (400).
+/// A JSON body of type `T`: a body without `Content-Type` is read as JSON (upstream reads
+/// the body whatever its type, and scripts often leave the header out); another type than
+/// `application/json` is refused (415). Accepts chunked bodies, refuses bodies over `limit` bytes (413) and malformed JSON (400).
 pub fn json_body<T: DeserializeOwned + Send + 'static>(
     limit: u64,
 ) -> impl Filter<Extract = (T,), Error = warp::Rejection> + Clone {
@@ -209,7 +210,7 @@ where
 {
     let is_json = ct
         .and_then(|c| c.split(';').next())
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+        .is_none_or(|m| m.trim().eq_ignore_ascii_case("application/json"));
     if !is_json {
         return Err(ApiError::UnsupportedMediaType(
             "the request body must be application/json".into(),
