@@ -42,6 +42,10 @@ async fn next_delivers_the_artifact_and_its_link_downloads_it() {
 
     let body = json!({"artifact_name": OLD_RELEASE, "device_type": DEVICE_TYPE,
                       "artifact_provides": {"rootfs-image.version": OLD_RELEASE}});
+    let mistyped = json!({"artifact_name": OLD_RELEASE, "device_type": DEVICE_TYPE,
+                          "artifact_provides": "rootfs-image.version"});
+    let resp = f.device("d2").next_post(&mistyped).await;
+    assert_error(resp, StatusCode::BAD_REQUEST).await;
     let resp = f.device("d2").next_post(&body).await;
     let uri = assert_next_body(&json_ok(resp).await, &id, &f.artifact_id);
     let bytes = send(f.server.http().get(&uri)).await.bytes().await.unwrap();

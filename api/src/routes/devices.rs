@@ -222,6 +222,10 @@ fn header_text<B>(
 pub(crate) struct NextQuery<'a> {
     artifact_name: Option<Cow<'a, str>>,
     device_type: Option<Cow<'a, str>>,
+    /// Not used to choose the update, but when given it must be the object the contract
+    /// names, so a malformed body is refused (400) rather than half read.
+    #[serde(default, rename = "artifact_provides")]
+    _provides: Option<std::collections::HashMap<String, serde::de::IgnoredAny>>,
 }
 
 impl<'a> NextQuery<'a> {
@@ -232,6 +236,7 @@ impl<'a> NextQuery<'a> {
         let mut next = NextQuery {
             artifact_name: None,
             device_type: None,
+            _provides: None,
         };
         // Values that need no decoding are borrowed from the query.
         for (name, value) in form_urlencoded::parse(query.as_bytes()) {
