@@ -187,7 +187,8 @@ pub fn management() -> BoxedFilter<()> {
 
 /// A JSON body of type `T`: a body without `Content-Type` is read as JSON (upstream reads
 /// the body whatever its type, and scripts often leave the header out); another type than
-/// `application/json` is refused (415). Accepts chunked bodies, refuses bodies over `limit` bytes (413) and malformed JSON (400).
+/// `application/json` is refused (415). Accepts chunked bodies, refuses bodies over `limit`
+/// bytes (413) and malformed JSON (400).
 pub fn json_body<T: DeserializeOwned + Send + 'static>(
     limit: u64,
 ) -> impl Filter<Extract = (T,), Error = warp::Rejection> + Clone {
