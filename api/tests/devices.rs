@@ -209,36 +209,28 @@ async fn status_reports_move_the_device_and_finish_the_deployment() {
         StatusCode::NOT_FOUND,
     )
     .await;
-    let untyped = send(
-        f.server
+    // The status body as raw text, with the given Content-Type or none.
+    let raw_status = |content_type: Option<&'static str>, body: &'static str| {
+        let url = f
+            .server
+            .url(&format!("{}/{id}/status", common::fleet::DEVICE_API));
+        let mut req = f
+            .server
             .http()
-            .request(
-                Method::PUT,
-                f.server
-                    .url(&format!("{}/{id}/status", common::fleet::DEVICE_API)),
-            )
-            .bearer_auth(f.server.device_token_for(TENANT, "d1"))
-            .body(r#"{"status":"installing"}"#),
-    )
-    .await;
+            .request(Method::PUT, url)
+            .bearer_auth(f.server.device_token_for(TENANT, "d1"));
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        send(req.body(body))
+    };
+    let untyped = raw_status(None, r#"{"status":"installing"}"#).await;
     no_body(untyped, StatusCode::NO_CONTENT).await;
     assert_eq!(
         f.device_record(&id, "d1").await["status"],
         json!("installing")
     );
-    let typed = send(
-        f.server
-            .http()
-            .request(
-                Method::PUT,
-                f.server
-                    .url(&format!("{}/{id}/status", common::fleet::DEVICE_API)),
-            )
-            .bearer_auth(f.server.device_token_for(TENANT, "d1"))
-            .header("content-type", "text/plain")
-            .body(r#"{"status":"downloading"}"#),
-    )
-    .await;
+    let typed = raw_status(Some("text/plain"), r#"{"status":"downloading"}"#).await;
     assert_error(typed, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
     assert_eq!(
         f.device_record(&id, "d1").await["status"],

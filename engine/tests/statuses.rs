@@ -99,6 +99,10 @@ async fn a_device_that_reported_progress_before_its_check_in_gets_the_update() {
     assert_eq!(f.check_in("d00").await, Some(id));
     let rec = f.record(id, "d00").await;
     assert_eq!(rec.status, DeviceStatus::Downloading);
+    assert_eq!(
+        rec.attempts, 1,
+        "the report started the attempt, the check-in adds none"
+    );
     assert!(
         rec.artifact_id.is_some(),
         "the handed-out artifact is recorded"

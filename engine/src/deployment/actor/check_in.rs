@@ -115,19 +115,7 @@ impl DeploymentState {
                 .publish(|| DeploymentEvent::PhaseStarted { phase: phase + 1 });
         }
         self.started(now);
-        let rec = self
-            .record_mut(device)
-            .ok_or(EngineError::NotFound("device in deployment"))?;
-        rec.attempts += 1;
-        rec.phase = Some(phase);
-        rec.device_type = Some(device_type.to_owned());
-        rec.reported_artifact = Some(artifact_name.to_owned());
-        rec.artifact_id = Some(artifact.id);
-        let writes = vec![self.put_by_id(device)];
-        Ok(CheckInReply {
-            outcome: self.delivery(artifact),
-            ack: self.commit(writes),
-        })
+        self.hand_out(device, device_type, artifact_name, artifact, Some(phase))
     }
 
     /// A device that reported progress before it was ever handed the update is active in
@@ -147,9 +135,28 @@ impl DeploymentState {
                 DeviceStatus::Noartifact,
             ));
         };
+        self.hand_out(device, device_type, artifact_name, artifact, None)
+    }
+
+    /// Record that `device` was handed `artifact`, with the data it asked with (a later
+    /// check-in with other data is a conflict), and answer with the update once durable.
+    /// `admitted`: the phase a new attempt was admitted into (it counts as an attempt);
+    /// `None` for a device already past pending, whose report counted it.
+    fn hand_out(
+        &mut self,
+        device: &str,
+        device_type: &str,
+        artifact_name: &str,
+        artifact: Arc<ArtifactRecord>,
+        admitted: Option<u32>,
+    ) -> Result<CheckInReply> {
         let rec = self
             .record_mut(device)
             .ok_or(EngineError::NotFound("device in deployment"))?;
+        if let Some(phase) = admitted {
+            rec.attempts += 1;
+            rec.phase = Some(phase);
+        }
         rec.device_type = Some(device_type.to_owned());
         rec.reported_artifact = Some(artifact_name.to_owned());
         rec.artifact_id = Some(artifact.id);
