@@ -44,9 +44,6 @@ pub enum ApiError {
     /// 413.
     #[error("{0}")]
     TooLarge(String),
-    /// 415.
-    #[error("{0}")]
-    UnsupportedMediaType(String),
     /// 416.
     #[error("{0}")]
     RangeNotSatisfiable(String),
@@ -81,7 +78,6 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -182,7 +178,7 @@ pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
     } else if let Some(e) = rejection.find::<warp::reject::PayloadTooLarge>() {
         ApiError::TooLarge(e.to_string())
     } else if let Some(e) = rejection.find::<warp::reject::UnsupportedMediaType>() {
-        ApiError::UnsupportedMediaType(e.to_string())
+        ApiError::BadRequest(e.to_string())
     } else if let Some(e) = rejection.find::<warp::reject::InvalidQuery>() {
         ApiError::BadRequest(e.to_string())
     } else if let Some(e) = rejection.find::<warp::reject::InvalidHeader>() {

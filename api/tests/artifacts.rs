@@ -337,17 +337,17 @@ async fn edit_needs_json_and_an_existing_artifact() {
         .request(Method::PUT, &path)
         .header("content-type", "text/plain")
         .body(r#"{"description": "new"}"#);
-    assert_error(
-        common::send(plain).await,
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-    )
-    .await;
+    assert_error(common::send(plain).await, StatusCode::BAD_REQUEST).await;
     let malformed = api
         .request(Method::PUT, &path)
         .header("content-type", "application/json")
         .body("{");
     assert_error(common::send(malformed).await, StatusCode::BAD_REQUEST).await;
     assert_eq!(api.artifact(&id).await["description"], json!("kept"));
+    // The contract marks the body optional: none reads as `{}`, which clears the description.
+    let bodiless = api.request(Method::PUT, &path);
+    no_body(common::send(bodiless).await, StatusCode::NO_CONTENT).await;
+    assert_eq!(api.artifact(&id).await["description"], json!(""));
 
     let unknown = format!("/artifacts/{}", uuid::Uuid::new_v4());
     let resp = api.put_json(&unknown, &json!({"description": "d"})).await;
@@ -446,6 +446,9 @@ async fn releases_group_artifacts_by_name_and_filter_by_name() {
     assert_eq!(ids(&filtered[0]), app1);
     let none = json_ok(api.get("/deployments/releases?name=nope").await).await;
     assert_eq!(none, json!([]));
+    // An empty filter (a form's blank field) filters nothing.
+    let blank = json_ok(api.get("/deployments/releases?name=").await).await;
+    assert_eq!(blank.as_array().unwrap().len(), 2, "{blank:?}");
 }
 
 #[tokio::test]

@@ -187,7 +187,12 @@ async fn create_needs_json_and_a_known_artifact() {
         .request(Method::POST, "/deployments")
         .header("content-type", "text/plain")
         .body(body);
-    assert_error(send(text).await, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+    assert_error(send(text).await, StatusCode::BAD_REQUEST).await;
+    let empty = f.user().request(Method::POST, "/deployments");
+    let refused = send(empty).await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    let error = refused.json::<serde_json::Value>().await.unwrap()["error"].clone();
+    assert!(error.as_str().unwrap().contains("empty"), "{error}");
 
     let unknown = json!({"name": "n", "artifact_name": "nope-9.9", "devices": ["a"]});
     assert_error(

@@ -231,7 +231,7 @@ async fn status_reports_move_the_device_and_finish_the_deployment() {
         json!("installing")
     );
     let typed = raw_status(Some("text/plain"), r#"{"status":"downloading"}"#).await;
-    assert_error(typed, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+    assert_error(typed, StatusCode::BAD_REQUEST).await;
     assert_eq!(
         f.device_record(&id, "d1").await["status"],
         json!("installing")

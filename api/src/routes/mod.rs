@@ -187,7 +187,8 @@ pub fn management() -> BoxedFilter<()> {
 
 /// A JSON body of type `T`: a body without `Content-Type` is read as JSON (upstream reads
 /// the body whatever its type, and scripts often leave the header out); another type than
-/// `application/json` is refused (415). Accepts chunked bodies, refuses bodies over `limit`
+/// `application/json` is an invalid request (400, the only refusal the contract lists for a
+/// body). An empty body reads as `{}`. Accepts chunked bodies, refuses bodies over `limit`
 /// bytes (413) and malformed JSON (400).
 pub fn json_body<T: DeserializeOwned + Send + 'static>(
     limit: u64,
@@ -209,15 +210,19 @@ where
     B: Buf,
     E: Into<BoxError>,
 {
-    let is_json = ct
-        .and_then(|c| c.split(';').next())
-        .is_none_or(|m| m.trim().eq_ignore_ascii_case("application/json"));
-    if !is_json {
-        return Err(ApiError::UnsupportedMediaType(
-            "the request body must be application/json".into(),
-        ));
+    let media_type = ct.and_then(|c| c.split(';').next()).map(str::trim);
+    if let Some(other) = media_type.filter(|m| !m.eq_ignore_ascii_case("application/json")) {
+        return Err(ApiError::BadRequest(format!(
+            "the request body must be application/json, not {other:?}"
+        )));
     }
     let bytes = read_limited(body, limit).await?;
+    if bytes.trim_ascii().is_empty() {
+        // No body reads as an empty object: where every field is optional (an artifact's
+        // description) the contract marks the body optional too.
+        return serde_json::from_slice::<T>(b"{}")
+            .map_err(|e| ApiError::BadRequest(format!("the request body is empty: {e}")));
+    }
     serde_json::from_slice::<T>(&bytes)
         .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
 }
