@@ -86,6 +86,37 @@ async fn failure_reported_without_a_check_in_is_final_without_retries() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_repeated_failure_report_keeps_the_retries_it_had() {
+    let f = Fixture::new().await;
+    let mut new = f.new_deployment(devices(1));
+    new.retries = Some(2);
+    let id = f.deploy(new).await;
+    assert_eq!(f.check_in("d00").await, Some(id));
+    f.report("d00", id, DeviceStatus::Downloading)
+        .await
+        .unwrap();
+    // The client lost the answers to its failure report and sends it three times.
+    for _ in 0..3 {
+        f.report("d00", id, DeviceStatus::Failure).await.unwrap();
+    }
+    let rec = f.record(id, "d00").await;
+    assert_eq!((rec.status, rec.attempts), (DeviceStatus::Pending, 1));
+    let stored = f.store.device_records(&f.tenant, id).await.unwrap();
+    assert_eq!(
+        (stored[0].status, stored[0].attempts),
+        (DeviceStatus::Pending, 1)
+    );
+    // Both retries are left: the next check-in starts the second attempt, and so on.
+    for attempt in 2..=3 {
+        assert_eq!(f.check_in("d00").await, Some(id), "attempt {attempt}");
+        f.run_update("d00", id, DeviceStatus::Failure).await;
+        assert_eq!(f.record(id, "d00").await.attempts, attempt);
+    }
+    assert_eq!(f.status(id, "d00").await, DeviceStatus::Failure);
+    assert_eq!(f.check_in("d00").await, None, "no fourth attempt");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_device_that_reported_progress_before_its_check_in_gets_the_update() {
     let f = Fixture::new().await;
     let id = f.deploy(f.new_deployment(devices(2))).await;

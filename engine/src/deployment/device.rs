@@ -68,6 +68,11 @@ pub fn report(
     if rec.status.is_terminal() {
         return replace_final(rec, status, substate, now);
     }
+    if status == DeviceStatus::Failure && awaits_retry(rec) {
+        // This attempt's failure was counted already. The client repeats a report whose
+        // answer it lost; the repeat must not spend another attempt.
+        return Ok(Reported::Unchanged);
+    }
     if rec.status == DeviceStatus::Pending && rec.artifact_id.is_none() {
         // The device leaves pending without having been handed the update in this attempt
         // (it never checked in, or lost the answer): the attempt counts all the same, or a
@@ -88,6 +93,13 @@ pub fn report(
         rec.artifact_id = None;
     }
     Ok(Reported::Moved(Change { from, to }))
+}
+
+/// Whether the record went back to pending after a failed attempt and waits for the
+/// check-in that starts the next one: only a failure sends a device that had an attempt
+/// back to pending, and a check-in that hands the update out again records its artifact.
+fn awaits_retry(rec: &DeviceDeploymentRecord) -> bool {
+    rec.status == DeviceStatus::Pending && rec.artifact_id.is_none() && rec.attempts > 0
 }
 
 /// A report from a device that has finished. An aborted or decommissioned device can
@@ -221,10 +233,29 @@ mod tests {
             r.artifact_id, None,
             "the next check-in starts a new attempt"
         );
+        // The next check-in hands the update out again: the second attempt.
         r.attempts = 2;
+        r.artifact_id = Some(uuid::Uuid::new_v4());
         let c = report(&mut r, DeviceStatus::Failure, None, 1, now).unwrap();
         assert!(matches!(c, Reported::Moved(c) if c.to == DeviceStatus::Failure));
         assert!(r.finished.is_some());
+    }
+
+    #[test]
+    fn a_repeated_failure_does_not_spend_another_attempt() {
+        let mut r = rec();
+        let now = OffsetDateTime::now_utc();
+        r.artifact_id = Some(uuid::Uuid::new_v4());
+        report(&mut r, DeviceStatus::Downloading, None, 2, now).unwrap();
+        report(&mut r, DeviceStatus::Failure, None, 2, now).unwrap();
+        assert_eq!((r.status, r.attempts), (DeviceStatus::Pending, 1));
+        for _ in 0..3 {
+            assert_eq!(
+                report(&mut r, DeviceStatus::Failure, None, 2, now),
+                Ok(Reported::Unchanged)
+            );
+        }
+        assert_eq!((r.status, r.attempts), (DeviceStatus::Pending, 1));
     }
 
     #[test]
