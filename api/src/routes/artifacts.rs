@@ -305,7 +305,9 @@ struct ReleaseView<'a> {
 }
 
 async fn releases(id: Identity, q: ReleaseQuery, st: AppState) -> ApiResult {
-    let releases = st.artifacts.releases(&id.tenant, q.name.as_deref()).await?;
+    // `?name=` with nothing after it filters nothing, as a form's empty field means.
+    let name = q.name.as_deref().filter(|n| !n.is_empty());
+    let releases = st.artifacts.releases(&id.tenant, name).await?;
     let out: Vec<ReleaseView<'_>> = releases
         .iter()
         .map(|r| ReleaseView {
