@@ -15,6 +15,55 @@ use storage::{
 use uuid::Uuid;
 
 #[tokio::test(start_paused = true)]
+async fn a_status_report_cannot_jump_the_phases() {
+    let f = Fixture::new().await;
+    let now = f.clock.now();
+    let mut new = f.new_deployment(devices(4));
+    new.phases = Some(vec![
+        phase(Some(50), Some(now + HOUR)),
+        phase(None, Some(now + 2 * HOUR)),
+    ]);
+    let id = f.deploy(new).await;
+    let refused = f.report("d00", id, DeviceStatus::Success).await;
+    assert!(
+        matches!(refused, Err(EngineError::Conflict(_))),
+        "{refused:?}"
+    );
+    let waiting = f.record(id, "d00").await;
+    assert_eq!(
+        (waiting.status, waiting.attempts, waiting.phase),
+        (DeviceStatus::Pending, 0, None)
+    );
+    let snap = f.snapshot(id).await;
+    assert_eq!(snap.header.status, DeploymentStatus::Scheduled);
+    assert_eq!(snap.stats.get(DeviceStatus::Pending), 4);
+
+    // Once the first phase opens, a device that reports before it checks in is admitted
+    // by its report, as its check-in would have admitted it.
+    tokio::time::advance(HOUR).await;
+    f.report("d00", id, DeviceStatus::Downloading)
+        .await
+        .unwrap();
+    let started = f.record(id, "d00").await;
+    assert_eq!((started.attempts, started.phase), (1, Some(0)));
+    assert_eq!(f.check_in("d01").await, Some(id));
+    assert_eq!(f.phase_counts(id).await, vec![2, 0]);
+    assert_eq!(f.check_in("d02").await, None, "the first phase is full");
+    let refused = f.report("d02", id, DeviceStatus::Downloading).await;
+    assert!(
+        matches!(refused, Err(EngineError::Conflict(_))),
+        "{refused:?}"
+    );
+    let stored = f.store.device_records(&f.tenant, id).await.unwrap();
+    let d00 = stored.iter().find(|r| r.device_id == "d00").unwrap();
+    assert_eq!(
+        (d00.status, d00.phase),
+        (DeviceStatus::Downloading, Some(0))
+    );
+    assert_eq!(f.phase_counts(id).await, vec![2, 0]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn phases_admit_devices_batch_by_batch_as_they_open() {
     let f = Fixture::new().await;
     let now = f.clock.now();

@@ -97,25 +97,30 @@ impl DeploymentState {
         if !self.may_start(now) {
             return Ok(nothing());
         }
-        let tally = &self.tally;
-        let gate_passed = |i: usize, g: &storage::PhaseGate| tally.gate_passed(i, g);
-        let newly = admitted.is_none();
-        let admitted = admitted.or_else(|| plan::admit(&mut self.header.phases, now, gate_passed));
-        let Some(phase) = admitted else {
+        let Some(phase) = admitted.or_else(|| self.admit_new(now)) else {
             return Ok(nothing());
         };
+        self.started(now);
+        self.hand_out(device, device_type, artifact_name, artifact, Some(phase))
+    }
+
+    /// Count a device that was never admitted into the earliest open phase with room, if
+    /// any (the caller has checked that the safety rules let a device start).
+    pub(super) fn admit_new(&mut self, now: OffsetDateTime) -> Option<u32> {
+        let tally = &self.tally;
+        let gate_passed = |i: usize, g: &storage::PhaseGate| tally.gate_passed(i, g);
+        let phase = plan::admit(&mut self.header.phases, now, gate_passed)?;
         let first = self
             .header
             .phases
             .get(phase as usize)
             .map(|p| p.device_count)
             == Some(1);
-        if newly && first {
+        if first {
             self.publisher
                 .publish(|| DeploymentEvent::PhaseStarted { phase: phase + 1 });
         }
-        self.started(now);
-        self.hand_out(device, device_type, artifact_name, artifact, Some(phase))
+        Some(phase)
     }
 
     /// A device that reported progress before it was ever handed the update is active in

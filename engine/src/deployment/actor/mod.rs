@@ -777,10 +777,14 @@ impl DeploymentState {
     ) -> Result<Ack> {
         let now = self.clock.now();
         let retries = self.header.retries;
+        let admitted = self.admit_reporter(device, status, now)?;
         let rec = self
             .record_mut(device)
             .ok_or(EngineError::NotFound("device in deployment"))?;
         let reported = device::report(rec, status, substate, retries, now).map_err(report_error)?;
+        if admitted.is_some() {
+            rec.phase = admitted;
+        }
         let mut writes = match reported {
             Reported::Unchanged => return Ok(Ack(None)),
             Reported::Substate | Reported::Moved(_) => vec![self.put_by_id(device)],
@@ -789,6 +793,39 @@ impl DeploymentState {
             self.account(device, change, &mut writes);
         }
         Ok(self.commit(writes))
+    }
+
+    /// A device that was never admitted and reports progress (it lost its check-in's
+    /// answer, or never asked) is admitted now, as that check-in would have admitted it;
+    /// while its phase is closed or full, or the safety rules let no device start, its
+    /// report is refused, so that a report cannot jump the phases. `None`: nothing to admit.
+    fn admit_reporter(
+        &mut self,
+        device: &str,
+        status: DeviceStatus,
+        now: time::OffsetDateTime,
+    ) -> Result<Option<u32>> {
+        let rec = self
+            .record_mut(device)
+            .ok_or(EngineError::NotFound("device in deployment"))?;
+        let unadmitted = rec.status == DeviceStatus::Pending && rec.phase.is_none();
+        if !unadmitted || !device::reportable(status) {
+            return Ok(None);
+        }
+        let admitted = if self.may_start(now) {
+            self.admit_new(now)
+        } else {
+            None
+        };
+        let Some(phase) = admitted else {
+            return Err(EngineError::Conflict(
+                "the device has not been admitted to this deployment yet (its phase has not \
+                 opened, is full, or the deployment lets no device start now): check in first"
+                    .into(),
+            ));
+        };
+        self.started(now);
+        Ok(Some(phase))
     }
 
     fn upload_log(&mut self, device: &str, messages: Vec<LogMessage>) -> Result<Ack> {
