@@ -143,6 +143,47 @@ async fn a_restarted_deployment_hands_out_only_the_artifacts_it_was_created_with
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_artifact_of_the_release_uploaded_later_for_another_device_type_is_taken_up() {
+    let f = Fixture::new().await;
+    let id = f.deploy(f.new_deployment(devices(3))).await;
+    let as_b = |device: &'static str| f.svc.check_in(&f.tenant, device, "dev-b", OLD);
+    assert!(matches!(as_b("d00").await.unwrap(), Delivery::NoArtifact));
+    assert_eq!(f.status(id, "d00").await, DeviceStatus::Noartifact);
+
+    let later = artifact(&f.tenant, RELEASE, &["dev-b"], 10);
+    f.store
+        .commit(vec![Write::PutArtifact(later.clone())])
+        .await
+        .unwrap();
+    // The store is searched at most once a second.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let Delivery::Update { artifact: got, .. } = as_b("d01").await.unwrap() else {
+        panic!("d01 got no update");
+    };
+    assert_eq!(got.id, later.id);
+    let stored = f.store.deployment(&f.tenant, id).await.unwrap().unwrap();
+    assert!(
+        stored.artifacts.contains(&later.id),
+        "{:?}",
+        stored.artifacts
+    );
+    assert_ne!(
+        delivered(&f, "d02").await,
+        later.id,
+        "dev-a keeps its artifact"
+    );
+
+    crash(&f, id);
+    let Delivery::Update {
+        artifact: again, ..
+    } = as_b("d01").await.unwrap()
+    else {
+        panic!("d01 got no update after the restart");
+    };
+    assert_eq!(again.id, later.id);
+}
+
+#[tokio::test(start_paused = true)]
 async fn crashes_spread_over_time_never_use_up_the_restart_budget() {
     let f = Fixture::new().await;
     let id = f.deploy(f.new_deployment(devices(1))).await;

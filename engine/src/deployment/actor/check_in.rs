@@ -252,7 +252,7 @@ impl DeploymentState {
     }
 
     /// The release's artifact for a device type: the smallest compatible one.
-    fn choose_artifact(&self, device_type: &str) -> Option<Arc<ArtifactRecord>> {
+    pub(super) fn choose_artifact(&self, device_type: &str) -> Option<Arc<ArtifactRecord>> {
         self.artifacts
             .iter()
             .filter(|a| {

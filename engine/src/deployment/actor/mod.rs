@@ -261,9 +261,12 @@ pub struct DeploymentState {
     /// devices stay in the store's device list.
     devices: Roster,
     stats: Statistics,
-    /// The deployment's artifacts (those of the release when it was created; the artifact
-    /// service refuses to delete them while it runs), loaded at start.
+    /// The deployment's artifacts (those of the release when it was created, and any of
+    /// the release uploaded since for a device type none of them installs on; the
+    /// artifact service refuses to delete them while it runs), loaded at start.
     artifacts: Vec<Arc<ArtifactRecord>>,
+    /// When the store was last searched for new artifacts of the release.
+    artifacts_searched: Option<time::OffsetDateTime>,
     store: Arc<dyn MetaStore>,
     fleet: Fleet,
     clock: Clock,
@@ -359,7 +362,10 @@ impl Actor for DeploymentActor {
                 artifact_name,
                 reply,
             } => {
-                let r = state.check_in(&device, &device_type, &artifact_name);
+                let r = match state.find_artifact_for(&device, &device_type).await {
+                    Ok(()) => state.check_in(&device, &device_type, &artifact_name),
+                    Err(e) => Err(e),
+                };
                 let _ = reply.send(r);
             }
             DeploymentMsg::ReportStatus {
@@ -580,6 +586,7 @@ impl DeploymentState {
             devices,
             stats,
             artifacts,
+            artifacts_searched: None,
             store,
             fleet,
             clock,
@@ -795,6 +802,55 @@ impl DeploymentState {
         Ok(self.commit(writes))
     }
 
+    /// Before a check-in that would find no artifact for its device type (and finish the
+    /// device `noartifact`), take up any artifact of the release uploaded since for that
+    /// type: the contract chooses among the release's artifacts at check-in, as upstream
+    /// does. The search reads the tenant's artifacts, so it runs at most once a second.
+    async fn find_artifact_for(&mut self, device: &str, device_type: &str) -> Result<()> {
+        let now = self.clock.now();
+        let key = device_key(&self.header.tenant, device);
+        // A member without a record is an untouched pending one.
+        let undelivered = self.devices.contains(key)
+            && self
+                .devices
+                .get(key)
+                .is_none_or(|r| !r.status.is_terminal() && r.artifact_id.is_none());
+        let recent = self
+            .artifacts_searched
+            .is_some_and(|t| now - t < time::Duration::SECOND);
+        if !undelivered || recent || self.choose_artifact(device_type).is_some() {
+            return Ok(());
+        }
+        self.artifacts_searched = Some(now);
+        let known: HashSet<Uuid> = self.artifacts.iter().map(|a| a.id).collect();
+        let new: Vec<ArtifactRecord> = self
+            .store
+            .artifacts(&self.header.tenant)
+            .await?
+            .into_iter()
+            .filter(|a| a.meta.name == self.header.artifact_name && !known.contains(&a.id))
+            .filter(|a| {
+                a.meta
+                    .device_types_compatible
+                    .iter()
+                    .any(|t| t == device_type)
+            })
+            .collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        for a in new {
+            tracing::info!(deployment = %self.header.id, artifact = %a.id, device_type, "taking up an artifact of the release uploaded since the deployment was created");
+            self.header.artifacts.push(a.id);
+            self.artifacts.push(Arc::new(a));
+        }
+        // Recorded before any device is handed it: a restart must find it, and the
+        // artifact service must see it in use.
+        self.commit(vec![Write::PutDeployment(Box::new(self.header.clone()))])
+            .durable()
+            .await
+    }
+
     /// A device that was never admitted and reports progress (it lost its check-in's
     /// answer, or never asked) is admitted now, as that check-in would have admitted it;
     /// while its phase is closed or full, or the safety rules let no device start, its
@@ -963,8 +1019,6 @@ pub(crate) async fn abort_stopped(args: DeploymentArgs) -> Result<()> {
     state.abort().await?.durable().await
 }
 
-/// The deployment's artifacts by the ids it was created with, so that a later artifact of
-/// the same release (which the artifact service may delete at any time) is never handed out.
 /// Whether the tenant has a deployment created after `header`'s.
 async fn newer_deployment_exists(
     store: &dyn MetaStore,
@@ -991,6 +1045,9 @@ async fn finished_newer(
         .collect())
 }
 
+/// The deployment's artifacts by the ids it records, so that a later artifact of the same
+/// release that it did not take up (which the artifact service may delete at any time) is
+/// never handed out.
 async fn load_artifacts(
     store: &dyn MetaStore,
     header: &DeploymentRecord,
