@@ -644,6 +644,40 @@ async fn generate_rejects_incomplete_requests() {
 }
 
 #[tokio::test]
+async fn a_part_after_the_file_is_refused_and_stores_nothing() {
+    let (server, work) = (Server::start().await, Workdir::new());
+    let api = server.as_user(TENANT);
+    let bytes = std::fs::read(&work.rootfs("late", &["dev-a"], &[]).path).unwrap();
+    let file = reqwest::multipart::Part::bytes(bytes)
+        .file_name("late.mender")
+        .mime_str("application/octet-stream")
+        .unwrap();
+    let form = Form::new()
+        .part("artifact", file)
+        .text("description", "sent too late");
+    let refused = api.post_form("/artifacts", form).await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    let error = refused.json::<Value>().await.unwrap()["error"].clone();
+    assert!(error.as_str().unwrap().contains("last part"), "{error}");
+
+    // A generation whose fields come after the file says so.
+    let file = reqwest::multipart::Part::bytes(b"x".to_vec()).file_name("app.conf");
+    let form = Form::new()
+        .text("name", "gen")
+        .part("file", file)
+        .text("type", "single_file");
+    let refused = api.post_form("/artifacts/generate", form).await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    let error = refused.json::<Value>().await.unwrap()["error"].clone();
+    assert!(error.as_str().unwrap().contains("last part"), "{error}");
+
+    assert!(api.artifacts().await.is_empty());
+    assert!(server.blob_files().is_empty());
+    let usage = json_ok(api.get("/limits/storage").await).await;
+    assert_eq!(usage["usage"], json!(0));
+}
+
+#[tokio::test]
 async fn artifacts_list_pages_filters_and_sorts_as_mender_cli_2_reads_it() {
     let (server, work) = (Server::start().await, Workdir::new());
     let api = server.as_user(TENANT);

@@ -356,6 +356,12 @@ async fn upload_form(id: &Identity, form: &mut Form, st: &AppState) -> ApiResult
                     .artifacts
                     .upload(&id.tenant, description, form.part_stream())
                     .await?;
+                if let Err(e) = nothing_after(form, "artifact").await {
+                    // Refused as a whole: a field sent after the file would otherwise be
+                    // lost without a word.
+                    st.artifacts.delete(&id.tenant, record.id).await?;
+                    return Err(e);
+                }
                 return Ok(created(format!(
                     "{MANAGEMENT_BASE}/artifacts/{}",
                     record.id
@@ -445,6 +451,18 @@ async fn generate(id: Identity, mut form: Form, st: AppState) -> ApiResult {
     result
 }
 
+/// The contract wants the file as the last part of the form; a part after it is refused
+/// rather than ignored.
+async fn nothing_after(form: &mut Form, file: &str) -> ApiResult<()> {
+    match form.next_part().await? {
+        None => Ok(()),
+        Some(head) => Err(ApiError::BadRequest(format!(
+            "the {file:?} part has to be the last part of the form; {:?} came after it",
+            head.name
+        ))),
+    }
+}
+
 /// How long the rest of a refused upload is read and discarded before the error answer
 /// goes out.
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -464,11 +482,23 @@ async fn generate_form(id: &Identity, form: &mut Form, st: &AppState) -> ApiResu
     while let Some(head) = form.next_part().await? {
         match head.name.as_str() {
             "file" => {
-                let req = std::mem::take(&mut fields).into_request(head.filename.clone())?;
+                let req = std::mem::take(&mut fields)
+                    .into_request(head.filename.clone())
+                    .map_err(|e| match e {
+                        ApiError::BadRequest(m) => ApiError::BadRequest(format!(
+                            "{m} (the \"file\" part has to be the last part of the form: \
+                             fields after it are not read)"
+                        )),
+                        other => other,
+                    })?;
                 let record = st
                     .artifacts
                     .generate(&id.tenant, req, form.part_stream())
                     .await?;
+                if let Err(e) = nothing_after(form, "file").await {
+                    st.artifacts.delete(&id.tenant, record.id).await?;
+                    return Err(e);
+                }
                 return Ok(created(format!(
                     "{MANAGEMENT_BASE}/artifacts/{}",
                     record.id
