@@ -261,6 +261,17 @@ async fn abort_keeps_finished_devices_status_and_aborts_the_rest() {
     f.report("d00", id, DeviceStatus::Success)
         .await
         .expect("repeating the final status is a no-op");
+    // The outcome is what it was at the abort: a device that had finished cannot change it.
+    for (d, s) in [
+        ("d00", DeviceStatus::Failure),
+        ("d01", DeviceStatus::Success),
+    ] {
+        assert!(
+            matches!(f.report(d, id, s).await, Err(EngineError::Conflict(_))),
+            "{d}"
+        );
+    }
+    assert_eq!(f.status(id, "d00").await, DeviceStatus::Success);
     assert!(matches!(
         f.svc.abort(&f.tenant, id).await,
         Err(EngineError::Unprocessable(_))

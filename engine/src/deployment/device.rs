@@ -95,6 +95,21 @@ pub fn report(
     Ok(Reported::Moved(Change { from, to }))
 }
 
+/// A report in an aborted deployment: the contract answers 409 ("the device's deployment
+/// was aborted") to any change, also from a device that had finished before the abort, so
+/// the deployment's outcome stays what it was when it was aborted; a repeat of the
+/// device's status stays a no-op.
+pub fn report_after_abort(
+    rec: &DeviceDeploymentRecord,
+    status: DeviceStatus,
+) -> Result<Reported, ReportError> {
+    if rec.status == status {
+        Ok(Reported::Unchanged)
+    } else {
+        Err(ReportError::Over(rec.status))
+    }
+}
+
 /// Whether the record went back to pending after a failed attempt and waits for the
 /// check-in that starts the next one: only a failure sends a device that had an attempt
 /// back to pending, and a check-in that hands the update out again records its artifact.
@@ -105,8 +120,9 @@ fn awaits_retry(rec: &DeviceDeploymentRecord) -> bool {
 /// A report from a device that has finished. An aborted or decommissioned device can
 /// report nothing more (409: the client rolls back). Any other final status may be replaced
 /// by another final one, as upstream allows and the contract implies (it refuses reports
-/// only after an abort or a decommission): a client that reported `success` and then failed
-/// to commit reports `failure`, and that is what it ends with. A finished device cannot go
+/// only after an abort or a decommission; see [`report_after_abort`] for a deployment that
+/// was aborted): a client that reported `success` and then failed to commit reports
+/// `failure`, and that is what it ends with. A finished device cannot go
 /// back to an active status: it is no longer handed the deployment.
 fn replace_final(
     rec: &mut DeviceDeploymentRecord,
