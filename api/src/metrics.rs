@@ -398,10 +398,10 @@ impl ScrapeToken {
 
     /// Whether an `Authorization` header value is `Bearer <this token>`.
     pub fn admits(&self, authorization: Option<&str>) -> bool {
-        let Some(presented) = authorization.and_then(|h| h.strip_prefix("Bearer ")) else {
+        let Some(presented) = authorization.and_then(crate::auth::bearer_token) else {
             return false;
         };
-        let digest: [u8; 32] = sha2::Sha256::digest(presented.trim().as_bytes()).into();
+        let digest: [u8; 32] = sha2::Sha256::digest(presented.as_bytes()).into();
         aws_lc_rs::constant_time::verify_slices_are_equal(&digest, &self.digest).is_ok()
     }
 }
@@ -435,6 +435,10 @@ mod tests {
     fn only_the_configured_bearer_token_is_admitted() {
         let token = ScrapeToken::new("s3cret-Token").unwrap();
         assert!(token.admits(Some("Bearer s3cret-Token")));
+        assert!(
+            token.admits(Some("bearer s3cret-Token")),
+            "the scheme is case-insensitive"
+        );
         for refused in [
             None,
             Some(""),

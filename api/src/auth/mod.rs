@@ -99,3 +99,27 @@ pub fn user() -> impl Filter<Extract = (Identity,), Error = warp::Rejection> + C
 pub fn device() -> impl Filter<Extract = (Identity,), Error = warp::Rejection> + Clone {
     require(PrincipalKind::Device)
 }
+
+/// The token of an `Authorization: Bearer <token>` header value. The scheme's name is
+/// case-insensitive (RFC 9110), so `bearer` is a bearer too.
+pub(crate) fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for header in ["Bearer abc", "bearer abc", "BEARER  abc ", " Bearer abc"] {
+            assert_eq!(bearer_token(header), Some("abc"), "{header:?}");
+        }
+        for header in ["Basic abc", "Bearer", "Bearerabc", "abc"] {
+            assert_eq!(bearer_token(header), None, "{header:?}");
+        }
+    }
+}

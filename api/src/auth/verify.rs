@@ -9,7 +9,7 @@ use super::cache::TokenCache;
 use super::claims::{Claims, TENANT_SUBJECT};
 use super::keys::VerifyKey;
 use super::revoked::Revocations;
-use super::{Identity, PrincipalKind};
+use super::{bearer_token, Identity, PrincipalKind};
 
 /// Default number of verified tokens kept ([`TokenCache`]).
 pub const DEFAULT_CACHE_CAPACITY: usize = 64 * 1024;
@@ -87,8 +87,7 @@ impl TokenVerifier {
     /// The identity behind an `Authorization` header value.
     pub fn identify(&self, header: Option<&str>) -> Result<Identity, AuthError> {
         let token = header
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(bearer_token)
             .filter(|t| !t.is_empty())
             .ok_or(AuthError::MissingToken)?;
         self.verify(token)
