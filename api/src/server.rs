@@ -261,6 +261,13 @@ async fn handle(
     response
         .headers_mut()
         .insert(REQUEST_ID_HEADER, id.header_value());
+    if response.status() == http::StatusCode::METHOD_NOT_ALLOWED {
+        if let Some(allow) = crate::routes::openapi::allowed_methods(uri.path()) {
+            response
+                .headers_mut()
+                .insert(http::header::ALLOW, HeaderValue::from_static(allow));
+        }
+    }
     // A refusal may come before the body was read (an upload over a limit, a malformed
     // multipart head). hyper then closes the connection after the answer; saying so lets
     // the client open a new one for its next request instead of writing into a closed one.

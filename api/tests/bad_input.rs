@@ -45,3 +45,27 @@ async fn malformed_requests_get_4xx_and_leave_the_server_healthy() {
     assert_eq!(json_ok(user.get("/deployments").await).await, json!([]));
     assert_eq!(json_ok(user.get("/artifacts").await).await, json!([]));
 }
+
+#[tokio::test]
+async fn a_wrong_method_gets_405_with_the_allowed_ones() {
+    let server = Server::start().await;
+    let user = server.as_user("acme");
+    let cases = [
+        (Method::DELETE, "/artifacts", "GET, POST"),
+        (
+            Method::POST,
+            "/artifacts/0b7a4d5c-8d7c-4a35-9b1e-2f3c4d5e6f70",
+            "GET, PUT, DELETE",
+        ),
+        (Method::PUT, "/deployments/releases", "GET"),
+    ];
+    for (method, path, allowed) in cases {
+        let refused = send(user.request(method.clone(), path)).await;
+        assert_eq!(
+            refused.headers().get("allow").and_then(|v| v.to_str().ok()),
+            Some(allowed),
+            "{method} {path}"
+        );
+        assert_error(refused, StatusCode::METHOD_NOT_ALLOWED).await;
+    }
+}
