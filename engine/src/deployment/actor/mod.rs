@@ -866,10 +866,14 @@ impl DeploymentState {
         status: DeviceStatus,
         now: time::OffsetDateTime,
     ) -> Result<Option<u32>> {
-        let rec = self
-            .record_mut(device)
-            .ok_or(EngineError::NotFound("device in deployment"))?;
-        let unadmitted = rec.status == DeviceStatus::Pending && rec.phase.is_none();
+        let key = device_key(&self.header.tenant, device);
+        // A member without a record is an untouched pending one (the report itself answers
+        // for a device that is not a member).
+        let unadmitted = self.devices.contains(key)
+            && self
+                .devices
+                .get(key)
+                .is_none_or(|r| r.status == DeviceStatus::Pending && r.phase.is_none());
         if !unadmitted || !device::reportable(status) {
             return Ok(None);
         }
