@@ -1,7 +1,7 @@
 //! The per-device state machine of one deployment: what a check-in or a status report does
 //! to a device's record. Pure functions; the actor persists what they change.
 
-use storage::{DeviceDeploymentRecord, DeviceStatus};
+use storage::{DeploymentRecord, DeviceDeploymentRecord, DeviceStatus};
 use time::OffsetDateTime;
 
 /// A status change of one device (`from == to` never appears: that is a no-op).
@@ -47,16 +47,45 @@ pub enum Reported {
     Moved(Change),
 }
 
-/// Apply a status report. `retries` is the number of extra attempts the deployment allows.
+/// What of its deployment a device's report is judged by.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Terms {
+    /// Extra attempts after a failure.
+    pub retries: u32,
+    /// An operator aborted the deployment: the contract answers 409 ("the device's
+    /// deployment was aborted") to any change, also from a device that had finished before
+    /// the abort, so the outcome stays what it was when it was aborted.
+    pub aborted: bool,
+}
+
+impl Terms {
+    /// The terms of `deployment`.
+    pub fn of(deployment: &DeploymentRecord) -> Self {
+        Terms {
+            retries: deployment.retries,
+            aborted: deployment.aborted,
+        }
+    }
+}
+
+/// Apply a status report.
 pub fn report(
     rec: &mut DeviceDeploymentRecord,
     status: DeviceStatus,
     substate: Option<String>,
-    retries: u32,
+    terms: Terms,
     now: OffsetDateTime,
 ) -> Result<Reported, ReportError> {
     if !reportable(status) {
         return Err(ReportError::NotReportable(status));
+    }
+    if terms.aborted {
+        // A repeat of the device's status stays a no-op; nothing else goes.
+        return if rec.status == status {
+            Ok(Reported::Unchanged)
+        } else {
+            Err(ReportError::Over(rec.status))
+        };
     }
     if rec.status == status {
         if substate.is_some() && rec.substate != substate {
@@ -80,7 +109,7 @@ pub fn report(
         rec.attempts += 1;
     }
     let from = rec.status;
-    let to = if status == DeviceStatus::Failure && rec.attempts <= retries {
+    let to = if status == DeviceStatus::Failure && rec.attempts <= terms.retries {
         // Attempts left: back to pending; the next check-in hands out the deployment again.
         DeviceStatus::Pending
     } else {
@@ -95,21 +124,6 @@ pub fn report(
     Ok(Reported::Moved(Change { from, to }))
 }
 
-/// A report in an aborted deployment: the contract answers 409 ("the device's deployment
-/// was aborted") to any change, also from a device that had finished before the abort, so
-/// the deployment's outcome stays what it was when it was aborted; a repeat of the
-/// device's status stays a no-op.
-pub fn report_after_abort(
-    rec: &DeviceDeploymentRecord,
-    status: DeviceStatus,
-) -> Result<Reported, ReportError> {
-    if rec.status == status {
-        Ok(Reported::Unchanged)
-    } else {
-        Err(ReportError::Over(rec.status))
-    }
-}
-
 /// Whether the record went back to pending after a failed attempt and waits for the
 /// check-in that starts the next one: only a failure sends a device that had an attempt
 /// back to pending, and a check-in that hands the update out again records its artifact.
@@ -120,7 +134,7 @@ fn awaits_retry(rec: &DeviceDeploymentRecord) -> bool {
 /// A report from a device that has finished. An aborted or decommissioned device can
 /// report nothing more (409: the client rolls back). Any other final status may be replaced
 /// by another final one, as upstream allows and the contract implies (it refuses reports
-/// only after an abort or a decommission; see [`report_after_abort`] for a deployment that
+/// only after an abort or a decommission; see [`Terms::aborted`] for a deployment that
 /// was aborted): a client that reported `success` and then failed to commit reports
 /// `failure`, and that is what it ends with. A finished device cannot go
 /// back to an active status: it is no longer handed the deployment.
@@ -172,6 +186,14 @@ mod tests {
 
     use crate::deployment::stats::Statistics;
 
+    /// Terms with `n` retries, not aborted.
+    fn retries(n: u32) -> Terms {
+        Terms {
+            retries: n,
+            aborted: false,
+        }
+    }
+
     fn rec() -> DeviceDeploymentRecord {
         let mut r = DeviceDeploymentRecord::pending("d".into(), OffsetDateTime::now_utc());
         r.attempts = 1;
@@ -183,11 +205,11 @@ mod tests {
         let mut r = rec();
         let now = OffsetDateTime::now_utc();
         assert!(matches!(
-            report(&mut r, DeviceStatus::Downloading, None, 0, now),
+            report(&mut r, DeviceStatus::Downloading, None, retries(0), now),
             Ok(Reported::Moved(_))
         ));
         assert_eq!(
-            report(&mut r, DeviceStatus::Downloading, None, 0, now),
+            report(&mut r, DeviceStatus::Downloading, None, retries(0), now),
             Ok(Reported::Unchanged)
         );
     }
@@ -197,14 +219,14 @@ mod tests {
         let mut r = rec();
         let now = OffsetDateTime::now_utc();
         let sub = |s: &str| Some(s.to_owned());
-        report(&mut r, DeviceStatus::Installing, sub("a"), 0, now).unwrap();
+        report(&mut r, DeviceStatus::Installing, sub("a"), retries(0), now).unwrap();
         assert_eq!(
-            report(&mut r, DeviceStatus::Installing, sub("b"), 0, now),
+            report(&mut r, DeviceStatus::Installing, sub("b"), retries(0), now),
             Ok(Reported::Substate)
         );
         assert_eq!(r.substate.as_deref(), Some("b"));
         assert_eq!(
-            report(&mut r, DeviceStatus::Installing, None, 0, now),
+            report(&mut r, DeviceStatus::Installing, None, retries(0), now),
             Ok(Reported::Unchanged),
             "no substate keeps the last one"
         );
@@ -214,7 +236,7 @@ mod tests {
     fn failure_of_a_device_never_handed_the_update_uses_up_an_attempt() {
         let now = OffsetDateTime::now_utc();
         let mut r = DeviceDeploymentRecord::pending("d".into(), now);
-        let moved = report(&mut r, DeviceStatus::Failure, None, 0, now).unwrap();
+        let moved = report(&mut r, DeviceStatus::Failure, None, retries(0), now).unwrap();
         assert_eq!(
             moved,
             Reported::Moved(Change {
@@ -226,11 +248,11 @@ mod tests {
         assert_eq!(r.attempts, 1);
 
         let mut r = DeviceDeploymentRecord::pending("d".into(), now);
-        report(&mut r, DeviceStatus::Downloading, None, 1, now).unwrap();
-        report(&mut r, DeviceStatus::Failure, None, 1, now).unwrap();
+        report(&mut r, DeviceStatus::Downloading, None, retries(1), now).unwrap();
+        report(&mut r, DeviceStatus::Failure, None, retries(1), now).unwrap();
         assert_eq!((r.status, r.attempts), (DeviceStatus::Pending, 1));
-        report(&mut r, DeviceStatus::Downloading, None, 1, now).unwrap();
-        report(&mut r, DeviceStatus::Failure, None, 1, now).unwrap();
+        report(&mut r, DeviceStatus::Downloading, None, retries(1), now).unwrap();
+        report(&mut r, DeviceStatus::Failure, None, retries(1), now).unwrap();
         assert_eq!(
             (r.status, r.attempts),
             (DeviceStatus::Failure, 2),
@@ -243,7 +265,7 @@ mod tests {
         let mut r = rec();
         let now = OffsetDateTime::now_utc();
         r.artifact_id = Some(uuid::Uuid::new_v4());
-        let c = report(&mut r, DeviceStatus::Failure, None, 1, now).unwrap();
+        let c = report(&mut r, DeviceStatus::Failure, None, retries(1), now).unwrap();
         assert!(matches!(c, Reported::Moved(c) if c.to == DeviceStatus::Pending));
         assert_eq!(
             r.artifact_id, None,
@@ -252,7 +274,7 @@ mod tests {
         // The next check-in hands the update out again: the second attempt.
         r.attempts = 2;
         r.artifact_id = Some(uuid::Uuid::new_v4());
-        let c = report(&mut r, DeviceStatus::Failure, None, 1, now).unwrap();
+        let c = report(&mut r, DeviceStatus::Failure, None, retries(1), now).unwrap();
         assert!(matches!(c, Reported::Moved(c) if c.to == DeviceStatus::Failure));
         assert!(r.finished.is_some());
     }
@@ -262,12 +284,12 @@ mod tests {
         let mut r = rec();
         let now = OffsetDateTime::now_utc();
         r.artifact_id = Some(uuid::Uuid::new_v4());
-        report(&mut r, DeviceStatus::Downloading, None, 2, now).unwrap();
-        report(&mut r, DeviceStatus::Failure, None, 2, now).unwrap();
+        report(&mut r, DeviceStatus::Downloading, None, retries(2), now).unwrap();
+        report(&mut r, DeviceStatus::Failure, None, retries(2), now).unwrap();
         assert_eq!((r.status, r.attempts), (DeviceStatus::Pending, 1));
         for _ in 0..3 {
             assert_eq!(
-                report(&mut r, DeviceStatus::Failure, None, 2, now),
+                report(&mut r, DeviceStatus::Failure, None, retries(2), now),
                 Ok(Reported::Unchanged)
             );
         }
@@ -280,21 +302,50 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         interrupt(&mut r, DeviceStatus::Aborted, now);
         assert_eq!(
-            report(&mut r, DeviceStatus::Success, None, 0, now),
+            report(&mut r, DeviceStatus::Success, None, retries(0), now),
             Err(ReportError::Over(DeviceStatus::Aborted))
         );
         assert_eq!(
-            report(&mut r, DeviceStatus::Pending, None, 0, now),
+            report(&mut r, DeviceStatus::Pending, None, retries(0), now),
             Err(ReportError::NotReportable(DeviceStatus::Pending))
         );
+    }
+
+    #[test]
+    fn nothing_changes_in_an_aborted_deployment() {
+        let now = OffsetDateTime::now_utc();
+        let aborted = Terms {
+            retries: 1,
+            aborted: true,
+        };
+        let mut r = rec();
+        report(&mut r, DeviceStatus::Success, None, retries(1), now).unwrap();
+        for s in [DeviceStatus::Failure, DeviceStatus::Installing] {
+            assert_eq!(
+                report(&mut r, s, None, aborted, now),
+                Err(ReportError::Over(DeviceStatus::Success))
+            );
+        }
+        assert_eq!(
+            report(
+                &mut r,
+                DeviceStatus::Success,
+                Some("x".into()),
+                aborted,
+                now
+            ),
+            Ok(Reported::Unchanged),
+            "a repeat stays a no-op"
+        );
+        assert_eq!((r.status, r.substate), (DeviceStatus::Success, None));
     }
 
     #[test]
     fn a_final_status_may_be_replaced_by_another_but_not_by_an_active_one() {
         let mut r = rec();
         let now = OffsetDateTime::now_utc();
-        report(&mut r, DeviceStatus::Success, None, 1, now).unwrap();
-        let c = report(&mut r, DeviceStatus::Failure, None, 1, now).unwrap();
+        report(&mut r, DeviceStatus::Success, None, retries(1), now).unwrap();
+        let c = report(&mut r, DeviceStatus::Failure, None, retries(1), now).unwrap();
         // No retry from a final status, whatever `retries` allows.
         assert_eq!(
             c,
@@ -304,7 +355,7 @@ mod tests {
             })
         );
         assert_eq!(
-            report(&mut r, DeviceStatus::Downloading, None, 1, now),
+            report(&mut r, DeviceStatus::Downloading, None, retries(1), now),
             Err(ReportError::Over(DeviceStatus::Failure))
         );
         assert_eq!(r.status, DeviceStatus::Failure);
@@ -320,7 +371,7 @@ mod tests {
         #[test]
         fn statistics_always_equal_the_records(
             ops in prop::collection::vec((0usize..8, any_status(), 0u32..3, any::<bool>()), 0..200),
-            retries in 0u32..3,
+            extra in 0u32..3,
         ) {
             let now = OffsetDateTime::now_utc();
             let mut recs: Vec<DeviceDeploymentRecord> = (0..8)
@@ -333,7 +384,7 @@ mod tests {
                 let change = if interrupt_it && !reportable(status) {
                     interrupt(r, DeviceStatus::Aborted, now)
                 } else {
-                    match report(r, status, None, retries, now) {
+                    match report(r, status, None, self::retries(extra), now) {
                         Ok(Reported::Moved(c)) => Some(c),
                         _ => None,
                     }

@@ -736,12 +736,9 @@ impl DeploymentService {
         // has finished, so only a final status may replace another).
         let mut rec = self.stored_record(tenant, &header, device).await?;
         let now = self.clock.now();
-        let reported = if header.aborted {
-            super::device::report_after_abort(&rec, status)
-        } else {
-            super::device::report(&mut rec, status, substate, header.retries, now)
-        }
-        .map_err(deployment_actor::report_error)?;
+        let terms = super::device::Terms::of(&header);
+        let reported = super::device::report(&mut rec, status, substate, terms, now)
+            .map_err(deployment_actor::report_error)?;
         let change = match reported {
             super::device::Reported::Unchanged => return Ok(()),
             super::device::Reported::Moved(c) => Some(c),

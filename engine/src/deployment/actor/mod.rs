@@ -783,17 +783,12 @@ impl DeploymentState {
         substate: Option<String>,
     ) -> Result<Ack> {
         let now = self.clock.now();
-        let (retries, aborted) = (self.header.retries, self.header.aborted);
+        let terms = device::Terms::of(&self.header);
         let admitted = self.admit_reporter(device, status, now)?;
         let rec = self
             .record_mut(device)
             .ok_or(EngineError::NotFound("device in deployment"))?;
-        let reported = if aborted {
-            device::report_after_abort(rec, status)
-        } else {
-            device::report(rec, status, substate, retries, now)
-        }
-        .map_err(report_error)?;
+        let reported = device::report(rec, status, substate, terms, now).map_err(report_error)?;
         if admitted.is_some() {
             rec.phase = admitted;
         }

@@ -202,7 +202,7 @@ impl DeploymentState {
             return Ack(None);
         };
         let now = self.clock.now();
-        let retries = self.header.retries;
+        let terms = device::Terms::of(&self.header);
         let mut writes = Vec::new();
         for key in self.timeouts.expired(now - Duration::from_secs(secs)) {
             let Some(id) = self.devices.get(key).map(|r| r.device_id.clone()) else {
@@ -213,7 +213,7 @@ impl DeploymentState {
             };
             let substate = format!("timed out: {} for over {secs} s", rec.status.as_str());
             let Ok(Reported::Moved(change)) =
-                device::report(rec, DeviceStatus::Failure, Some(substate), retries, now)
+                device::report(rec, DeviceStatus::Failure, Some(substate), terms, now)
             else {
                 continue;
             };
