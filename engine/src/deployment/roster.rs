@@ -74,6 +74,16 @@ impl Roster {
         self.records.get(&key).map(|r| &**r)
     }
 
+    /// Whether `key` is a member that either did nothing yet (no record: pending, never
+    /// handed the update) or whose record satisfies `pred`.
+    pub fn untouched_or(
+        &self,
+        key: DeviceKey,
+        pred: impl FnOnce(&DeviceDeploymentRecord) -> bool,
+    ) -> bool {
+        self.contains(key) && self.get(key).is_none_or(pred)
+    }
+
     /// The record of a member device, created `pending` on first use.
     pub fn get_mut(
         &mut self,

@@ -255,12 +255,7 @@ impl DeploymentState {
     pub(super) fn choose_artifact(&self, device_type: &str) -> Option<Arc<ArtifactRecord>> {
         self.artifacts
             .iter()
-            .filter(|a| {
-                a.meta
-                    .device_types_compatible
-                    .iter()
-                    .any(|t| t == device_type)
-            })
+            .filter(|a| installs_on(a, device_type))
             .min_by_key(|a| (a.size, a.id))
             .cloned()
     }
@@ -268,6 +263,15 @@ impl DeploymentState {
     fn artifact(&self, id: Uuid) -> Option<Arc<ArtifactRecord>> {
         self.artifacts.iter().find(|a| a.id == id).cloned()
     }
+}
+
+/// Whether `artifact` lists `device_type` among its compatible ones.
+pub(super) fn installs_on(artifact: &ArtifactRecord, device_type: &str) -> bool {
+    artifact
+        .meta
+        .device_types_compatible
+        .iter()
+        .any(|t| t == device_type)
 }
 
 fn nothing() -> CheckInReply {

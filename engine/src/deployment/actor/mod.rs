@@ -19,6 +19,7 @@ use storage::{
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
+use self::check_in::installs_on;
 use super::clock::Clock;
 use super::device::{self, Change, ReportError, Reported};
 use super::events::{DeploymentEvent, Publisher, STATISTICS_EVERY};
@@ -809,12 +810,9 @@ impl DeploymentState {
     async fn find_artifact_for(&mut self, device: &str, device_type: &str) -> Result<()> {
         let now = self.clock.now();
         let key = device_key(&self.header.tenant, device);
-        // A member without a record is an untouched pending one.
-        let undelivered = self.devices.contains(key)
-            && self
-                .devices
-                .get(key)
-                .is_none_or(|r| !r.status.is_terminal() && r.artifact_id.is_none());
+        let undelivered = self
+            .devices
+            .untouched_or(key, |r| !r.status.is_terminal() && r.artifact_id.is_none());
         let recent = self
             .artifacts_searched
             .is_some_and(|t| now - t < time::Duration::SECOND);
@@ -829,12 +827,7 @@ impl DeploymentState {
             .await?
             .into_iter()
             .filter(|a| a.meta.name == self.header.artifact_name && !known.contains(&a.id))
-            .filter(|a| {
-                a.meta
-                    .device_types_compatible
-                    .iter()
-                    .any(|t| t == device_type)
-            })
+            .filter(|a| installs_on(a, device_type))
             .collect();
         if new.is_empty() {
             return Ok(());
@@ -862,13 +855,10 @@ impl DeploymentState {
         now: time::OffsetDateTime,
     ) -> Result<Option<u32>> {
         let key = device_key(&self.header.tenant, device);
-        // A member without a record is an untouched pending one (the report itself answers
-        // for a device that is not a member).
-        let unadmitted = self.devices.contains(key)
-            && self
-                .devices
-                .get(key)
-                .is_none_or(|r| r.status == DeviceStatus::Pending && r.phase.is_none());
+        // (The report itself answers for a device that is not a member.)
+        let unadmitted = self.devices.untouched_or(key, |r| {
+            r.status == DeviceStatus::Pending && r.phase.is_none()
+        });
         if !unadmitted || !device::reportable(status) {
             return Ok(None);
         }
