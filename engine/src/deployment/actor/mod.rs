@@ -785,14 +785,18 @@ impl DeploymentState {
     ) -> Result<Ack> {
         let now = self.clock.now();
         let terms = device::Terms::of(&self.header);
-        let admitted = self.admit_reporter(device, status, now)?;
-        let rec = self
+        let mut rec = self
             .record_mut(device)
             .ok_or(EngineError::NotFound("device in deployment"))?;
-        let reported = device::report(rec, status, substate, terms, now).map_err(report_error)?;
-        if admitted.is_some() {
-            rec.phase = admitted;
+        let unadmitted = rec.status == DeviceStatus::Pending && rec.phase.is_none();
+        if unadmitted && device::reportable(status) && !terms.aborted {
+            let phase = self.admit_reporter(now)?;
+            rec = self
+                .record_mut(device)
+                .ok_or(EngineError::NotFound("device in deployment"))?;
+            rec.phase = Some(phase);
         }
+        let reported = device::report(rec, status, substate, terms, now).map_err(report_error)?;
         let mut writes = match reported {
             Reported::Unchanged => return Ok(Ack(None)),
             Reported::Substate | Reported::Moved(_) => vec![self.put_by_id(device)],
@@ -808,15 +812,19 @@ impl DeploymentState {
     /// type: the contract chooses among the release's artifacts at check-in, as upstream
     /// does. The search reads the tenant's artifacts, so it runs at most once a second.
     async fn find_artifact_for(&mut self, device: &str, device_type: &str) -> Result<()> {
+        // Cheapest first: on the usual check-in an artifact fits and nothing else is read.
+        if self.artifacts.iter().any(|a| installs_on(a, device_type)) {
+            return Ok(());
+        }
         let now = self.clock.now();
+        let recent = self
+            .artifacts_searched
+            .is_some_and(|t| now - t < time::Duration::SECOND);
         let key = device_key(&self.header.tenant, device);
         let undelivered = self
             .devices
             .untouched_or(key, |r| !r.status.is_terminal() && r.artifact_id.is_none());
-        let recent = self
-            .artifacts_searched
-            .is_some_and(|t| now - t < time::Duration::SECOND);
-        if !undelivered || recent || self.choose_artifact(device_type).is_some() {
+        if recent || !undelivered {
             return Ok(());
         }
         self.artifacts_searched = Some(now);
@@ -847,21 +855,8 @@ impl DeploymentState {
     /// A device that was never admitted and reports progress (it lost its check-in's
     /// answer, or never asked) is admitted now, as that check-in would have admitted it;
     /// while its phase is closed or full, or the safety rules let no device start, its
-    /// report is refused, so that a report cannot jump the phases. `None`: nothing to admit.
-    fn admit_reporter(
-        &mut self,
-        device: &str,
-        status: DeviceStatus,
-        now: time::OffsetDateTime,
-    ) -> Result<Option<u32>> {
-        let key = device_key(&self.header.tenant, device);
-        // (The report itself answers for a device that is not a member.)
-        let unadmitted = self.devices.untouched_or(key, |r| {
-            r.status == DeviceStatus::Pending && r.phase.is_none()
-        });
-        if !unadmitted || !device::reportable(status) {
-            return Ok(None);
-        }
+    /// report is refused, so that a report cannot jump the phases.
+    fn admit_reporter(&mut self, now: time::OffsetDateTime) -> Result<u32> {
         let admitted = if self.may_start(now) {
             self.admit_new(now)
         } else {
@@ -875,7 +870,7 @@ impl DeploymentState {
             ));
         };
         self.started(now);
-        Ok(Some(phase))
+        Ok(phase)
     }
 
     fn upload_log(&mut self, device: &str, messages: Vec<LogMessage>) -> Result<Ack> {
