@@ -400,6 +400,36 @@ async fn device_never_receives_a_deployment_older_than_one_it_finished() {
     f.snapshot(oldest).await;
 }
 
+/// A report admits a device only where its check-in would have: never into a newer
+/// deployment while an older one waits for it, or it would be active in both and the
+/// older one would never finish.
+#[tokio::test(start_paused = true)]
+async fn a_status_report_cannot_skip_the_older_deployment() {
+    let f = Fixture::new().await;
+    let older = f.deploy(f.new_deployment(devices(1))).await;
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let newer = f.deploy(f.new_deployment(devices(1))).await;
+
+    let refused = f.report("d00", newer, DeviceStatus::Downloading).await;
+    assert!(
+        matches!(refused, Err(EngineError::Conflict(_))),
+        "{refused:?}"
+    );
+    let untouched = f.record(newer, "d00").await;
+    assert_eq!(
+        (untouched.status, untouched.attempts, untouched.phase),
+        (DeviceStatus::Pending, 0, None)
+    );
+    assert_eq!(f.snapshot(newer).await.stats.get(DeviceStatus::Pending), 1);
+
+    // Once it has finished the older one, its report admits it to the newer one.
+    assert_eq!(f.check_in("d00").await, Some(older));
+    f.run_update("d00", older, DeviceStatus::Success).await;
+    f.run_update("d00", newer, DeviceStatus::Success).await;
+    assert_eq!(f.status(newer, "d00").await, DeviceStatus::Success);
+    f.snapshot(newer).await;
+}
+
 #[test]
 fn after_a_restart_a_device_still_never_receives_an_older_deployment() {
     let dir = tempfile::tempdir().unwrap();
@@ -408,8 +438,8 @@ fn after_a_restart_a_device_still_never_receives_an_older_deployment() {
         let oldest = f.deploy(f.new_deployment(devices(3))).await;
         tokio::time::advance(Duration::from_secs(1)).await;
         let newer = f.deploy(f.new_deployment(vec!["d00".into()])).await;
-        // d00 finishes the newer one without ever taking part in the oldest.
-        f.run_update("d00", newer, DeviceStatus::Success).await;
+        // d00 finishes the newer one (aborted) without ever taking part in the oldest.
+        f.svc.abort(&f.tenant, newer).await.unwrap();
         oldest
     });
 

@@ -717,10 +717,17 @@ impl DeploymentService {
         }
         // Running deployment: straight to its actor (which checks the tenant), no store
         // read on this hot path.
+        // A report may admit a device only where its check-in would: in its oldest
+        // unfinished deployment.
+        let older_first = self
+            .fleet
+            .oldest(device_key(tenant, device))
+            .is_some_and(|m| m.deployment != id);
         let request = Request::Report {
             device: device.to_owned(),
             status,
             substate: substate.clone(),
+            older_first,
         };
         // (A device that finished a deployment another node runs keeps its membership in
         // this node's index until its next check-in here, which the owner answers `Over`.)

@@ -56,6 +56,8 @@ pub enum DeploymentMsg {
         status: DeviceStatus,
         /// Optional substate.
         substate: Option<String>,
+        /// The device has an older unfinished deployment: a report may not admit it here.
+        older_first: bool,
         /// Answer.
         reply: RpcReplyPort<Result<Ack>>,
     },
@@ -374,11 +376,12 @@ impl Actor for DeploymentActor {
                 device,
                 status,
                 substate,
+                older_first,
                 reply,
             } => {
                 let r = state
                     .same_tenant(&tenant)
-                    .and_then(|()| state.report(&device, status, substate));
+                    .and_then(|()| state.report(&device, status, substate, older_first));
                 let _ = reply.send(r);
             }
             DeploymentMsg::UploadLog {
@@ -782,6 +785,7 @@ impl DeploymentState {
         device: &str,
         status: DeviceStatus,
         substate: Option<String>,
+        older_first: bool,
     ) -> Result<Ack> {
         let now = self.clock.now();
         let terms = device::Terms::of(&self.header);
@@ -790,7 +794,7 @@ impl DeploymentState {
             .ok_or(EngineError::NotFound("device in deployment"))?;
         let unadmitted = rec.status == DeviceStatus::Pending && rec.phase.is_none();
         if unadmitted && device::reportable(status) && !terms.aborted {
-            let phase = self.admit_reporter(now)?;
+            let phase = self.admit_reporter(now, older_first)?;
             rec = self
                 .record_mut(device)
                 .ok_or(EngineError::NotFound("device in deployment"))?;
@@ -855,8 +859,16 @@ impl DeploymentState {
     /// A device that was never admitted and reports progress (it lost its check-in's
     /// answer, or never asked) is admitted now, as that check-in would have admitted it;
     /// while its phase is closed or full, or the safety rules let no device start, its
-    /// report is refused, so that a report cannot jump the phases.
-    fn admit_reporter(&mut self, now: time::OffsetDateTime) -> Result<u32> {
+    /// report is refused, so that a report cannot jump the phases; and so it is while the
+    /// device has an older unfinished deployment, which its check-in would be served first.
+    fn admit_reporter(&mut self, now: time::OffsetDateTime, older_first: bool) -> Result<u32> {
+        if older_first {
+            return Err(EngineError::Conflict(
+                "the device has an older deployment it has not finished, which its check-in \
+                 is served first: it takes part in this one after that"
+                    .into(),
+            ));
+        }
         let admitted = if self.may_start(now) {
             self.admit_new(now)
         } else {

@@ -31,6 +31,9 @@ pub(crate) enum Request {
         device: String,
         status: DeviceStatus,
         substate: Option<String>,
+        /// The device has an older deployment it has not finished (by the fleet index of
+        /// the node it reported to): its check-in would be served that one first.
+        older_first: bool,
     },
     UploadLog {
         device: String,
@@ -241,12 +244,14 @@ impl DeploymentService {
                 device,
                 status,
                 substate,
+                older_first,
             } => {
                 let build = |reply| DeploymentMsg::ReportStatus {
                     tenant: tenant.clone(),
                     device: device.clone(),
                     status: *status,
                     substate: substate.clone(),
+                    older_first: *older_first,
                     reply,
                 };
                 return self.change(id, build, wait).await;
