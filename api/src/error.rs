@@ -140,7 +140,7 @@ impl Reply for ApiError {
                 tracing::error!(request_id = %RequestId::current(), "{m}");
                 "internal error".to_owned()
             }
-            other => other.to_string(),
+            other => shortened(other.to_string()),
         };
         let body = ErrorBody {
             error: &message,
@@ -155,6 +155,53 @@ impl Reply for ApiError {
         }
         response
     }
+}
+
+/// Characters of any one quoted input an error message keeps (README, "Limits").
+const MAX_QUOTE: usize = 256;
+/// Characters of a whole error message: a bound on what an input can make the server send
+/// back, for inputs a message echoes unquoted.
+const MAX_MESSAGE: usize = 2048;
+
+/// `message` with every quoted input (`"…"`, as our messages and serde's quote them) cut
+/// to [`MAX_QUOTE`] characters, and the whole to [`MAX_MESSAGE`]: a 100 MB string sent
+/// where a list belongs gets a 400 of a few hundred bytes, not one of 100 MB.
+fn shortened(message: String) -> String {
+    if message.len() <= MAX_QUOTE {
+        return message;
+    }
+    let mut out = String::with_capacity(MAX_MESSAGE.min(message.len()));
+    let mut quoted: Option<usize> = None; // characters kept of the open quote
+    let mut escaped = false;
+    for c in message.chars() {
+        if out.len() >= MAX_MESSAGE {
+            out.push('…');
+            break;
+        }
+        match quoted {
+            None => {
+                out.push(c);
+                if c == '"' {
+                    quoted = Some(0);
+                }
+            }
+            Some(kept) => {
+                let closes = c == '"' && !escaped;
+                escaped = c == '\\' && !escaped;
+                if closes {
+                    out.push(c);
+                    quoted = None;
+                } else if kept < MAX_QUOTE {
+                    out.push(c);
+                    quoted = Some(kept + 1);
+                } else if kept == MAX_QUOTE {
+                    out.push('…');
+                    quoted = Some(kept + 1);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Result of a handler: a reply or an error answer.
@@ -204,6 +251,27 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn long_quotes_are_cut_and_the_rest_of_the_message_kept() {
+        let long = "a".repeat(1000);
+        let cut = shortened(format!(
+            r#"invalid type: string "{long}", expected a sequence"#
+        ));
+        assert_eq!(
+            cut,
+            format!(
+                r#"invalid type: string "{}…", expected a sequence"#,
+                &long[..256]
+            )
+        );
+        let escaped = format!(r#"value "\"{long}" here"#);
+        assert!(shortened(escaped).ends_with(r#"…" here"#));
+        let short = r#"invalid value "501" for per_page"#.to_owned();
+        assert_eq!(shortened(short.clone()), short);
+        let unquoted = "b".repeat(100_000);
+        assert!(shortened(unquoted).chars().count() <= MAX_MESSAGE + 1);
+    }
 
     #[test]
     fn an_unavailable_deployment_is_503_with_retry_after() {

@@ -46,6 +46,36 @@ async fn malformed_requests_get_4xx_and_leave_the_server_healthy() {
     assert_eq!(json_ok(user.get("/artifacts").await).await, json!([]));
 }
 
+/// An error message quotes at most 256 characters of any input (README, "Limits"): a
+/// huge input gets a small 400, not itself sent back.
+#[tokio::test]
+async fn an_error_quotes_at_most_256_characters_of_its_input() {
+    let server = Server::start().await;
+    let user = server.as_user("acme");
+    let huge = "x".repeat(300_000);
+    let body = json!({"name": "d", "artifact_name": "a", "devices": huge});
+    let req = user
+        .request(Method::POST, "/deployments")
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    let message = assert_error(send(req).await, StatusCode::BAD_REQUEST).await;
+    assert!(message.contains(&"x".repeat(256)), "{message}");
+    assert!(!message.contains(&"x".repeat(257)), "{}", message.len());
+    assert!(
+        message.contains("expected"),
+        "the reason is kept: {message}"
+    );
+
+    let id = "y".repeat(60_000);
+    let message = assert_error(
+        user.get(&format!("/artifacts/{id}")).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert!(message.len() < 600, "{} bytes", message.len());
+    assert_eq!(json_ok(user.get("/deployments").await).await, json!([]));
+}
+
 #[tokio::test]
 async fn a_wrong_method_gets_405_with_the_allowed_ones() {
     let server = Server::start().await;
