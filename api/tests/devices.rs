@@ -125,6 +125,26 @@ async fn next_requires_artifact_name_and_device_type() {
         )))
         .bearer_auth(user_token);
     assert_error(send(as_user).await, StatusCode::FORBIDDEN).await;
+
+    // %-escapes that are not UTF-8 are refused, not decoded into a device type no device
+    // sent (the record stays untouched).
+    for query in [
+        format!("artifact_name=%FF&device_type={DEVICE_TYPE}"),
+        format!("artifact_name={OLD_RELEASE}&device_type=dev-%FE"),
+    ] {
+        let url = f
+            .server
+            .url(&format!("{}/next?{query}", common::fleet::DEVICE_API));
+        let token = f.server.device_token_for(TENANT, "d1");
+        let resp = send(f.server.http().get(url).bearer_auth(token)).await;
+        assert_error(resp, StatusCode::BAD_REQUEST).await;
+    }
+    assert_eq!(f.device_record(&id, "d1").await["attempts"], json!(0));
+    assert_error(
+        f.user().get("/deployments?search=%C3").await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
 }
 
 #[tokio::test]

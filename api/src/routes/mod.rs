@@ -56,6 +56,10 @@ pub fn app(state: AppState, metrics: Option<PrometheusHandle>) -> App {
     let table = Arc::new(RouteTable::new(&state, metrics));
     let body_read_timeout = state.settings.body_read_timeout;
     Arc::new(move |req| {
+        if let Some(refused) = req.uri().query().and_then(undecodable_query) {
+            // Answered inside the future, where the request id is in scope.
+            return async move { from_warp(refused.into_response()) }.boxed();
+        }
         if download::matches(&req) {
             let state = state.clone();
             return async move { download::serve(&state, req).await }.boxed();
@@ -277,6 +281,21 @@ where
 /// `http://host` for links: the configured public URL, else the request's Host header.
 pub fn base_url() -> impl Filter<Extract = (String,), Error = warp::Rejection> + Clone {
     warp::header::optional::<String>("host").map(|h: Option<String>| base_url_of(h.as_deref()))
+}
+
+/// A query whose %-escapes decode to bytes that are not UTF-8 is refused here, for every
+/// route: its parsers would decode them lossily, so `device_type=dev-%FE` would be taken
+/// for the type `dev-\u{FFFD}`, which no device sent.
+fn undecodable_query(query: &str) -> Option<ApiError> {
+    if !query.contains('%') {
+        return None;
+    }
+    let bad = query.split(['&', '=']).any(|part| {
+        percent_encoding::percent_decode_str(part)
+            .decode_utf8()
+            .is_err()
+    });
+    bad.then(|| ApiError::BadRequest("the query string is not UTF-8 once %-decoded".into()))
 }
 
 /// `http://host` from a request's `Host` header (`localhost` without one).
