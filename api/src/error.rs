@@ -229,7 +229,12 @@ pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
     } else if let Some(e) = rejection.find::<warp::reject::InvalidQuery>() {
         ApiError::BadRequest(e.to_string())
     } else if let Some(e) = rejection.find::<warp::reject::InvalidHeader>() {
-        ApiError::BadRequest(e.to_string())
+        // Credentials that are not even text are no credentials: 401, like any bad token.
+        if e.name().eq_ignore_ascii_case("authorization") {
+            ApiError::Unauthorized("the Authorization header is not a bearer token".into())
+        } else {
+            ApiError::BadRequest(e.to_string())
+        }
     } else if let Some(e) = rejection.find::<warp::reject::MissingHeader>() {
         ApiError::BadRequest(e.to_string())
     } else if let Some(e) = rejection.find::<warp::reject::LengthRequired>() {

@@ -234,6 +234,13 @@ async fn rejections(kind: Kind) {
     )
     .await;
     assert_error(missing, StatusCode::UNAUTHORIZED).await;
+    // A header that is not even text is no credential either.
+    let not_text = reqwest::header::HeaderValue::from_bytes(b"Bearer \xff").unwrap();
+    for path in [format!("{MANAGEMENT}/artifacts"), DEVICE_NEXT.to_owned()] {
+        let request = server.http().get(server.url(&path));
+        let resp = send(request.header("authorization", not_text.clone())).await;
+        assert_error(resp, StatusCode::UNAUTHORIZED).await;
+    }
 }
 
 #[tokio::test]
