@@ -3,9 +3,13 @@
 
 mod common;
 
-use common::{assert_error, json_ok, send, Server};
+use std::time::Duration;
+
+use common::raw::status_within;
+use common::{assert_error, json_ok, send, Server, MANAGEMENT};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
+use tokio::io::AsyncWriteExt;
 
 #[tokio::test]
 async fn malformed_requests_get_4xx_and_leave_the_server_healthy() {
@@ -74,6 +78,35 @@ async fn an_error_quotes_at_most_256_characters_of_its_input() {
     .await;
     assert!(message.len() < 600, "{} bytes", message.len());
     assert_eq!(json_ok(user.get("/deployments").await).await, json!([]));
+}
+
+/// A JSON body whose `Content-Length` is over the limit is refused at once (413), not
+/// after the client has sent it, or after the body-read timeout if it never does.
+#[tokio::test]
+async fn a_body_declared_over_the_limit_gets_413_before_it_is_sent() {
+    let server = Server::start_with(&["--max-json-body", "1K"]).await;
+    let user_token = server.user_token("acme");
+    let device_token = server.device_token("acme");
+    let deployments = format!("{MANAGEMENT}/deployments");
+    let status = "/api/devices/v1/deployments/device/deployments/\
+                  0b7a4d5c-8d7c-4a35-9b1e-2f3c4d5e6f70/status";
+    for (method, path, token) in [
+        ("POST", deployments.as_str(), &user_token),
+        ("PUT", status, &device_token),
+    ] {
+        let mut stream = server.connect().await;
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: 99999999\r\n\r\n{{"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let got = status_within(&mut stream, Duration::from_secs(5)).await;
+        assert_eq!(got, Some(413), "{method} {path}");
+    }
+    assert_eq!(
+        json_ok(server.as_user("acme").get("/deployments").await).await,
+        json!([])
+    );
 }
 
 #[tokio::test]

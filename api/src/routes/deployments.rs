@@ -193,16 +193,12 @@ fn st_limit(
           + 'static),
 ) -> BoxedFilter<(NewDeployment,)> {
     st.clone()
-        .and(warp::header::optional::<String>("content-type"))
+        .and(super::body_head())
         .and(warp::body::stream())
-        .and_then(|st: AppState, ct: Option<String>, body| async move {
-            super::parse_json::<NewDeployment, _, _, _>(
-                ct.as_deref(),
-                body,
-                st.settings.max_json_body,
-            )
-            .await
-            .map_err(warp::reject::custom)
+        .and_then(|st: AppState, head, body| async move {
+            super::parse_json::<NewDeployment, _, _, _>(&head, body, st.settings.max_json_body)
+                .await
+                .map_err(warp::reject::custom)
         })
         .boxed()
 }

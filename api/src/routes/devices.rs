@@ -19,7 +19,7 @@ use warp::Filter;
 pub(crate) use log_upload::LogUpload;
 
 use super::artifacts::device_link;
-use super::{base_url, json_body, no_content, parse_json};
+use super::{base_url, json_body, no_content, parse_json, BodyHead};
 use crate::auth::{self, Identity, PrincipalKind};
 use crate::error::{respond, ApiError, ApiResult};
 use crate::server::body::TimedBody;
@@ -188,8 +188,12 @@ impl StatusHead {
     pub(crate) async fn answer(self, st: AppState, body: TimedBody) -> Response {
         let answer = async {
             let id = self.identity?;
+            let head = BodyHead {
+                content_type: self.content_type,
+                length: hyper::body::Body::size_hint(&body).exact(),
+            };
             let body = http_body_util::BodyDataStream::new(body);
-            let report = parse_json(self.content_type.as_deref(), body, MAX_STATUS_BODY).await?;
+            let report = parse_json(&head, body, MAX_STATUS_BODY).await?;
             status(self.raw, id, report, st).await
         };
         respond(answer.await)

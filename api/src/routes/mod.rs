@@ -197,28 +197,54 @@ pub fn management() -> BoxedFilter<()> {
 pub fn json_body<T: DeserializeOwned + Send + 'static>(
     limit: u64,
 ) -> impl Filter<Extract = (T,), Error = warp::Rejection> + Clone {
-    warp::header::optional::<String>("content-type")
+    body_head()
         .and(warp::body::stream())
-        .and_then(move |ct: Option<String>, body| async move {
-            parse_json::<T, _, _, _>(ct.as_deref(), body, limit)
+        .and_then(move |head: BodyHead, body| async move {
+            parse_json::<T, _, _, _>(&head, body, limit)
                 .await
                 .map_err(warp::reject::custom)
         })
 }
 
-/// Check the content type, read at most `limit` bytes and parse them as JSON.
-pub async fn parse_json<T, S, B, E>(ct: Option<&str>, body: S, limit: u64) -> Result<T, ApiError>
+/// What the headers say of a request body, read before the body.
+pub(crate) struct BodyHead {
+    pub(crate) content_type: Option<String>,
+    /// `Content-Length`: a body declared over the limit is refused before it is read.
+    pub(crate) length: Option<u64>,
+}
+
+/// The [`BodyHead`] of a warp request.
+pub(crate) fn body_head() -> impl Filter<Extract = (BodyHead,), Error = warp::Rejection> + Clone {
+    warp::header::optional::<String>("content-type")
+        .and(warp::header::optional::<u64>("content-length"))
+        .map(|content_type, length| BodyHead {
+            content_type,
+            length,
+        })
+}
+
+/// Check the content type and declared length, read at most `limit` bytes and parse them
+/// as JSON.
+pub(crate) async fn parse_json<T, S, B, E>(
+    head: &BodyHead,
+    body: S,
+    limit: u64,
+) -> Result<T, ApiError>
 where
     T: DeserializeOwned,
     S: futures_util::Stream<Item = Result<B, E>> + Unpin,
     B: Buf,
     E: Into<BoxError>,
 {
+    let ct = head.content_type.as_deref();
     let media_type = ct.and_then(|c| c.split(';').next()).map(str::trim);
     if let Some(other) = media_type.filter(|m| !m.eq_ignore_ascii_case("application/json")) {
         return Err(ApiError::BadRequest(format!(
             "the request body must be application/json, not {other:?}"
         )));
+    }
+    if head.length.is_some_and(|n| n > limit) {
+        return Err(too_large(limit));
     }
     let bytes = read_limited(body, limit).await?;
     if bytes.trim_ascii().is_empty() {
@@ -264,9 +290,7 @@ where
             }
         })?;
         if (buf.len() + chunk.remaining()) as u64 > limit {
-            return Err(ApiError::TooLarge(format!(
-                "the request body is larger than {limit} bytes"
-            )));
+            return Err(too_large(limit));
         }
         while chunk.has_remaining() {
             let part = chunk.chunk();
@@ -276,6 +300,10 @@ where
         }
     }
     Ok(buf.freeze())
+}
+
+fn too_large(limit: u64) -> ApiError {
+    ApiError::TooLarge(format!("the request body is larger than {limit} bytes"))
 }
 
 /// `http://host` for links: the configured public URL, else the request's Host header.
