@@ -37,10 +37,10 @@ fn in_seconds(seconds: i64) -> String {
         .unwrap()
 }
 
-fn unix_seconds(value: &Value) -> i64 {
+fn unix_nanos(value: &Value) -> i128 {
     OffsetDateTime::parse(value.as_str().unwrap(), &Rfc3339)
         .unwrap()
-        .unix_timestamp()
+        .unix_timestamp_nanos()
 }
 
 /// The ids of a `GET /deployments` page.
@@ -283,21 +283,31 @@ async fn list_filters_by_status_search_and_creation_time() {
 
     let mut created = Vec::new();
     for id in [&pending, &running, &finished, &scheduled] {
-        created.push((id.clone(), unix_seconds(&f.deployment(id).await["created"])));
+        created.push((id.clone(), unix_nanos(&f.deployment(id).await["created"])));
     }
-    for (_, t) in &created {
+    // Each bound is an instant, whole seconds: a deployment created at t + 0.7 s is after
+    // t, so created_before=t leaves it out (as upstream compares).
+    let seconds: Vec<i64> = created
+        .iter()
+        .flat_map(|(_, c)| {
+            let s = (c / 1_000_000_000) as i64;
+            [s, s + 1]
+        })
+        .collect();
+    for t in &seconds {
         let mut after: Vec<String> = query(format!("created_after={t}")).await;
         let mut before: Vec<String> = query(format!("created_before={t}")).await;
         after.sort();
         before.sort();
+        let instant = i128::from(*t) * 1_000_000_000;
         let mut want_after: Vec<String> = created
             .iter()
-            .filter(|(_, c)| c >= t)
+            .filter(|(_, c)| *c >= instant)
             .map(|(i, _)| i.clone())
             .collect();
         let mut want_before: Vec<String> = created
             .iter()
-            .filter(|(_, c)| c <= t)
+            .filter(|(_, c)| *c <= instant)
             .map(|(i, _)| i.clone())
             .collect();
         want_after.sort();
@@ -305,7 +315,7 @@ async fn list_filters_by_status_search_and_creation_time() {
         assert_eq!(after, want_after, "created_after={t} is inclusive");
         assert_eq!(before, want_before, "created_before={t} is inclusive");
     }
-    let t0 = created[0].1;
+    let t0 = seconds[0];
     assert!(query(format!("created_after={}", t0 + 100_000))
         .await
         .is_empty());

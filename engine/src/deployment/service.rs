@@ -446,8 +446,11 @@ impl DeploymentService {
                     .is_none_or(|t| d.created.unix_timestamp() >= t)
             })
             .filter(|d| {
-                q.created_before
-                    .is_none_or(|t| d.created.unix_timestamp() <= t)
+                // At or before the instant `t`: a deployment created at t + 0.7 s is after
+                // it, as upstream compares (whole seconds would take it in).
+                q.created_before.is_none_or(|t| {
+                    d.created.unix_timestamp_nanos() <= i128::from(t) * 1_000_000_000
+                })
             })
             .collect();
         all.sort_by(|a, b| b.created.cmp(&a.created).then(b.id.cmp(&a.id)));
