@@ -27,6 +27,8 @@ async fn malformed_requests_get_4xx_and_leave_the_server_healthy() {
         json!({"name": "d", "artifact_name": "a", "devices": ["a"], "retries": -1}),
         json!({"name": "d", "artifact_name": "a", "devices": ["a"], "phases": [{"batch_size": 99_999_999_999u64}]}),
         json!({"name": "d", "artifact_name": "a", "devices": "a"}),
+        json!({"name": "d", "artifact_name": "a", "devices": ["a", " "]}),
+        json!({"name": "d", "artifact_name": "a", "devices": ["d".repeat(1025)]}),
     ] {
         let req = user
             .request(Method::POST, "/deployments")

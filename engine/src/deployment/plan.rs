@@ -12,6 +12,9 @@ use crate::error::{EngineError, Result};
 
 /// Longest name or artifact name.
 pub const MAX_NAME: usize = 4096;
+/// Longest device id a deployment lists: ids are UUIDs or the like; a 1 MB "id" names no
+/// device and would only be stored and served back.
+const MAX_DEVICE_ID: usize = 1024;
 
 /// `POST /deployments` body.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -156,8 +159,10 @@ pub fn validate(new: &NewDeployment, now: OffsetDateTime) -> Result<Vec<PhaseRec
     }
     let mut seen = HashSet::with_capacity(new.devices.len());
     for d in &new.devices {
-        if d.is_empty() || !storage::keys::is_valid_component(d) {
-            return Err(invalid(format!("invalid device id {d:?}")));
+        if d.trim().is_empty() || d.len() > MAX_DEVICE_ID || !storage::keys::is_valid_component(d) {
+            return Err(invalid(format!(
+                "invalid device id {d:?}: it must be 1 to {MAX_DEVICE_ID} bytes, not blank"
+            )));
         }
         if !seen.insert(d.as_str()) {
             return Err(invalid(format!("device {d:?} is listed twice")));
