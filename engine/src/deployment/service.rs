@@ -718,14 +718,14 @@ impl DeploymentService {
                 "devices cannot report the status {status}"
             )));
         }
-        // Running deployment: straight to its actor (which checks the tenant), no store
-        // read on this hot path.
         // A report may admit a device only where its check-in would: in its oldest
         // unfinished deployment.
         let older_first = self
             .fleet
             .oldest(device_key(tenant, device))
             .is_some_and(|m| m.deployment != id);
+        // Running deployment: straight to its actor (which checks the tenant), no store
+        // read on this hot path.
         let request = Request::Report {
             device: device.to_owned(),
             status,
