@@ -102,10 +102,27 @@ impl TokenIssuer {
         device: &str,
         ttl: u64,
     ) -> Result<String, KeyError> {
-        let claims = Claims {
+        self.device_token_after(tenant, device, ttl, None)
+    }
+
+    /// A device token issued after `revoked_at` (Unix seconds), the last second whose
+    /// tokens of this device are refused: `iat` is whole seconds, so a device admitted
+    /// again within the second of its revocation gets a token dated the next second, not
+    /// one that is dead on arrival.
+    pub fn device_token_after(
+        &self,
+        tenant: &TenantId,
+        device: &str,
+        ttl: u64,
+        revoked_at: Option<i64>,
+    ) -> Result<String, KeyError> {
+        let mut claims = Claims {
             device: true,
             ..Claims::new(device, tenant, Some(ttl))
         };
+        if let (Some(iat), Some(revoked)) = (claims.iat, revoked_at) {
+            claims.iat = Some(iat.max(revoked.saturating_add(1)));
+        }
         self.key.sign_device(&claims)
     }
 

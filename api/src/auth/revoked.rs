@@ -1,6 +1,6 @@
-//! Tokens of decommissioned devices: a device token issued at or before its device was
-//! decommissioned is refused, on every request, cached or not. The set is small (one entry
-//! per decommissioned device), kept in memory, persisted in the store, and reloaded from it
+//! Revoked device tokens: a device token issued at or before its device was decommissioned,
+//! or had its accepted key rejected or replaced, is refused, on every request, cached or
+//! not. The set is small (one entry per such device), kept in memory, persisted in the store, and reloaded from it
 //! every few seconds on a cluster store so that a decommission on one node takes effect on
 //! every node.
 
@@ -11,7 +11,7 @@ use storage::{Revocation, TenantId};
 
 use super::{Identity, PrincipalKind};
 
-/// Decommissioned devices and when.
+/// Devices whose tokens were revoked, and until when.
 #[derive(Default)]
 pub struct Revocations(RwLock<HashMap<(TenantId, String), i64>>);
 
@@ -25,6 +25,12 @@ impl Revocations {
         *at = (*at).max(r.revoked_at);
     }
 
+    /// Until when (Unix seconds) the device's tokens are refused, if they ever were.
+    pub fn revoked_at(&self, tenant: &TenantId, device: &str) -> Option<i64> {
+        let map = self.0.read().unwrap_or_else(|e| e.into_inner());
+        map.get(&(tenant.clone(), device.to_owned())).copied()
+    }
+
     /// Take in revocations read from the store (adding, never forgetting).
     pub fn load(&self, all: &[Revocation]) {
         for r in all {
@@ -33,8 +39,8 @@ impl Revocations {
     }
 
     /// Whether `id` is a device token issued (`issued_at`, Unix seconds) before its device
-    /// was decommissioned. A token without `iat` cannot be placed in time: it is refused
-    /// once its device was decommissioned.
+    /// was decommissioned or lost its accepted key. A token without `iat` cannot be placed
+    /// in time: it is refused once its device's tokens were revoked.
     pub fn covers(&self, id: &Identity, issued_at: Option<i64>) -> bool {
         if id.kind != PrincipalKind::Device {
             return false;

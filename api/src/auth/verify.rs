@@ -35,8 +35,8 @@ pub enum AuthError {
     /// `exp` has passed.
     #[error("token expired")]
     Expired,
-    /// The device was decommissioned after the token was issued.
-    #[error("the device of this token was decommissioned")]
+    /// The device was decommissioned, or its key rejected, after the token was issued.
+    #[error("this device token was revoked: its device was decommissioned or its key rejected; authenticate again")]
     Revoked,
     /// `nbf` is in the future.
     #[error("token is not valid yet")]

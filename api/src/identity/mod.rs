@@ -207,9 +207,13 @@ impl IdentityService {
         .await?;
         match verdict {
             Verdict::Admitted => {
-                let token = self
-                    .issuer
-                    .device_token(&tenant, &id, self.config.device_token_ttl)?;
+                let revoked_at = self.verifier.revocations().revoked_at(&tenant, &id);
+                let token = self.issuer.device_token_after(
+                    &tenant,
+                    &id,
+                    self.config.device_token_ttl,
+                    revoked_at,
+                )?;
                 Ok(Admitted {
                     token,
                     tenant,
@@ -224,7 +228,10 @@ impl IdentityService {
     }
 
     /// Set the status of one auth set of a device (an operator accepting or rejecting a
-    /// key). `preauthorized` is not a status an operator sets here.
+    /// key). `preauthorized` is not a status an operator sets here. When a key that was
+    /// accepted stops being so (rejected, set back to pending, or replaced by another one
+    /// accepted), the tokens the device holds are refused from then on, as upstream drops
+    /// them: a device gets and keeps a token only while one of its keys is accepted.
     pub async fn set_auth_status(
         &self,
         tenant: &TenantId,
@@ -237,19 +244,51 @@ impl IdentityService {
                 "status must be accepted, rejected or pending".into(),
             ));
         }
-        update_device(self.store.as_ref(), tenant, device, |stored| {
+        let accepted = |r: &DeviceAuthRecord| -> Vec<String> {
+            let sets = r.auth_sets.iter();
+            sets.filter(|s| s.status == DeviceAuthStatus::Accepted)
+                .map(|s| s.id.clone())
+                .collect()
+        };
+        let key_lost = update_device(self.store.as_ref(), tenant, device, |stored| {
             let mut record = stored
                 .cloned()
                 .ok_or_else(|| IdentityError::NotFound(format!("device {device} not found")))?;
+            let before = accepted(&record);
             let now = OffsetDateTime::now_utc();
             if !admission::set_status(&mut record, auth_set, status, now) {
                 return Err(IdentityError::NotFound(format!(
                     "device {device} has no auth set {auth_set}"
                 )));
             }
-            Ok((Some(record), ()))
+            let after = accepted(&record);
+            let lost = before.iter().any(|id| !after.contains(id));
+            Ok((Some(record), lost))
         })
-        .await
+        .await?;
+        if key_lost {
+            self.revoke_tokens(tenant, device).await?;
+        }
+        Ok(())
+    }
+
+    /// Refuse every token `device` holds, on every node (see [`crate::auth::revoked`]);
+    /// durable before it returns.
+    async fn revoke_tokens(&self, tenant: &TenantId, device: &str) -> Result<(), IdentityError> {
+        // A token issued since an earlier revocation may be dated its next second (see
+        // `device_token_after`); this one must cover it even within that second.
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let earlier = self.verifier.revocations().revoked_at(tenant, device);
+        let revocation = Revocation {
+            tenant: tenant.clone(),
+            device: device.to_owned(),
+            revoked_at: earlier.map_or(now, |t| now.max(t.saturating_add(1))),
+        };
+        self.store
+            .commit(vec![Write::PutRevocation(revocation.clone())])
+            .await?;
+        self.verifier.revocations().revoke(&revocation);
+        Ok(())
     }
 
     /// Decommission a device: refuse every token it holds (on every node, see
@@ -262,16 +301,8 @@ impl IdentityService {
                 "device {device} not found"
             )));
         };
-        let revocation = Revocation {
-            tenant: tenant.clone(),
-            device: device.to_owned(),
-            revoked_at: OffsetDateTime::now_utc().unix_timestamp(),
-        };
-        // Durable before anything else: once answered, no node may take its tokens.
-        self.store
-            .commit(vec![Write::PutRevocation(revocation.clone())])
-            .await?;
-        self.verifier.revocations().revoke(&revocation);
+        // Before anything else: once answered, no node may take its tokens.
+        self.revoke_tokens(tenant, device).await?;
         for _ in 0..MAX_SWAPS {
             if self.store.remove_device_auth(&stored).await? {
                 return Ok(());
