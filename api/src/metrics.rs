@@ -208,6 +208,20 @@ fn is_route_word(segment: &str) -> bool {
             | "auth"
             | "login"
             | "devauth"
+            | "approve"
+            | "events"
+            | "filters"
+            | "group"
+            | "groups"
+            | "list"
+            | "live"
+            | "openapi.yaml"
+            | "pause"
+            | "phases"
+            | "ready"
+            | "resume"
+            | "search"
+            | "update_control_map"
     )
 }
 
@@ -461,5 +475,21 @@ mod tests {
             "/api/devices/v1/deployments/device/deployments/:id/status"
         );
         assert_eq!(route_template("/anything/else"), "/:id/:id");
+    }
+
+    /// Every literal segment of a documented path is kept, so dashboards can tell the
+    /// routes apart (`/inventory/groups` is not `/inventory/:id`).
+    #[test]
+    fn every_word_of_the_documented_paths_is_a_route_word() {
+        let document = include_str!("../openapi.yaml");
+        let paths = document
+            .lines()
+            .filter_map(|l| l.strip_prefix("  /"))
+            .filter_map(|l| l.strip_suffix(':'));
+        for path in paths {
+            for seg in path.split('/').filter(|s| !s.starts_with('{')) {
+                assert!(is_route_word(seg), "{seg:?} of /{path} would be :id");
+            }
+        }
     }
 }
