@@ -53,6 +53,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let metrics_token = metrics_token(&args)?;
+    // Before anything records a metric: what the store and the resumed deployments
+    // publish while starting would otherwise be lost until it next changes.
+    let metrics = metrics::install();
     let (store, embedded) = open_store_parts(&args.store, &args.data_dir).await?;
     let blobs =
         BlobStore::new(&args.blobs.config(&args.data_dir)?).context("opening the blob store")?;
@@ -115,7 +118,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(ms) = args.chaos_crash_every {
         deployments.start_chaos_drill(std::time::Duration::from_millis(ms));
     }
-    let metrics = metrics::install();
     metrics::seed_artifact_bytes(state.store.as_ref())
         .await
         .context("reading artifact sizes for /metrics")?;

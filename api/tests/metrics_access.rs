@@ -7,6 +7,7 @@ mod common;
 
 use common::{assert_error, no_body, send, Server, Workdir};
 use reqwest::StatusCode;
+use serde_json::json;
 
 /// `GET url` with an optional bearer token, asserting 200; the text.
 async fn scrape(server: &Server, url: &str, token: Option<&str>) -> String {
@@ -95,6 +96,10 @@ async fn metrics_listen_serves_metrics_without_a_token_and_nothing_else() {
     assert_ne!(metrics, server.base);
     let text = scrape(&server, &format!("{metrics}/metrics"), None).await;
     assert!(text.contains("rollout_deployments{"), "{text}");
+    assert!(
+        text.lines().any(|l| l == "rollout_deployment_actors 0"),
+        "a fresh server says it runs no actor: {text}"
+    );
     for path in ["/api/management/v1/deployments/artifacts", "/health"] {
         let resp = send(server.http().get(format!("{metrics}{path}"))).await;
         assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{path}");
@@ -136,12 +141,25 @@ async fn artifact_bytes_follow_uploads_and_deletes_and_survive_a_restart() {
         bytes(&scrape(&server, &url(&server), None).await),
         Some(size_b)
     );
+    // An unfinished deployment: its actor is resumed at the next start.
+    let body = json!({"name": "resumed", "artifact_name": "bytes-2", "devices": ["d1"]});
+    let created = send(
+        user.request(reqwest::Method::POST, "/deployments")
+            .json(&body),
+    )
+    .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
     drop(user);
 
     server.restart().await;
+    let text = scrape(&server, &url(&server), None).await;
+    assert_eq!(bytes(&text), Some(size_b));
+    // What the start published (the resumed actor) is there, not lost before the
+    // recorder was installed.
     assert_eq!(
-        bytes(&scrape(&server, &url(&server), None).await),
-        Some(size_b)
+        sample(&text, "rollout_deployment_actors"),
+        Some(1.0),
+        "{text}"
     );
 }
 

@@ -272,12 +272,15 @@ impl Actor for Supervisor {
         _myself: ActorRef<Self::Msg>,
         args: SupervisorArgs,
     ) -> std::result::Result<SupervisorState, ActorProcessingErr> {
-        Ok(SupervisorState {
+        let state = SupervisorState {
             args,
             running: std::collections::HashMap::new(),
             fences: std::collections::HashMap::new(),
             budget: RestartBudget::default(),
-        })
+        };
+        // A series from the start: a dashboard shows 0 actors, not "no data".
+        state.publish();
+        Ok(state)
     }
 
     async fn handle(
