@@ -143,12 +143,7 @@ async fn artifact_bytes_follow_uploads_and_deletes_and_survive_a_restart() {
     );
     // An unfinished deployment: its actor is resumed at the next start.
     let body = json!({"name": "resumed", "artifact_name": "bytes-2", "devices": ["d1"]});
-    let created = send(
-        user.request(reqwest::Method::POST, "/deployments")
-            .json(&body),
-    )
-    .await;
-    assert_eq!(created.status(), StatusCode::CREATED);
+    common::fleet::deployment_id(common::fleet::create(&user, &body).await).await;
     drop(user);
 
     server.restart().await;

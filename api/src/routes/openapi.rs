@@ -53,6 +53,14 @@ impl RouteMethods {
     }
 }
 
+/// Every literal segment of the document's paths (for the metrics' route words).
+#[cfg(test)]
+pub(crate) fn literal_segments() -> impl Iterator<Item = &'static str> {
+    ROUTE_TABLE
+        .iter()
+        .flat_map(|r| r.template.iter().flatten().copied())
+}
+
 static ROUTE_TABLE: std::sync::LazyLock<Vec<RouteMethods>> =
     std::sync::LazyLock::new(|| route_table(DOCUMENT));
 

@@ -441,16 +441,13 @@ impl DeploymentService {
                     d.name.to_lowercase().contains(s) || d.artifact_name.to_lowercase().contains(s)
                 })
             })
+            // Bounds are instants (whole Unix seconds), compared as upstream does: a
+            // deployment created at t + 0.7 s is after `created_before=t`.
             .filter(|d| {
-                q.created_after
-                    .is_none_or(|t| d.created.unix_timestamp() >= t)
-            })
-            .filter(|d| {
-                // At or before the instant `t`: a deployment created at t + 0.7 s is after
-                // it, as upstream compares (whole seconds would take it in).
-                q.created_before.is_none_or(|t| {
-                    d.created.unix_timestamp_nanos() <= i128::from(t) * 1_000_000_000
-                })
+                let created = d.created.unix_timestamp_nanos();
+                let instant = |t: i64| i128::from(t) * 1_000_000_000;
+                q.created_after.is_none_or(|t| created >= instant(t))
+                    && q.created_before.is_none_or(|t| created <= instant(t))
             })
             .collect();
         all.sort_by(|a, b| b.created.cmp(&a.created).then(b.id.cmp(&a.id)));
